@@ -1,0 +1,599 @@
+//! Settings: JSON layers merged in a fixed order, then references resolved, then validated.
+//!
+//! Order (later wins), as in DESIGN.md section 3: built-in defaults; every `*.json` (sorted by name) in
+//! `/etc/legionio/`, `~/.legionio/settings/` and `./settings/`; the directories given with
+//! `--settings-dir` and the files given with `--settings`, in that order; then environment variables
+//! `LEGION_<SECTION>__<KEY>` (double underscore for nesting, e.g. `LEGION_DATA__URL`). Objects are
+//! merged deeply; any other value replaces the one before it.
+//!
+//! After merging, string values of the form `env://VAR` are replaced by that variable's value, and an
+//! array whose first element is such a reference is a fallback chain: the first reference that
+//! resolves wins, and a plain string ends the chain. `vault://path#key` references are refused with a
+//! clear error until a Vault cluster is configured (`crypt.vault`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Json, Serialized};
+use serde::{Deserialize, Serialize};
+
+/// Why settings could not be loaded. Every variant names the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A settings file or directory could not be read.
+    #[error("cannot read settings from {path}: {source}")]
+    Read {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A layer is not valid JSON or does not fit the settings' shape.
+    #[error("invalid settings: {0}")]
+    Parse(String),
+    /// A reference could not be resolved.
+    #[error("settings key {key}: {reason}")]
+    Reference {
+        /// Dotted path of the key.
+        key: String,
+        /// Why it did not resolve.
+        reason: String,
+    },
+    /// A value is out of range or malformed.
+    #[error("settings key {key}: {reason}")]
+    Invalid {
+        /// Dotted path of the key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Where settings come from besides the built-in defaults and the three standard directories.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Directories given with `--settings-dir`, in order.
+    pub dirs: Vec<PathBuf>,
+    /// Files given with `--settings`, in order.
+    pub files: Vec<PathBuf>,
+    /// Skip `/etc/legionio/`, `~/.legionio/settings/` and `./settings/` (tests use this).
+    pub skip_standard_dirs: bool,
+    /// Environment variables to read; `None` reads the process environment.
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+/// All of Legion's settings. Every section has defaults, so an empty layer is valid for local use.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// PostgreSQL.
+    pub data: DataSettings,
+    /// RabbitMQ.
+    pub transport: TransportSettings,
+    /// The control plane's listeners and loops.
+    pub control_plane: ControlPlaneSettings,
+    /// mTLS material (PEM paths).
+    pub tls: TlsSettings,
+    /// The REST gateway.
+    pub api: ApiSettings,
+    /// The executor.
+    pub executor: ExecutorSettings,
+    /// Logging.
+    pub logging: LoggingSettings,
+    /// Limits on what callers may submit.
+    pub limits: Limits,
+    /// Secrets backends (Vault clusters, JWT keys); read by later features.
+    pub crypt: serde_json::Value,
+    /// Authentication settings; read by later features.
+    pub auth: serde_json::Value,
+    /// RBAC settings; read by later features.
+    pub rbac: serde_json::Value,
+    /// DNS bootstrap settings; read by later features.
+    pub bootstrap: serde_json::Value,
+}
+
+/// PostgreSQL settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSettings {
+    /// `postgres://user:password@host:port/db`. Default `postgres://postgres@127.0.0.1:5432/legion`.
+    pub url: String,
+    /// Pool size. Default 16.
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection, in ms. Default 5000.
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for DataSettings {
+    fn default() -> Self {
+        Self { url: "postgres://postgres@127.0.0.1:5432/legion".into(), max_connections: 16, acquire_timeout_ms: 5000 }
+    }
+}
+
+/// RabbitMQ settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportSettings {
+    /// `amqp://user:password@host:port/vhost` or `amqps://…`. Default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub url: String,
+    /// TLS for `amqps://`.
+    pub tls: TransportTlsSettings,
+    /// Deliveries of one task message (first delivery plus redeliveries after a consumer vanished)
+    /// before the task is dead-lettered. Default 5.
+    pub delivery_limit: u32,
+    /// Outbox rows published per round, each round pipelined with publisher confirms. Default 500.
+    pub publish_batch: u32,
+    /// How often the outbox is polled when nothing signals new rows, in ms. Default 500.
+    pub outbox_poll_ms: u64,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            tls: TransportTlsSettings::default(),
+            delivery_limit: 5,
+            publish_batch: 500,
+            outbox_poll_ms: 500,
+        }
+    }
+}
+
+/// TLS settings for `amqps://`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportTlsSettings {
+    /// PEM file of the CA that signed the broker's certificate; system roots when unset.
+    pub ca: Option<PathBuf>,
+}
+
+/// Control-plane settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlPlaneSettings {
+    /// gRPC listen address (TLS). Default `127.0.0.1:50051`.
+    pub listen: SocketAddr,
+    /// Admin HTTP listen address (/healthz, /readyz, /metrics). Default `127.0.0.1:9464`.
+    pub admin_listen: SocketAddr,
+    /// Where executors, the gateway and the CLI reach the control plane. Default `https://localhost:50051`.
+    pub url: String,
+    /// A node silent for this long is `lost`, in ms. Default 30000.
+    pub node_lease_ms: u64,
+    /// Most starts or completions committed in one transaction. Default 512.
+    pub commit_batch: usize,
+    /// Submits coalesced into one transaction, at most. Default 256.
+    pub submit_batch: usize,
+}
+
+impl Default for ControlPlaneSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            url: "https://localhost:50051".into(),
+            node_lease_ms: 30_000,
+            commit_batch: 512,
+            submit_batch: 256,
+        }
+    }
+}
+
+/// mTLS material, PEM file paths.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// CA that signs every Legion certificate; the control plane verifies client certificates with it.
+    pub ca: Option<PathBuf>,
+    /// This process's certificate chain.
+    pub cert: Option<PathBuf>,
+    /// This process's private key (PKCS#8 or SEC1 PEM).
+    pub key: Option<PathBuf>,
+}
+
+/// REST gateway settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// HTTP listen address. Default `127.0.0.1:4567`.
+    pub listen: SocketAddr,
+    /// Accepted `Host` header values; empty accepts any. Default empty.
+    pub allowed_hosts: Vec<String>,
+    /// Largest request body, in bytes. Default 2 MiB (2097152), above `limits.max_payload_bytes`
+    /// so that an oversize `args` is reported by name.
+    pub max_body_bytes: usize,
+    /// Per-request timeout, in ms (WatchTask streams excepted). Default 30000.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4567)),
+            allowed_hosts: Vec::new(),
+            max_body_bytes: 2 * 1024 * 1024,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Executor settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutorSettings {
+    /// Node name; must match the node name in the executor's certificate. Default `executor`.
+    pub name: String,
+    /// Extensions to load; empty loads every built-in one allowed by `profile`. Default empty.
+    pub extensions: Vec<String>,
+    /// Role profile: `all` (every built-in extension) or `core` (`core`, `log`). Default `all`.
+    pub profile: String,
+    /// Task slots: tasks run at once; also the broker prefetch. Default 16.
+    pub concurrency: u32,
+    /// Region label. Default `default`.
+    pub region: String,
+    /// Heartbeat interval, in ms. Default 5000.
+    pub heartbeat_ms: u64,
+    /// On SIGTERM, how long in-flight tasks may finish before they are requeued, in ms. Default 30000.
+    pub shutdown_grace_ms: u64,
+    /// Admin HTTP listen address. Default `127.0.0.1:9465`.
+    pub admin_listen: SocketAddr,
+    /// Longest wait before a batch of starts or completions is sent, in ms. Default 2.
+    pub report_linger_ms: u64,
+    /// Paths `file.fs.*` refuses besides the built-in deny list.
+    pub deny_paths: Vec<PathBuf>,
+}
+
+impl Default for ExecutorSettings {
+    fn default() -> Self {
+        Self {
+            name: "executor".into(),
+            extensions: Vec::new(),
+            profile: "all".into(),
+            concurrency: 16,
+            region: "default".into(),
+            heartbeat_ms: 5000,
+            shutdown_grace_ms: 30_000,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
+            report_linger_ms: 2,
+            deny_paths: Vec::new(),
+        }
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingSettings {
+    /// `console` or `json`. Default `console`.
+    pub format: String,
+    /// Default level: `trace`, `debug`, `info`, `warn`, `error`. Default `info`.
+    pub level: String,
+    /// Levels per component (tracing target), e.g. `{"legion_executor": "debug"}`.
+    pub levels: BTreeMap<String, String>,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        Self { format: "console".into(), level: "info".into(), levels: BTreeMap::new() }
+    }
+}
+
+/// Limits on submitted tasks. Each is enforced by the control plane and named in its errors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest `args` (serialized JSON), in bytes. Default 1 MiB (1048576).
+    pub max_payload_bytes: usize,
+    /// Largest result a function may return (serialized JSON), in bytes. Default 4 MiB (4194304).
+    pub max_result_bytes: usize,
+    /// Largest `max_attempts`. Default 25.
+    pub max_attempts: u32,
+    /// `timeout_ms` when none is given. Default 30000.
+    pub default_timeout_ms: u32,
+    /// Largest `timeout_ms`. Default 86400000 (24 h).
+    pub max_timeout_ms: u32,
+    /// Largest `delay_ms`. Default 2592000000 (30 days).
+    pub max_delay_ms: u64,
+    /// Longest `idempotency_key`, in bytes. Default 255.
+    pub max_idempotency_key_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 1024 * 1024,
+            max_result_bytes: 4 * 1024 * 1024,
+            max_attempts: 25,
+            default_timeout_ms: 30_000,
+            max_timeout_ms: 86_400_000,
+            max_delay_ms: 2_592_000_000,
+            max_idempotency_key_bytes: 255,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads, resolves and validates the settings from `sources` (see the module docs for the order).
+    ///
+    /// # Errors
+    /// [`Error`] naming the file or key at fault.
+    pub fn load(sources: &Sources) -> Result<Self, Error> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if !sources.skip_standard_dirs {
+            let mut standard = vec![PathBuf::from("/etc/legionio")];
+            if let Some(home) = std::env::var_os("HOME") {
+                standard.push(Path::new(&home).join(".legionio/settings"));
+            }
+            standard.push(PathBuf::from("settings"));
+            for dir in standard.iter().filter(|d| d.is_dir()) {
+                figment = merge_dir(figment, dir)?;
+            }
+        }
+        for dir in &sources.dirs {
+            if !dir.is_dir() {
+                return Err(Error::Read {
+                    path: dir.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"),
+                });
+            }
+            figment = merge_dir(figment, dir)?;
+        }
+        for file in &sources.files {
+            figment = merge_file(figment, file)?;
+        }
+        let mut raw: serde_json::Value = figment.extract().map_err(|e| Error::Parse(e.to_string()))?;
+        let vars: BTreeMap<String, String> = match &sources.env {
+            Some(vars) => vars.clone(),
+            None => std::env::vars().collect(),
+        };
+        apply_env(&mut raw, &vars);
+        let lookup = |name: &str| match &sources.env {
+            Some(vars) => vars.get(name).cloned(),
+            None => std::env::var(name).ok(),
+        };
+        resolve_references(&mut raw, "", &lookup)?;
+        let settings: Settings = serde_json::from_value(raw).map_err(|e| Error::Parse(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values that the types alone do not.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |key: &str, reason: &str| Err(Error::Invalid { key: key.into(), reason: reason.into() });
+        if !(self.data.url.starts_with("postgres://") || self.data.url.starts_with("postgresql://")) {
+            return invalid("data.url", "must start with postgres:// or postgresql://");
+        }
+        if self.data.max_connections == 0 {
+            return invalid("data.max_connections", "must be at least 1");
+        }
+        if !(self.transport.url.starts_with("amqp://") || self.transport.url.starts_with("amqps://")) {
+            return invalid("transport.url", "must start with amqp:// or amqps://");
+        }
+        if self.transport.publish_batch == 0 {
+            return invalid("transport.publish_batch", "must be at least 1");
+        }
+        if self.transport.delivery_limit == 0 {
+            return invalid("transport.delivery_limit", "must be at least 1");
+        }
+        if !self.control_plane.url.starts_with("https://") {
+            return invalid("control_plane.url", "must start with https:// (the control plane serves TLS only)");
+        }
+        if self.control_plane.commit_batch == 0 || self.control_plane.submit_batch == 0 {
+            return invalid("control_plane.commit_batch", "batch sizes must be at least 1");
+        }
+        if self.executor.concurrency == 0 || self.executor.concurrency > u32::from(u16::MAX) {
+            return invalid("executor.concurrency", "must be 1 to 65535");
+        }
+        if self.executor.heartbeat_ms == 0 {
+            return invalid("executor.heartbeat_ms", "must be at least 1");
+        }
+        if self.control_plane.node_lease_ms <= self.executor.heartbeat_ms {
+            return invalid("control_plane.node_lease_ms", "must be longer than executor.heartbeat_ms");
+        }
+        if crate::function::validate_segment(&self.executor.name.replace('-', "_")).is_err() {
+            return invalid("executor.name", "must be 1 to 64 bytes of a-z, 0-9, _ and -, starting with a letter");
+        }
+        if !matches!(self.executor.profile.as_str(), "all" | "core") {
+            return invalid("executor.profile", "must be all or core");
+        }
+        if !matches!(self.logging.format.as_str(), "console" | "json") {
+            return invalid("logging.format", "must be console or json");
+        }
+        for (key, level) in std::iter::once(("logging.level".to_owned(), &self.logging.level))
+            .chain(self.logging.levels.iter().map(|(k, v)| (format!("logging.levels.{k}"), v)))
+        {
+            if level.parse::<tracing::Level>().is_err() && level != "off" {
+                return invalid(&key, "must be trace, debug, info, warn, error or off");
+            }
+        }
+        let l = &self.limits;
+        if l.max_payload_bytes == 0 || l.max_attempts == 0 || l.max_timeout_ms == 0 {
+            return invalid("limits", "limits must be at least 1");
+        }
+        if l.default_timeout_ms == 0 || l.default_timeout_ms > l.max_timeout_ms {
+            return invalid("limits.default_timeout_ms", "must be 1 to limits.max_timeout_ms");
+        }
+        if self.api.max_body_bytes < l.max_payload_bytes {
+            return invalid("api.max_body_bytes", "must be at least limits.max_payload_bytes");
+        }
+        Ok(())
+    }
+
+    /// The settings as JSON with every secret-bearing value replaced by `"[REDACTED]"` (see [`redact`]).
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        redact(&mut value);
+        value
+    }
+}
+
+/// Applies `LEGION_<SECTION>__<KEY>` variables onto the merged settings. A value is read as JSON where
+/// the key it replaces holds a number, a boolean, an array or an object, and as a plain string where it
+/// holds a string or nothing, so that a numeric-looking password stays a string.
+fn apply_env(raw: &mut serde_json::Value, vars: &BTreeMap<String, String>) {
+    for (name, value) in vars {
+        let Some(path) = name.strip_prefix("LEGION_") else { continue };
+        let segments: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        if segments.iter().any(String::is_empty) {
+            continue;
+        }
+        let mut node = &mut *raw;
+        for segment in &segments {
+            if !node.is_object() {
+                *node = serde_json::Value::Object(serde_json::Map::new());
+            }
+            let Some(map) = node.as_object_mut() else { return };
+            node = map.entry(segment.clone()).or_insert(serde_json::Value::Null);
+        }
+        let typed = !matches!(node, serde_json::Value::String(_) | serde_json::Value::Null);
+        *node = if typed {
+            serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.clone()))
+        } else {
+            serde_json::Value::String(value.clone())
+        };
+    }
+}
+
+fn merge_dir(mut figment: Figment, dir: &Path) -> Result<Figment, Error> {
+    let read_err = |source| Error::Read { path: dir.to_path_buf(), source };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(read_err)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json") && p.is_file())
+        .collect();
+    files.sort();
+    for file in files {
+        figment = merge_file(figment, &file)?;
+    }
+    Ok(figment)
+}
+
+fn merge_file(figment: Figment, file: &Path) -> Result<Figment, Error> {
+    let text = std::fs::read_to_string(file).map_err(|source| Error::Read { path: file.to_path_buf(), source })?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::Parse(format!("{}: {e}", file.display())))?;
+    if !value.is_object() {
+        return Err(Error::Parse(format!("{}: must hold a JSON object", file.display())));
+    }
+    Ok(figment.merge(Json::string(&text)))
+}
+
+fn is_reference(s: &str) -> bool {
+    s.starts_with("env://") || s.starts_with("vault://")
+}
+
+/// Resolves `env://VAR` references and fallback chains in place (see the module docs).
+fn resolve_references(
+    value: &mut serde_json::Value,
+    key: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), Error> {
+    let child = |k: &str| if key.is_empty() { k.to_owned() } else { format!("{key}.{k}") };
+    match value {
+        serde_json::Value::String(s) if is_reference(s) => {
+            *value = serde_json::Value::String(
+                resolve_one(s, key, lookup)?
+                    .ok_or_else(|| Error::Reference { key: key.into(), reason: format!("{s} is not set") })?,
+            );
+        }
+        serde_json::Value::Array(items)
+            if items.first().and_then(serde_json::Value::as_str).is_some_and(is_reference) =>
+        {
+            let mut resolved = None;
+            for item in items.iter() {
+                let Some(s) = item.as_str() else {
+                    return Err(Error::Reference {
+                        key: key.into(),
+                        reason: "a fallback chain holds only strings".into(),
+                    });
+                };
+                if !is_reference(s) {
+                    resolved = Some(s.to_owned());
+                    break;
+                }
+                if let Some(v) = resolve_one(s, key, lookup)? {
+                    resolved = Some(v);
+                    break;
+                }
+            }
+            *value = serde_json::Value::String(resolved.ok_or_else(|| Error::Reference {
+                key: key.into(),
+                reason: "no reference of the fallback chain resolved".into(),
+            })?);
+        }
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                resolve_references(item, &child(&i.to_string()), lookup)?;
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                resolve_references(v, &child(k), lookup)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn resolve_one(reference: &str, key: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, Error> {
+    if let Some(var) = reference.strip_prefix("env://") {
+        if var.is_empty() {
+            return Err(Error::Reference { key: key.into(), reason: "env:// needs a variable name".into() });
+        }
+        return Ok(lookup(var));
+    }
+    Err(Error::Reference {
+        key: key.into(),
+        reason: format!(
+            "{reference}: vault:// references need a Vault cluster in crypt.vault, which this build does not read yet"
+        ),
+    })
+}
+
+/// Words that mark a key as secret-bearing, matched case-insensitively anywhere in the key.
+pub const SECRET_KEY_WORDS: &[&str] = &["password", "token", "secret", "key", "credential", "private"];
+
+/// Replaces, at any depth (arrays included), the value of every key that contains one of
+/// [`SECRET_KEY_WORDS`] with `"[REDACTED]"`. Credentials inside URLs (`scheme://user:pass@host`) are
+/// redacted too.
+pub fn redact(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                let lower = k.to_ascii_lowercase();
+                if SECRET_KEY_WORDS.iter().any(|w| lower.contains(w)) {
+                    *v = serde_json::Value::String("[REDACTED]".into());
+                } else {
+                    redact(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        serde_json::Value::String(s) => {
+            if let Some(clean) = redact_url(s) {
+                *s = clean;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `scheme://user:password@host/…` → `scheme://user:[REDACTED]@host/…`; `None` if there is no password.
+pub fn redact_url(s: &str) -> Option<String> {
+    let (scheme, rest) = s.split_once("://")?;
+    let (userinfo, host) = rest.split_once('@')?;
+    if host.contains('@') || userinfo.contains('/') {
+        return None;
+    }
+    let (user, _password) = userinfo.split_once(':')?;
+    Some(format!("{scheme}://{user}:[REDACTED]@{host}"))
+}
+
+#[cfg(test)]
+mod tests;
