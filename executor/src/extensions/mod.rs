@@ -1,0 +1,325 @@
+//! Extensions compiled into the executor: the [`Function`] trait every function implements, the
+//! [`Registry`] of loaded functions keyed by `extension.runner.function`, and the manifest sent with
+//! `RegisterNode`.
+//!
+//! Built-in extensions, one module each: `core` (`core.util.{echo,sleep,fail,noop}`), `http`
+//! (`http.request.{get,post,put,delete}`) and `log` (`log.entry.write`). Which ones load is decided by
+//! `executor.extensions` (names; empty means every built-in one) filtered by `executor.profile`
+//! (`all`: every built-in; `core`: `core` and `log`), see [`select`]. No code is ever loaded at run time.
+
+pub mod args;
+pub mod core;
+pub mod http;
+pub mod log;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use legion_common::settings::{ExecutorSettings, Limits};
+use legion_proto::v1;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Every built-in extension, in load order.
+pub const BUILTIN: &[&str] = &["core", "http", "log"];
+
+/// Version reported for the built-in extensions: the executor's own.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why the extensions could not be loaded; each is a settings error (exit 64).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `executor.extensions` names an extension that is not compiled in.
+    #[error("executor.extensions: unknown extension {name:?} (built-in: core, http, log)")]
+    UnknownExtension {
+        /// The unknown name.
+        name: String,
+    },
+    /// `executor.profile` is not `all` or `core`.
+    #[error("executor.profile: unknown profile {0:?} (all or core)")]
+    UnknownProfile(String),
+    /// The profile filtered out every requested extension.
+    #[error("executor.extensions: profile {profile:?} allows none of the requested extensions")]
+    NothingToLoad {
+        /// The profile.
+        profile: String,
+    },
+    /// An extension could not be built (e.g. the HTTP client).
+    #[error("extension {name}: {reason}")]
+    Build {
+        /// The extension.
+        name: &'static str,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// What a running function knows about its attempt. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The task.
+    pub task_id: Uuid,
+    /// The attempt (fencing token) returned by `StartTask`.
+    pub attempt: u32,
+    /// Cancelled when the attempt is aborted (timeout, cancel from the control plane, shutdown).
+    /// Long-running functions select on it to stop early.
+    pub cancel: CancellationToken,
+    /// When the attempt's `timeout_ms` runs out; the pool ends the attempt as a timeout then.
+    pub deadline: tokio::time::Instant,
+}
+
+impl Context {
+    /// A context for `task_id`/`attempt` with `timeout` from now and a fresh cancellation token.
+    pub fn new(task_id: Uuid, attempt: u32, timeout: Duration) -> Self {
+        Self { task_id, attempt, cancel: CancellationToken::new(), deadline: tokio::time::Instant::now() + timeout }
+    }
+
+    /// Time left until [`Context::deadline`]; zero once it passed.
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(tokio::time::Instant::now())
+    }
+}
+
+/// How a function call failed. The message is what the task's `error` shows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FunctionError {
+    /// The args are invalid; the message names the arg, e.g. `args.url: required string`. Reported as
+    /// `FAILURE_KIND_REJECTED`.
+    #[error("{0}")]
+    InvalidArgs(String),
+    /// The function ran and failed. Reported as `FAILURE_KIND_ERROR`.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// One function of an extension, e.g. `http.request.get`.
+#[async_trait]
+pub trait Function: Send + Sync + 'static {
+    /// Runs the function with the task's `args` (any JSON; usually an object) and returns its result
+    /// as JSON.
+    ///
+    /// # Errors
+    /// [`FunctionError::InvalidArgs`] naming the arg, or [`FunctionError::Failed`].
+    async fn call(&self, args: serde_json::Value, ctx: Context) -> Result<serde_json::Value, FunctionError>;
+}
+
+/// A function with its name and one-line description, as listed in the manifest.
+#[derive(Clone)]
+pub struct FunctionSpec {
+    /// The function's name within its runner, e.g. `get`.
+    pub name: &'static str,
+    /// One line for the catalog.
+    pub description: &'static str,
+    /// The implementation.
+    pub function: Arc<dyn Function>,
+}
+
+/// A runner and its functions.
+#[derive(Clone)]
+pub struct RunnerSpec {
+    /// The runner's name within its extension, e.g. `request`.
+    pub name: &'static str,
+    /// Its functions.
+    pub functions: Vec<FunctionSpec>,
+}
+
+/// An extension: a name, a version and runners.
+#[derive(Clone)]
+pub struct Extension {
+    /// The extension's name, e.g. `http`; also its queue `legion.ext.<name>`.
+    pub name: &'static str,
+    /// Its version.
+    pub version: &'static str,
+    /// Its runners.
+    pub runners: Vec<RunnerSpec>,
+}
+
+impl Extension {
+    /// The manifest sent with `RegisterNode`.
+    pub fn manifest(&self) -> v1::ExtensionManifest {
+        v1::ExtensionManifest {
+            name: self.name.to_owned(),
+            version: self.version.to_owned(),
+            runners: self
+                .runners
+                .iter()
+                .map(|r| v1::Runner {
+                    name: r.name.to_owned(),
+                    functions: r
+                        .functions
+                        .iter()
+                        .map(|f| v1::Function { name: f.name.to_owned(), description: f.description.to_owned() })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Whether `profile` allows the built-in extension `name`: `all` allows every one, `core` allows
+/// `core` and `log`.
+pub fn profile_allows(profile: &str, name: &str) -> bool {
+    match profile {
+        "all" => true,
+        "core" => matches!(name, "core" | "log"),
+        _ => false,
+    }
+}
+
+/// The built-in extensions to load: `requested` (every built-in one when empty) filtered by `profile`,
+/// in [`BUILTIN`] order, without duplicates. Requested extensions the profile does not allow are left
+/// out (logged by the caller).
+///
+/// # Errors
+/// [`Error::UnknownProfile`], [`Error::UnknownExtension`], or [`Error::NothingToLoad`] when the
+/// result would be empty.
+pub fn select(requested: &[String], profile: &str) -> Result<Vec<&'static str>, Error> {
+    if !matches!(profile, "all" | "core") {
+        return Err(Error::UnknownProfile(profile.to_owned()));
+    }
+    if let Some(unknown) = requested.iter().find(|r| !BUILTIN.contains(&r.as_str())) {
+        return Err(Error::UnknownExtension { name: unknown.clone() });
+    }
+    let selected: Vec<&'static str> = BUILTIN
+        .iter()
+        .copied()
+        .filter(|b| requested.is_empty() || requested.iter().any(|r| r == b))
+        .filter(|b| profile_allows(profile, b))
+        .collect();
+    if selected.is_empty() {
+        return Err(Error::NothingToLoad { profile: profile.to_owned() });
+    }
+    Ok(selected)
+}
+
+/// The loaded extensions and their functions by `extension.runner.function`. Shared as `Arc`.
+pub struct Registry {
+    extensions: Vec<Extension>,
+    functions: HashMap<String, Arc<dyn Function>>,
+}
+
+impl Registry {
+    /// Loads the built-in extensions chosen by `executor.extensions` and `executor.profile` (see
+    /// [`select`]). `limits.max_result_bytes` caps what `http.request.*` reads of a response body.
+    /// Needs the rustls crypto provider installed (for the HTTP client).
+    ///
+    /// # Errors
+    /// [`Error`]; every variant is a settings error.
+    pub fn load(executor: &ExecutorSettings, limits: &Limits) -> Result<Self, Error> {
+        let names = select(&executor.extensions, &executor.profile)?;
+        for skipped in executor.extensions.iter().filter(|r| !names.contains(&r.as_str())) {
+            tracing::warn!(extension = %skipped, profile = %executor.profile, "extension not allowed by profile, not loaded");
+        }
+        let mut extensions = Vec::with_capacity(names.len());
+        for name in names {
+            extensions.push(match name {
+                "core" => core::extension(),
+                "http" => http::extension(limits.max_result_bytes)
+                    .map_err(|e| Error::Build { name: "http", reason: e.to_string() })?,
+                _ => log::extension(),
+            });
+        }
+        Ok(Self::from_extensions(extensions))
+    }
+
+    /// A registry of the given extensions (tests register their own functions this way).
+    pub fn from_extensions(extensions: Vec<Extension>) -> Self {
+        let mut functions = HashMap::new();
+        for ext in &extensions {
+            for runner in &ext.runners {
+                for f in &runner.functions {
+                    functions.insert(format!("{}.{}.{}", ext.name, runner.name, f.name), f.function.clone());
+                }
+            }
+        }
+        Self { extensions, functions }
+    }
+
+    /// The function addressed `extension.runner.function`, if loaded.
+    pub fn get(&self, function: &str) -> Option<Arc<dyn Function>> {
+        self.functions.get(function).cloned()
+    }
+
+    /// Names of the loaded extensions, in load order.
+    pub fn extension_names(&self) -> Vec<String> {
+        self.extensions.iter().map(|e| e.name.to_owned()).collect()
+    }
+
+    /// Every loaded function's address, sorted.
+    pub fn function_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.functions.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The manifests sent with `RegisterNode`.
+    pub fn manifests(&self) -> Vec<v1::ExtensionManifest> {
+        self.extensions.iter().map(Extension::manifest).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn profiles_filter_the_builtins() {
+        assert_eq!(select(&[], "all").expect("all"), vec!["core", "http", "log"]);
+        assert_eq!(select(&[], "core").expect("core"), vec!["core", "log"]);
+        assert_eq!(select(&names(&["http", "core"]), "all").expect("subset"), vec!["core", "http"]);
+        assert_eq!(select(&names(&["http", "log"]), "core").expect("filtered"), vec!["log"]);
+        assert_eq!(select(&names(&["log", "log"]), "all").expect("dedup"), vec!["log"]);
+    }
+
+    #[test]
+    fn unknown_names_and_empty_selections_are_refused() {
+        let err = select(&names(&["core", "ftp"]), "all").expect_err("unknown");
+        assert_eq!(err.to_string(), "executor.extensions: unknown extension \"ftp\" (built-in: core, http, log)");
+        assert!(matches!(select(&names(&["http"]), "core"), Err(Error::NothingToLoad { .. })));
+        assert!(matches!(select(&[], "gpu"), Err(Error::UnknownProfile(_))));
+    }
+
+    #[test]
+    fn registry_keys_functions_by_address_and_lists_manifests() {
+        legion_common::install_crypto_provider();
+        let registry = Registry::load(&ExecutorSettings::default(), &Limits::default()).expect("load");
+        assert_eq!(registry.extension_names(), vec!["core", "http", "log"]);
+        assert_eq!(
+            registry.function_names(),
+            vec![
+                "core.util.echo",
+                "core.util.fail",
+                "core.util.noop",
+                "core.util.sleep",
+                "http.request.delete",
+                "http.request.get",
+                "http.request.post",
+                "http.request.put",
+                "log.entry.write",
+            ]
+        );
+        assert!(registry.get("http.request.get").is_some());
+        assert!(registry.get("http.request.patch").is_none());
+        let manifests = registry.manifests();
+        let http = manifests.iter().find(|m| m.name == "http").expect("http manifest");
+        assert_eq!(http.version, VERSION);
+        assert_eq!(http.runners.len(), 1);
+        assert_eq!(http.runners[0].name, "request");
+        assert_eq!(http.runners[0].functions.len(), 4);
+        assert!(http.runners[0].functions.iter().all(|f| !f.description.is_empty()));
+    }
+
+    #[test]
+    fn context_reports_the_time_left() {
+        let ctx = Context::new(Uuid::now_v7(), 1, Duration::from_secs(60));
+        assert!(ctx.remaining() > Duration::from_secs(59));
+        let spent = Context::new(Uuid::now_v7(), 1, Duration::ZERO);
+        assert_eq!(spent.remaining(), Duration::ZERO);
+    }
+}

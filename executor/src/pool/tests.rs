@@ -1,0 +1,155 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::extensions::core::{Echo, Fail, Sleep};
+
+struct Panics;
+
+#[async_trait]
+impl Function for Panics {
+    async fn call(&self, _args: Value, _ctx: Context) -> Result<Value, FunctionError> {
+        panic!("runner exploded")
+    }
+}
+
+/// Ignores cancellation and sleeps forever: only the pool's abort stops it.
+struct Hangs;
+
+#[async_trait]
+impl Function for Hangs {
+    async fn call(&self, _args: Value, _ctx: Context) -> Result<Value, FunctionError> {
+        std::future::pending::<()>().await;
+        Ok(Value::Null)
+    }
+}
+
+/// Records how many calls run at once.
+#[derive(Default)]
+struct Gauge {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+#[async_trait]
+impl Function for Arc<Gauge> {
+    async fn call(&self, _args: Value, _ctx: Context) -> Result<Value, FunctionError> {
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        Ok(json!(now))
+    }
+}
+
+fn job(function: Arc<dyn Function>, args: Value, timeout_ms: u64) -> Job {
+    Job { task_id: Uuid::now_v7(), attempt: 1, function, args, timeout: Duration::from_millis(timeout_ms) }
+}
+
+#[tokio::test]
+async fn results_are_serialized() {
+    let pool = Pool::new(2, 1024);
+    let done = pool.run(job(Arc::new(Echo), json!({"a": 1}), 1000)).await;
+    assert_eq!(done.outcome, Outcome::Success(br#"{"a":1}"#.to_vec()));
+    assert_eq!(done.outcome.label(), "succeeded");
+}
+
+#[tokio::test]
+async fn errors_and_invalid_args_have_their_kinds() {
+    let pool = Pool::new(2, 1024);
+    let failed = pool.run(job(Arc::new(Fail), json!({"message": "no"}), 1000)).await;
+    assert_eq!(failed.outcome, Outcome::failure(FailureKind::Error, "no"));
+    let rejected = pool.run(job(Arc::new(Sleep), json!({}), 1000)).await;
+    assert_eq!(rejected.outcome, Outcome::failure(FailureKind::Rejected, "args.ms: required non-negative integer"));
+    assert_eq!(rejected.outcome.label(), "rejected");
+}
+
+#[tokio::test]
+async fn timeouts_end_the_attempt() {
+    let pool = Pool::new(1, 1024);
+    let started = Instant::now();
+    let done = pool.run(job(Arc::new(Hangs), Value::Null, 100)).await;
+    assert_eq!(done.outcome, Outcome::failure(FailureKind::Timeout, "timed out after 100 ms"));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(done.duration >= Duration::from_millis(100));
+    // The slot is free again and nothing is left running.
+    assert_eq!((pool.free_slots(), pool.running().len()), (1, 0));
+    let sleep = pool.run(job(Arc::new(Sleep), json!({"ms": 5000}), 100)).await;
+    assert_eq!(sleep.outcome.label(), "timeout");
+}
+
+#[tokio::test]
+async fn panics_fail_the_attempt_not_the_executor() {
+    let pool = Pool::new(1, 1024);
+    let done = pool.run(job(Arc::new(Panics), Value::Null, 1000)).await;
+    assert_eq!(done.outcome, Outcome::failure(FailureKind::Panic, "panicked: runner exploded"));
+    assert_eq!(done.outcome.label(), "panic");
+    let after = pool.run(job(Arc::new(Echo), json!(1), 1000)).await;
+    assert_eq!(after.outcome, Outcome::Success(b"1".to_vec()));
+}
+
+#[tokio::test]
+async fn concurrency_is_capped() {
+    let pool = Pool::new(2, 1024);
+    let gauge = Arc::new(Gauge::default());
+    let runs: Vec<_> = (0..6)
+        .map(|_| {
+            let pool = pool.clone();
+            let f: Arc<dyn Function> = Arc::new(gauge.clone());
+            tokio::spawn(async move { pool.run(job(f, Value::Null, 5000)).await })
+        })
+        .collect();
+    for run in runs {
+        assert_eq!(run.await.expect("join").outcome.label(), "succeeded");
+    }
+    assert_eq!(gauge.max.load(Ordering::SeqCst), 2);
+    assert_eq!(pool.free_slots(), 2);
+}
+
+#[tokio::test]
+async fn aborts_end_running_attempts_as_aborted() {
+    let pool = Pool::new(2, 1024);
+    let j = job(Arc::new(Hangs), Value::Null, 60_000);
+    let task_id = j.task_id;
+    let run = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.run(j).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool.running().is_empty() {
+        assert!(Instant::now() < deadline, "the runner never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(pool.running(), vec![(task_id, 1)]);
+    assert_eq!((pool.in_flight(), pool.free_slots()), (1, 1));
+    assert_eq!(pool.abort(Uuid::now_v7()), 0, "other tasks are not touched");
+    assert_eq!(pool.abort(task_id), 1);
+    let done = run.await.expect("join");
+    assert_eq!(done.outcome, Outcome::failure(FailureKind::Error, ABORTED));
+    assert_eq!(done.outcome.label(), "aborted");
+    assert!(pool.running().is_empty());
+}
+
+#[tokio::test]
+async fn dropping_the_run_aborts_the_runner() {
+    let pool = Pool::new(1, 1024);
+    let run = pool.run(job(Arc::new(Hangs), Value::Null, 60_000));
+    assert!(tokio::time::timeout(Duration::from_millis(50), run).await.is_err());
+    assert!(pool.running().is_empty());
+    assert_eq!(pool.free_slots(), 1);
+}
+
+#[tokio::test]
+async fn oversize_results_fail() {
+    let pool = Pool::new(1, 8);
+    let done = pool.run(job(Arc::new(Echo), json!("0123456789"), 1000)).await;
+    assert_eq!(
+        done.outcome,
+        Outcome::failure(
+            FailureKind::Error,
+            "result of 12 bytes exceeds the limit of 8 bytes (limits.max_result_bytes)"
+        )
+    );
+}
