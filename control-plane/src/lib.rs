@@ -1,1 +1,231 @@
-//! placeholder
+//! The Legion control plane: the gRPC API (tasks, catalog, executors), the durable state in PostgreSQL,
+//! and the loops that keep tasks moving (outbox publisher, promoter of delayed tasks, lease sweeper).
+//!
+//! [`run`] is the whole process; the binary only parses the command line, loads settings and handles
+//! signals. Tests can call [`run`] with their own settings and shutdown token.
+
+pub mod catalog;
+pub mod delivery;
+pub mod dispatch;
+pub mod events;
+pub mod grpc;
+pub mod metrics;
+pub mod server;
+pub mod store;
+pub mod tasks;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use legion_common::Settings;
+use legion_common::admin::Readiness;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::backoff::Backoff;
+use crate::dispatch::lease::LeaseSettings;
+use crate::dispatch::publisher::Publisher;
+use crate::dispatch::{lease, promoter};
+use crate::events::Events;
+use crate::grpc::auth::NoUserAuth;
+use crate::grpc::catalog::CatalogApi;
+use crate::grpc::executor::{ExecutorApi, ExecutorConfig};
+use crate::grpc::tasks::TaskApi;
+use crate::metrics::Metrics;
+use crate::store::pg::PgStore;
+use crate::store::{OutboxStore, Store};
+use crate::tasks::submit::{Signals, Submitter};
+
+/// How long startup keeps trying to reach PostgreSQL before it gives up.
+pub const DATABASE_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Checks what the control plane needs from settings beyond `Settings::validate`: the TLS files exist
+/// and parse. The binary exits 64 when this fails.
+///
+/// # Errors
+/// A message naming the setting at fault.
+pub fn check_settings(settings: &Settings) -> Result<(), legion_common::tls::Error> {
+    legion_common::tls::server_config(&settings.tls).map(|_| ())
+}
+
+/// Connects to PostgreSQL and applies the migrations, then returns.
+///
+/// # Errors
+/// When the database stays unreachable for [`DATABASE_STARTUP_TIMEOUT`] or a migration fails.
+pub async fn migrate(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<PgPool> {
+    let pool = connect_database(settings, shutdown).await?;
+    store::pg::migrate(&pool).await.context("cannot apply the database migrations")?;
+    tracing::info!("database migrations applied");
+    Ok(pool)
+}
+
+/// Runs the control plane until `shutdown` is cancelled, then drains: the gRPC server stops accepting
+/// and finishes in-flight calls (watch streams end), the submit writer answers what it holds, the loops
+/// finish their round, and the pool closes.
+///
+/// # Errors
+/// Startup failures (database unreachable, migrations, TLS material, a listen address in use) and a
+/// failing gRPC server.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let tls = legion_common::tls::server_config(&settings.tls).context("invalid TLS settings")?;
+    let pool = migrate(&settings, &shutdown).await?;
+    let pg = PgStore::new(pool.clone());
+    let store: Arc<dyn Store> = Arc::new(pg);
+
+    let listener = tokio::net::TcpListener::bind(settings.control_plane.listen)
+        .await
+        .with_context(|| format!("cannot bind control_plane.listen {}", settings.control_plane.listen))?;
+    let (registry, metrics) = metrics::registry();
+    let readiness = Readiness::default();
+    let admin =
+        legion_common::admin::serve(settings.control_plane.admin_listen, readiness.clone(), registry, shutdown.clone())
+            .await?;
+
+    // Loops stop after the gRPC server has drained, so in-flight calls still find them running.
+    let background = CancellationToken::new();
+    let wake = Arc::new(Notify::new());
+    let events = Events::new();
+    let broker_up = Arc::new(AtomicBool::new(false));
+    let mut loops = JoinSet::new();
+    loops.spawn(
+        Publisher::new(
+            store.clone(),
+            settings.transport.clone(),
+            wake.clone(),
+            events.clone(),
+            metrics.clone(),
+            broker_up.clone(),
+        )
+        .run(background.clone()),
+    );
+    loops.spawn(promoter::run(store.clone(), wake.clone(), events.clone(), background.clone()));
+    let lease_settings = LeaseSettings {
+        lease: Duration::from_millis(settings.control_plane.node_lease_ms),
+        delivery_limit: settings.transport.delivery_limit,
+    };
+    loops.spawn(lease::run(
+        store.clone(),
+        lease_settings,
+        wake.clone(),
+        events.clone(),
+        metrics.clone(),
+        background.clone(),
+    ));
+    loops.spawn(watch_readiness(store.clone(), broker_up, readiness, metrics.clone(), background.clone()));
+
+    let writers = usize::try_from(settings.data.max_connections / 4).unwrap_or(1).clamp(1, 4);
+    let signals = Signals { wake: wake.clone(), events: events.clone(), metrics: metrics.clone() };
+    let (submitter, writer) =
+        Submitter::spawn(store.clone(), settings.control_plane.submit_batch, writers, signals, background.clone());
+
+    let authorizer = Arc::new(NoUserAuth);
+    let heartbeat_ms = settings.executor.heartbeat_ms.min(settings.control_plane.node_lease_ms / 3).max(1);
+    let services = server::Services {
+        tasks: TaskApi::new(
+            store.clone(),
+            submitter,
+            events.clone(),
+            settings.limits.clone(),
+            authorizer.clone(),
+            shutdown.clone(),
+        ),
+        catalog: CatalogApi::new(store.clone(), authorizer),
+        executor: ExecutorApi::new(
+            store.clone(),
+            ExecutorConfig {
+                delivery_limit: settings.transport.delivery_limit,
+                commit_batch: settings.control_plane.commit_batch,
+                max_result_bytes: settings.limits.max_result_bytes,
+                heartbeat_ms: u32::try_from(heartbeat_ms).unwrap_or(u32::MAX),
+            },
+            events.clone(),
+            wake.clone(),
+            metrics.clone(),
+        ),
+    };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    tracing::info!(
+        listen = %settings.control_plane.listen,
+        admin_listen = %settings.control_plane.admin_listen,
+        "control plane serving"
+    );
+    let served =
+        server::serve(listener, tls, services, health, health_service, shutdown.clone().cancelled_owned()).await;
+    tracing::info!("grpc server stopped; stopping background loops");
+    background.cancel();
+    if let Err(e) = writer.await {
+        tracing::error!(error = %e, "submit writer panicked");
+    }
+    while let Some(joined) = loops.join_next().await {
+        if let Err(e) = joined {
+            tracing::error!(error = %e, "background loop panicked");
+        }
+    }
+    pool.close().await;
+    shutdown.cancel();
+    let _ = admin.await;
+    served?;
+    tracing::info!("control plane stopped");
+    Ok(())
+}
+
+/// Opens the pool, retrying while PostgreSQL is unreachable (for up to [`DATABASE_STARTUP_TIMEOUT`]).
+async fn connect_database(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<PgPool> {
+    let deadline = tokio::time::Instant::now() + DATABASE_STARTUP_TIMEOUT;
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+    loop {
+        match store::pg::connect(&settings.data).await {
+            Ok(pool) => return Ok(pool),
+            Err(error) => {
+                let message = error.to_string();
+                let unreachable = matches!(store::Error::from(error), store::Error::Unavailable(_));
+                if !unreachable || tokio::time::Instant::now() >= deadline || shutdown.is_cancelled() {
+                    anyhow::bail!("cannot connect to the database (data.url): {message}");
+                }
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %message, retry_in_ms = delay.as_millis(), "database unreachable, retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+}
+
+/// Ready = PostgreSQL answers and the publisher holds a broker connection. Also samples the outbox depth.
+async fn watch_readiness(
+    store: Arc<dyn Store>,
+    broker_up: Arc<AtomicBool>,
+    readiness: Readiness,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => break,
+        }
+        let database_up = matches!(tokio::time::timeout(Duration::from_secs(2), store.ping()).await, Ok(Ok(())));
+        let ready = database_up && broker_up.load(Ordering::Relaxed);
+        if ready != readiness.get() {
+            tracing::info!(ready, database_up, broker_up = broker_up.load(Ordering::Relaxed), "readiness changed");
+        }
+        readiness.set(ready);
+        if database_up
+            && round.is_multiple_of(5)
+            && let Ok(depth) = OutboxStore::outbox_depth(store.as_ref()).await
+        {
+            metrics.outbox_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+        }
+        round += 1;
+    }
+    readiness.set(false);
+}

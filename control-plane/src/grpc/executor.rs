@@ -1,0 +1,328 @@
+//! `legion.v1.ExecutorService`: node certificates only (mTLS).
+
+use std::sync::Arc;
+
+use legion_common::function::validate_segment;
+use legion_proto::v1;
+use legion_proto::v1::executor_service_server::ExecutorService;
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::auth::node_principal;
+use super::{convert, invalid, store_status};
+use crate::delivery::complete::{CompleteItem, FailureKind, Outcome, Verdict};
+use crate::delivery::start::{Decision, StartItem, is_dead_letter};
+use crate::events::Events;
+use crate::metrics::{DecisionLabel, Metrics, OutcomeLabel};
+use crate::store::{ExtensionManifest, FunctionInfo, Heartbeat, NodeRegistration, ReportedState, RunnerInfo, Store};
+use crate::tasks::validate::validate_label;
+
+/// Longest version string or function description accepted from an executor, in bytes.
+pub const MAX_TEXT_BYTES: usize = 1024;
+
+/// The settings the executor service applies.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecutorConfig {
+    /// `transport.delivery_limit`.
+    pub delivery_limit: u32,
+    /// `control_plane.commit_batch`: most items per transaction.
+    pub commit_batch: usize,
+    /// `limits.max_result_bytes`.
+    pub max_result_bytes: usize,
+    /// Heartbeat interval told to nodes, in ms.
+    pub heartbeat_ms: u32,
+}
+
+/// The executor API over the store.
+pub struct ExecutorApi {
+    store: Arc<dyn Store>,
+    config: ExecutorConfig,
+    events: Events,
+    wake: Arc<Notify>,
+    metrics: Metrics,
+}
+
+impl ExecutorApi {
+    /// The service. `wake` is the outbox publisher's.
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: ExecutorConfig,
+        events: Events,
+        wake: Arc<Notify>,
+        metrics: Metrics,
+    ) -> Self {
+        Self { store, config, events, wake, metrics }
+    }
+}
+
+/// Checks that the name in a request is the certificate's.
+fn same_node(principal: &str, claimed: &str) -> Result<(), Status> {
+    if principal == claimed {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "name: {claimed:?} does not match the node name {principal:?} of the client certificate"
+        )))
+    }
+}
+
+fn text(field: &str, value: &str) -> Result<String, Status> {
+    if value.len() > MAX_TEXT_BYTES || value.contains('\0') {
+        return Err(invalid(field, format!("must be at most {MAX_TEXT_BYTES} bytes without NUL")));
+    }
+    Ok(value.to_owned())
+}
+
+fn registration(name: String, req: &v1::RegisterNodeRequest) -> Result<NodeRegistration, Status> {
+    if req.concurrency == 0 || req.concurrency > u32::from(u16::MAX) {
+        return Err(invalid("concurrency", format!("must be 1 to 65535, got {}", req.concurrency)));
+    }
+    let region = if req.region.is_empty() { "default".to_owned() } else { req.region.clone() };
+    validate_label(&region).map_err(|e| invalid("region", e))?;
+    let mut extensions = Vec::with_capacity(req.extensions.len());
+    for (i, ext) in req.extensions.iter().enumerate() {
+        validate_segment(&ext.name).map_err(|e| invalid(&format!("extensions[{i}].name"), e))?;
+        let mut runners = Vec::with_capacity(ext.runners.len());
+        for (j, runner) in ext.runners.iter().enumerate() {
+            validate_segment(&runner.name).map_err(|e| invalid(&format!("extensions[{i}].runners[{j}].name"), e))?;
+            let mut functions = Vec::with_capacity(runner.functions.len());
+            for (k, f) in runner.functions.iter().enumerate() {
+                let field = format!("extensions[{i}].runners[{j}].functions[{k}]");
+                validate_segment(&f.name).map_err(|e| invalid(&format!("{field}.name"), e))?;
+                functions.push(FunctionInfo {
+                    name: f.name.clone(),
+                    description: text(&format!("{field}.description"), &f.description)?,
+                });
+            }
+            runners.push(RunnerInfo { name: runner.name.clone(), functions });
+        }
+        extensions.push(ExtensionManifest {
+            name: ext.name.clone(),
+            version: text(&format!("extensions[{i}].version"), &ext.version)?,
+            runners,
+        });
+    }
+    Ok(NodeRegistration {
+        name,
+        region,
+        version: text("version", &req.version)?,
+        concurrency: req.concurrency,
+        extensions,
+    })
+}
+
+#[tonic::async_trait]
+impl ExecutorService for ExecutorApi {
+    #[tracing::instrument(skip_all, fields(node))]
+    async fn register_node(
+        &self,
+        request: Request<v1::RegisterNodeRequest>,
+    ) -> Result<Response<v1::RegisterNodeResponse>, Status> {
+        let node = node_principal(&request)?;
+        tracing::Span::current().record("node", node.as_str());
+        let req = request.get_ref();
+        same_node(&node, &req.name)?;
+        let registration = registration(node, req)?;
+        let disabled_extensions = self.store.register_node(&registration).await.map_err(store_status)?;
+        tracing::info!(
+            node = %registration.name,
+            region = %registration.region,
+            version = %registration.version,
+            concurrency = registration.concurrency,
+            extensions = registration.extensions.len(),
+            "node registered"
+        );
+        Ok(Response::new(v1::RegisterNodeResponse { heartbeat_ms: self.config.heartbeat_ms, disabled_extensions }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let node = node_principal(&request)?;
+        let req = request.get_ref();
+        same_node(&node, &req.name)?;
+        let mut running = Vec::with_capacity(req.running.len());
+        let mut malformed = Vec::new();
+        for attempt in &req.running {
+            match Uuid::parse_str(&attempt.task_id) {
+                Ok(id) => running.push((id, attempt.attempt)),
+                Err(_) => malformed.push(attempt.task_id.clone()),
+            }
+        }
+        let mut extensions = Vec::with_capacity(req.extensions.len());
+        for (i, status) in req.extensions.iter().enumerate() {
+            let state = v1::ExtensionState::try_from(status.state)
+                .ok()
+                .and_then(convert::state_from_proto)
+                .ok_or_else(|| invalid(&format!("extensions[{i}].state"), "must be a known extension state"))?;
+            let reason = (!status.reason.is_empty())
+                .then(|| text(&format!("extensions[{i}].reason"), &status.reason))
+                .transpose()?;
+            extensions.push(ReportedState { extension: status.name.clone(), state, reason });
+        }
+        let heartbeat = Heartbeat { node, draining: req.draining, extensions, running };
+        let reply = self.store.heartbeat(&heartbeat).await.map_err(store_status)?;
+        let mut abort_task_ids: Vec<String> = reply.abort_task_ids.iter().map(Uuid::to_string).collect();
+        abort_task_ids.extend(malformed);
+        if !abort_task_ids.is_empty() {
+            tracing::info!(node = %heartbeat.node, tasks = abort_task_ids.len(), "node told to abort attempts");
+        }
+        Ok(Response::new(v1::HeartbeatResponse { abort_task_ids, disabled_extensions: reply.disabled_extensions }))
+    }
+
+    async fn start_task(
+        &self,
+        request: Request<v1::StartTaskRequest>,
+    ) -> Result<Response<v1::StartTaskResponse>, Status> {
+        let node = node_principal(&request)?;
+        let items: Vec<StartItem> = request
+            .into_inner()
+            .items
+            .into_iter()
+            .map(|i| StartItem { task_id: i.task_id, dispatch: i.dispatch, redelivered: i.redelivered })
+            .collect();
+        let mut results = Vec::with_capacity(items.len());
+        for chunk in items.chunks(self.config.commit_batch.max(1)) {
+            let (decisions, changes) =
+                self.store.start(&node, chunk, self.config.delivery_limit).await.map_err(store_status)?;
+            self.metrics.observe_batch("start", chunk.len());
+            self.events.publish(&changes);
+            for (item, decision) in chunk.iter().zip(decisions) {
+                results.push(match decision {
+                    Decision::Run { attempt } => {
+                        self.metrics.starts.get_or_create(&DecisionLabel { decision: "run" }).inc();
+                        v1::StartResult {
+                            task_id: item.task_id.clone(),
+                            decision: v1::StartDecision::Run.into(),
+                            attempt,
+                            reason: String::new(),
+                        }
+                    }
+                    Decision::Drop { reason } => {
+                        let label = if is_dead_letter(&reason) { "dead_letter" } else { "drop" };
+                        self.metrics.starts.get_or_create(&DecisionLabel { decision: label }).inc();
+                        if label == "dead_letter" {
+                            tracing::warn!(task_id = %item.task_id, node = %node, reason = %reason, "task dead-lettered");
+                        } else {
+                            tracing::debug!(task_id = %item.task_id, node = %node, reason = %reason, "start dropped");
+                        }
+                        v1::StartResult {
+                            task_id: item.task_id.clone(),
+                            decision: v1::StartDecision::Drop.into(),
+                            attempt: 0,
+                            reason,
+                        }
+                    }
+                });
+            }
+        }
+        Ok(Response::new(v1::StartTaskResponse { results }))
+    }
+
+    async fn complete_task(
+        &self,
+        request: Request<v1::CompleteTaskRequest>,
+    ) -> Result<Response<v1::CompleteTaskResponse>, Status> {
+        let node = node_principal(&request)?;
+        let items: Vec<CompleteItem> = request.into_inner().items.into_iter().map(completion).collect();
+        let mut acks = Vec::with_capacity(items.len());
+        for chunk in items.chunks(self.config.commit_batch.max(1)) {
+            let (verdicts, changes) =
+                self.store.complete(chunk, self.config.max_result_bytes).await.map_err(store_status)?;
+            self.metrics.observe_batch("complete", chunk.len());
+            if verdicts.contains(&Verdict::Retried) {
+                self.wake.notify_one();
+            }
+            self.events.publish(&changes);
+            for (item, verdict) in chunk.iter().zip(verdicts) {
+                self.metrics.completions.get_or_create(&OutcomeLabel { outcome: verdict.label() }).inc();
+                if let Verdict::Stale(reason) = &verdict {
+                    tracing::debug!(task_id = %item.task_id, attempt = item.attempt, node = %node, reason = %reason, "stale completion ignored");
+                }
+                acks.push(v1::CompletionAck {
+                    task_id: item.task_id.clone(),
+                    accepted: verdict.accepted(),
+                    reason: verdict.reason().to_owned(),
+                });
+            }
+        }
+        Ok(Response::new(v1::CompleteTaskResponse { acks }))
+    }
+}
+
+fn completion(item: v1::Completion) -> CompleteItem {
+    let outcome = match item.outcome {
+        Some(v1::completion::Outcome::ResultJson(bytes)) => Outcome::Result(bytes),
+        Some(v1::completion::Outcome::Failure(failure)) => Outcome::Failure {
+            kind: match v1::FailureKind::try_from(failure.kind) {
+                Ok(v1::FailureKind::Timeout) => FailureKind::Timeout,
+                Ok(v1::FailureKind::Panic) => FailureKind::Panic,
+                Ok(v1::FailureKind::Rejected) => FailureKind::Rejected,
+                _ => FailureKind::Error,
+            },
+            message: failure.message,
+        },
+        None => Outcome::Missing,
+    };
+    CompleteItem { task_id: item.task_id, attempt: item.attempt, outcome, duration_ms: item.duration_ms }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_must_name_the_certificate_node() {
+        assert!(same_node("n1", "n1").is_ok());
+        let err = same_node("n1", "n2").expect_err("mismatch");
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    }
+
+    #[test]
+    fn registrations_are_validated_field_by_field() {
+        let ok = v1::RegisterNodeRequest {
+            name: "n1".into(),
+            region: String::new(),
+            version: "1.0".into(),
+            concurrency: 4,
+            extensions: vec![v1::ExtensionManifest {
+                name: "core".into(),
+                version: "1".into(),
+                runners: vec![v1::Runner {
+                    name: "util".into(),
+                    functions: vec![v1::Function { name: "echo".into(), description: "echo".into() }],
+                }],
+            }],
+        };
+        let reg = registration("n1".into(), &ok).expect("valid");
+        assert_eq!(reg.region, "default");
+        assert_eq!(reg.extensions[0].runners[0].functions[0].name, "echo");
+        let mut bad = ok.clone();
+        bad.extensions[0].runners[0].functions[0].name = "Echo".into();
+        let err = registration("n1".into(), &bad).expect_err("bad function");
+        assert!(err.message().starts_with("extensions[0].runners[0].functions[0].name: "), "{}", err.message());
+        let err = registration("n1".into(), &v1::RegisterNodeRequest { concurrency: 0, ..ok }).expect_err("slots");
+        assert!(err.message().starts_with("concurrency: "));
+    }
+
+    #[test]
+    fn completions_map_their_outcome() {
+        let failure = v1::Completion {
+            task_id: "t".into(),
+            attempt: 2,
+            outcome: Some(v1::completion::Outcome::Failure(v1::Failure {
+                kind: v1::FailureKind::Timeout.into(),
+                message: "slow".into(),
+            })),
+            duration_ms: 5,
+        };
+        assert_eq!(
+            completion(failure).outcome,
+            Outcome::Failure { kind: FailureKind::Timeout, message: "slow".into() }
+        );
+        let missing = v1::Completion { task_id: "t".into(), attempt: 1, outcome: None, duration_ms: 0 };
+        assert_eq!(completion(missing).outcome, Outcome::Missing);
+    }
+}

@@ -1,0 +1,169 @@
+//! `legion.v1.TaskService`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use legion_common::settings::Limits;
+use legion_proto::v1;
+use legion_proto::v1::task_service_server::TaskService;
+use tokio_stream::Stream;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use super::auth::{Access, Authorizer};
+use super::{convert, invalid, parse_uuid, status, store_status};
+use crate::events::Events;
+use crate::store::{Store, TaskFilter};
+use crate::tasks::submit::{self, Submitter};
+use crate::tasks::validate::validate_submit;
+use crate::tasks::watch::{self, WatchEvent};
+use crate::tasks::{TaskStatus, page};
+
+/// The task API over the store, the submit writer and the status broadcast.
+pub struct TaskApi {
+    store: Arc<dyn Store>,
+    submitter: Submitter,
+    events: Events,
+    limits: Limits,
+    authorizer: Arc<dyn Authorizer>,
+    shutdown: CancellationToken,
+}
+
+impl TaskApi {
+    /// The service. `shutdown` ends open `WatchTask` streams.
+    pub fn new(
+        store: Arc<dyn Store>,
+        submitter: Submitter,
+        events: Events,
+        limits: Limits,
+        authorizer: Arc<dyn Authorizer>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self { store, submitter, events, limits, authorizer, shutdown }
+    }
+
+    fn authorize<T>(&self, request: &Request<T>, path: String, capability: &'static str) -> Result<(), Status> {
+        self.authorizer.authorize(request.metadata(), &Access::new(path, capability)).map(|_| ())
+    }
+}
+
+/// The stream of `WatchTask`.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::TaskEvent, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl TaskService for TaskApi {
+    #[tracing::instrument(skip_all, fields(function = %request.get_ref().function))]
+    async fn submit_task(
+        &self,
+        request: Request<v1::SubmitTaskRequest>,
+    ) -> Result<Response<v1::SubmitTaskResponse>, Status> {
+        let spec = validate_submit(request.get_ref(), &self.limits).map_err(|e| invalid(e.field, e.reason))?;
+        self.authorize(&request, format!("tasks/{}", spec.function.to_string().replace('.', "/")), "create")?;
+        let inserted = self.submitter.submit(spec).await.map_err(|e| match e {
+            submit::Error::Store(e) => store_status(e),
+            other => status(other.code(), other.to_string()),
+        })?;
+        if inserted.created {
+            tracing::debug!(task_id = %inserted.task.id, "task accepted");
+        }
+        Ok(Response::new(v1::SubmitTaskResponse {
+            task: Some(convert::task(&inserted.task)),
+            created: inserted.created,
+        }))
+    }
+
+    async fn get_task(&self, request: Request<v1::GetTaskRequest>) -> Result<Response<v1::Task>, Status> {
+        let id = parse_uuid("id", &request.get_ref().id)?;
+        self.authorize(&request, format!("tasks/{id}"), "read")?;
+        let task = self.store.get_task(id).await.map_err(store_status)?;
+        let task = task.ok_or_else(|| Status::not_found(format!("id: no task {id}")))?;
+        Ok(Response::new(convert::task(&task)))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<v1::ListTasksRequest>,
+    ) -> Result<Response<v1::ListTasksResponse>, Status> {
+        let req = request.get_ref();
+        let status = match req.status {
+            None => None,
+            Some(value) => {
+                let status = v1::TaskStatus::try_from(value)
+                    .ok()
+                    .and_then(TaskStatus::from_proto)
+                    .ok_or_else(|| invalid("status", format!("{value} is not a task status")))?;
+                Some(status)
+            }
+        };
+        let root_id = req.root_id.as_deref().map(|r| parse_uuid("root_id", r)).transpose()?;
+        let limit = page::page_size(req.page_size).map_err(|e| invalid("page_size", e))?;
+        let before = page::decode(&req.page_token).map_err(|e| invalid("page_token", e))?;
+        self.authorize(&request, "tasks".into(), "list")?;
+        let filter = TaskFilter {
+            status,
+            function: req.function.clone(),
+            chain: req.chain.clone(),
+            root_id,
+            before,
+            limit: limit + 1,
+        };
+        let mut tasks = self.store.list_tasks(&filter).await.map_err(store_status)?;
+        let next_page_token = if tasks.len() > limit as usize {
+            tasks.truncate(limit as usize);
+            tasks.last().map(|t| page::encode(t.id)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListTasksResponse { tasks: tasks.iter().map(convert::task).collect(), next_page_token }))
+    }
+
+    async fn cancel_task(&self, request: Request<v1::CancelTaskRequest>) -> Result<Response<v1::Task>, Status> {
+        let id = parse_uuid("id", &request.get_ref().id)?;
+        self.authorize(&request, format!("tasks/{id}"), "update")?;
+        let (task, changes) = self.store.cancel_task(id).await.map_err(store_status)?;
+        self.events.publish(&changes);
+        tracing::info!(task_id = %id, "task cancelled");
+        Ok(Response::new(convert::task(&task)))
+    }
+
+    type WatchTaskStream = WatchStream;
+
+    async fn watch_task(&self, request: Request<v1::WatchTaskRequest>) -> Result<Response<WatchStream>, Status> {
+        let id = parse_uuid("id", &request.get_ref().id)?;
+        self.authorize(&request, format!("tasks/{id}"), "read")?;
+        let receiver =
+            watch::watch(self.store.clone(), &self.events, id, self.shutdown.clone()).await.map_err(watch_status)?;
+        let stream = ReceiverStream::new(receiver).map(|item| item.map(event).map_err(watch_status));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_task_attempts(
+        &self,
+        request: Request<v1::ListTaskAttemptsRequest>,
+    ) -> Result<Response<v1::ListTaskAttemptsResponse>, Status> {
+        let id = parse_uuid("task_id", &request.get_ref().task_id)?;
+        self.authorize(&request, format!("tasks/{id}"), "read")?;
+        let attempts = self.store.list_attempts(id).await.map_err(store_status)?;
+        Ok(Response::new(v1::ListTaskAttemptsResponse { attempts: attempts.iter().map(convert::attempt).collect() }))
+    }
+}
+
+fn event(event: WatchEvent) -> v1::TaskEvent {
+    v1::TaskEvent {
+        task_id: event.task.id.to_string(),
+        status: event.status.to_proto().into(),
+        attempt: event.attempt,
+        at: Some(legion_proto::timestamp(event.at)),
+        task: Some(convert::task(&event.task)),
+    }
+}
+
+fn watch_status(error: watch::Error) -> Status {
+    match error {
+        watch::Error::NotFound(id) => Status::not_found(format!("id: no task {id}")),
+        watch::Error::Store(e) => store_status(e),
+        watch::Error::ShuttingDown => Status::unavailable("the control plane is shutting down; watch again"),
+    }
+}

@@ -1,0 +1,106 @@
+//! The gRPC server: TLS only (client certificates verified against `tls.ca`, optional at the TLS layer),
+//! the three Legion services, `grpc.health.v1` (every service SERVING, NOT_SERVING once draining) and
+//! reflection in both `grpc.reflection.v1` and `v1alpha` (grpcurl 1.8.6 speaks only v1alpha).
+
+use std::future::Future;
+
+use legion_proto::v1::catalog_service_server::CatalogServiceServer;
+use legion_proto::v1::executor_service_server::ExecutorServiceServer;
+use legion_proto::v1::task_service_server::TaskServiceServer;
+use tokio::net::TcpListener;
+use tonic::server::NamedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::grpc::catalog::CatalogApi;
+use crate::grpc::executor::ExecutorApi;
+use crate::grpc::tasks::TaskApi;
+
+/// Largest gRPC message accepted, in bytes: room for a `limits.max_result_bytes` result (4 MiB by
+/// default) or a batch of completions, with framing.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Server failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reflection could not be built from the descriptors.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The server failed.
+    #[error("grpc server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The Legion services to serve.
+pub struct Services {
+    /// `legion.v1.TaskService`.
+    pub tasks: TaskApi,
+    /// `legion.v1.CatalogService`.
+    pub catalog: CatalogApi,
+    /// `legion.v1.ExecutorService`.
+    pub executor: ExecutorApi,
+}
+
+/// The fully qualified names of the Legion services, as health reports them.
+pub fn service_names() -> [&'static str; 3] {
+    [
+        <TaskServiceServer<TaskApi> as NamedService>::NAME,
+        <CatalogServiceServer<CatalogApi> as NamedService>::NAME,
+        <ExecutorServiceServer<ExecutorApi> as NamedService>::NAME,
+    ]
+}
+
+/// Sets every Legion service (and the server as a whole, `""`) to `status`.
+pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in service_names() {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Serves `services` on `listener` until `shutdown` resolves, then drains in-flight calls.
+///
+/// # Errors
+/// [`Error`] when reflection cannot be built or the server fails.
+pub async fn serve(
+    listener: TcpListener,
+    tls: ServerTlsConfig,
+    services: Services,
+    health: HealthReporter,
+    health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    set_health(&health, ServingStatus::Serving).await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(legion_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .tls_config(tls)?
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            TaskServiceServer::new(services.tasks)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(CatalogServiceServer::new(services.catalog))
+        .add_service(
+            ExecutorServiceServer::new(services.executor)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            set_health(&health, ServingStatus::NotServing).await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! Storage behind repository traits, one per concept, so that a second backend (embedded SQLite for
+//! `legion dev`) can pass the same conformance tests. [`pg::PgStore`] is the PostgreSQL backend.
+//!
+//! Batch operations (submits, starts, completions, publishes, sweeps) are one transaction each, with
+//! set-based SQL over arrays; the decisions inside them are the pure planners of [`crate::delivery`].
+//! Every transaction that changes a task locks its row first, in id order, so batches do not deadlock.
+
+pub mod error;
+pub mod model;
+pub mod pg;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+pub use error::{Error, Result};
+pub use model::*;
+
+use crate::delivery::complete::{CompleteItem, Verdict};
+use crate::delivery::start::{Decision, StartItem};
+use crate::events::StatusChange;
+
+/// Tasks: submit, read, list, cancel, attempts, and the promotion of due scheduled tasks.
+#[async_trait]
+pub trait TaskStore: Send + Sync {
+    /// For each of `functions` (`extension.runner.function`) known to the catalog, whether its extension
+    /// is disabled. Unknown functions are absent from the map.
+    async fn function_status(&self, functions: &[String]) -> Result<HashMap<String, bool>>;
+
+    /// Inserts `tasks` in one transaction: each task, and for each task without delay an outbox row
+    /// (dispatch 1). A task whose idempotency key exists (or repeats an earlier key of the batch) is
+    /// not inserted; the existing task is returned with `created = false`. One result per task, in order.
+    async fn insert_tasks(&self, tasks: &[NewTask]) -> Result<Vec<Inserted>>;
+
+    /// The task, or `None`.
+    async fn get_task(&self, id: Uuid) -> Result<Option<Task>>;
+
+    /// Tasks matching `filter`, newest first, at most `filter.limit`.
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
+
+    /// Cancels a task that has not finished (its running attempt becomes `cancelled`) and returns it.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown id, [`Error::FailedPrecondition`] for a finished task.
+    async fn cancel_task(&self, id: Uuid) -> Result<(Task, Vec<StatusChange>)>;
+
+    /// The attempts of a task, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown task.
+    async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>>;
+
+    /// Moves up to `limit` due `scheduled` tasks to `pending` with a new dispatch and an outbox row.
+    async fn promote_due(&self, limit: u32) -> Result<Vec<StatusChange>>;
+}
+
+/// The executor side of the delivery protocol.
+#[async_trait]
+pub trait DeliveryStore: Send + Sync {
+    /// Decides and records a batch of starts for `node` in one transaction ([`crate::delivery::start`]).
+    async fn start(
+        &self,
+        node: &str,
+        items: &[StartItem],
+        delivery_limit: u32,
+    ) -> Result<(Vec<Decision>, Vec<StatusChange>)>;
+
+    /// Decides and records a batch of completions in one transaction ([`crate::delivery::complete`]),
+    /// with the outbox rows of retries.
+    async fn complete(
+        &self,
+        items: &[CompleteItem],
+        max_result_bytes: usize,
+    ) -> Result<(Vec<Verdict>, Vec<StatusChange>)>;
+
+    /// Marks `lost` every node whose last heartbeat is older than `lease`; returns their names.
+    async fn expire_nodes(&self, lease: Duration) -> Result<Vec<String>>;
+
+    /// Recovers up to `limit` running tasks of lost nodes ([`crate::delivery::lost`]).
+    async fn recover_lost_attempts(&self, delivery_limit: u32, limit: u32) -> Result<Vec<StatusChange>>;
+}
+
+/// The transactional outbox.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Claims up to `limit` rows, oldest first, skipping rows another publisher holds. The claim lasts
+    /// until [`OutboxClaim::finish`] or until it is dropped (which releases the rows unchanged).
+    async fn claim_outbox(&self, limit: u32) -> Result<Box<dyn OutboxClaim>>;
+
+    /// Rows waiting in the outbox.
+    async fn outbox_depth(&self) -> Result<u64>;
+}
+
+/// Outbox rows held by one publisher.
+#[async_trait]
+pub trait OutboxClaim: Send {
+    /// The claimed rows, oldest first.
+    fn rows(&self) -> &[OutboxRow];
+
+    /// Deletes the `published` rows and moves their tasks `pending → queued`; records a failure
+    /// (`failures += 1`, `last_error`) on the `failed` rows, which stay. Returns the status changes.
+    async fn finish(self: Box<Self>, published: &[i64], failed: &[(i64, String)]) -> Result<Vec<StatusChange>>;
+}
+
+/// The extension catalog and the node registry.
+#[async_trait]
+pub trait CatalogStore: Send + Sync {
+    /// Upserts the node (`active`) and its extensions, runners and functions, and drives each
+    /// node-extension through `register` and `load` (then `disable` if the extension is disabled).
+    /// Returns the disabled extensions.
+    async fn register_node(&self, registration: &NodeRegistration) -> Result<Vec<String>>;
+
+    /// Records a heartbeat: `last_heartbeat`, `active` or `draining`, reported extension states (invalid
+    /// transitions are logged, not applied); answers the attempts to abort and the disabled extensions.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for a node that never registered.
+    async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<HeartbeatReply>;
+
+    /// Every extension with runners, functions and node states, by name.
+    async fn list_extensions(&self) -> Result<Vec<ExtensionInfo>>;
+
+    /// Every node with its extension states, by name.
+    async fn list_nodes(&self) -> Result<Vec<NodeInfo>>;
+
+    /// Sets `extensions.disabled` and applies `disable`/`enable` to each node-extension; returns the
+    /// extension.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown extension.
+    async fn set_extension_disabled(&self, name: &str, disabled: bool) -> Result<ExtensionInfo>;
+
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Everything the control plane stores.
+pub trait Store: TaskStore + DeliveryStore + OutboxStore + CatalogStore {}
+
+impl<T: TaskStore + DeliveryStore + OutboxStore + CatalogStore> Store for T {}

@@ -1,0 +1,252 @@
+//! [`DeliveryStore`] on PostgreSQL: lock the batch's tasks in id order, plan with the pure deciders of
+//! [`crate::delivery`], write the plan with set-based SQL, commit.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::outbox::{NewOutbox, insert_outbox};
+use super::{PgStore, StateRow, int, state_columns, with_retries};
+use crate::delivery::complete::{self, CompleteItem, Verdict};
+use crate::delivery::start::{self, Decision, StartItem};
+use crate::delivery::{Plan, TaskState, lost};
+use crate::dispatch::message;
+use crate::events::StatusChange;
+use crate::store::{DeliveryStore, Result};
+
+#[async_trait]
+impl DeliveryStore for PgStore {
+    async fn start(
+        &self,
+        node: &str,
+        items: &[StartItem],
+        delivery_limit: u32,
+    ) -> Result<(Vec<Decision>, Vec<StatusChange>)> {
+        with_retries("start tasks", || async {
+            let mut tx = self.pool.begin().await?;
+            let states = lock_states(&mut tx, &start::task_ids(items)).await?;
+            let (decisions, plan) = start::plan(states, items, node, delivery_limit);
+            apply_plan(&mut tx, &plan).await?;
+            tx.commit().await?;
+            Ok((decisions, plan.changes))
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        items: &[CompleteItem],
+        max_result_bytes: usize,
+    ) -> Result<(Vec<Verdict>, Vec<StatusChange>)> {
+        with_retries("complete tasks", || async {
+            let mut tx = self.pool.begin().await?;
+            let states = lock_states(&mut tx, &complete::task_ids(items)).await?;
+            let (verdicts, plan) = complete::plan(states, items, max_result_bytes);
+            apply_plan(&mut tx, &plan).await?;
+            tx.commit().await?;
+            Ok((verdicts, plan.changes))
+        })
+        .await
+    }
+
+    async fn expire_nodes(&self, lease: Duration) -> Result<Vec<String>> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "UPDATE nodes SET status = 'lost'
+             WHERE status <> 'lost' AND last_heartbeat < now() - $1::float8 * interval '1 millisecond'
+             RETURNING name",
+        )
+        .bind(lease_ms as f64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(name,)| name).collect())
+    }
+
+    async fn recover_lost_attempts(&self, delivery_limit: u32, limit: u32) -> Result<Vec<StatusChange>> {
+        with_retries("recover lost attempts", || async {
+            let mut tx = self.pool.begin().await?;
+            let rows: Vec<StateRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                state_columns!(),
+                " FROM tasks WHERE status = 'running'
+                   AND node IN (SELECT name FROM nodes WHERE status = 'lost')
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+            ))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            let states = rows.into_iter().map(TaskState::try_from).collect::<Result<Vec<_>>>()?;
+            let plan = lost::plan(states, delivery_limit);
+            apply_plan(&mut tx, &plan).await?;
+            tx.commit().await?;
+            Ok(plan.changes)
+        })
+        .await
+    }
+}
+
+/// Locks the rows of `ids` (sorted) and reads their states; unknown ids are absent.
+async fn lock_states(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<TaskState>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<StateRow> =
+        sqlx::query_as(concat!("SELECT ", state_columns!(), " FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE"))
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
+    rows.into_iter().map(TaskState::try_from).collect()
+}
+
+/// Writes a plan: task rows, new and ended attempt rows, and the outbox rows of redispatched tasks.
+async fn apply_plan(conn: &mut PgConnection, plan: &Plan) -> Result<()> {
+    update_tasks(conn, plan).await?;
+    insert_attempts(conn, plan).await?;
+    end_attempts(conn, plan).await?;
+    let redispatched: Vec<Uuid> = plan.updates.iter().filter(|u| u.redispatch).map(|u| u.state.id).collect();
+    if !redispatched.is_empty() {
+        let rows: Vec<(Uuid, String, serde_json::Value, i32, i16, i32)> = sqlx::query_as(
+            "SELECT id, function, args, timeout_ms, priority, dispatch FROM tasks WHERE id = ANY($1) ORDER BY id",
+        )
+        .bind(&redispatched)
+        .fetch_all(&mut *conn)
+        .await?;
+        let outbox: Vec<NewOutbox> = rows
+            .into_iter()
+            .map(|(id, function, args, timeout_ms, priority, dispatch)| NewOutbox {
+                task_id: id,
+                payload: message::payload(
+                    id,
+                    u32::try_from(dispatch).unwrap_or(0),
+                    &function,
+                    &args,
+                    u32::try_from(timeout_ms).unwrap_or(0),
+                ),
+                routing_key: function,
+                priority,
+            })
+            .collect();
+        insert_outbox(conn, &outbox).await?;
+    }
+    Ok(())
+}
+
+async fn update_tasks(conn: &mut PgConnection, plan: &Plan) -> Result<()> {
+    if plan.updates.is_empty() {
+        return Ok(());
+    }
+    let n = plan.updates.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let (mut attempts, mut failures, mut dispatches, mut redeliveries) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut nodes = Vec::with_capacity(n);
+    let (mut started, mut finished, mut set_error) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut errors, mut results) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for update in &plan.updates {
+        let s = &update.state;
+        ids.push(s.id);
+        statuses.push(s.status.as_str());
+        attempts.push(int(s.attempt));
+        failures.push(int(s.failures));
+        dispatches.push(int(s.dispatch));
+        redeliveries.push(int(s.redeliveries));
+        nodes.push(s.node.as_deref());
+        started.push(update.started);
+        finished.push(update.finished);
+        set_error.push(update.error.is_some());
+        errors.push(update.error.clone().flatten());
+        results.push(update.result.as_deref());
+    }
+    sqlx::query(
+        "UPDATE tasks t SET
+             status = u.status, attempt = u.attempt, failures = u.failures, dispatch = u.dispatch,
+             redeliveries = u.redeliveries, node = u.node,
+             started_at = CASE WHEN u.started THEN COALESCE(t.started_at, now()) ELSE t.started_at END,
+             finished_at = CASE WHEN u.finished THEN now() ELSE t.finished_at END,
+             error = CASE WHEN u.set_error THEN u.error ELSE t.error END,
+             result = CASE WHEN u.result IS NOT NULL THEN u.result::jsonb ELSE t.result END
+         FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::int[], $5::int[], $6::int[], $7::text[],
+                     $8::bool[], $9::bool[], $10::bool[], $11::text[], $12::text[])
+              AS u(id, status, attempt, failures, dispatch, redeliveries, node, started, finished, set_error,
+                   error, result)
+         WHERE t.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&attempts)
+    .bind(&failures)
+    .bind(&dispatches)
+    .bind(&redeliveries)
+    .bind(&nodes)
+    .bind(&started)
+    .bind(&finished)
+    .bind(&set_error)
+    .bind(&errors)
+    .bind(&results)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_attempts(conn: &mut PgConnection, plan: &Plan) -> Result<()> {
+    if plan.new_attempts.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = plan.new_attempts.iter().map(|a| a.task_id).collect();
+    let attempts: Vec<i32> = plan.new_attempts.iter().map(|a| int(a.attempt)).collect();
+    let nodes: Vec<&str> = plan.new_attempts.iter().map(|a| a.node.as_str()).collect();
+    let statuses: Vec<&str> = plan.new_attempts.iter().map(|a| a.status.as_str()).collect();
+    let errors: Vec<Option<&str>> = plan.new_attempts.iter().map(|a| a.error.as_deref()).collect();
+    sqlx::query(
+        "INSERT INTO task_attempts (task_id, attempt, node, status, error, finished_at)
+         SELECT u.task_id, u.attempt, u.node, u.status, u.error,
+                CASE WHEN u.status = 'running' THEN NULL ELSE now() END
+         FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[])
+              AS u(task_id, attempt, node, status, error)
+         ON CONFLICT (task_id, attempt) DO UPDATE SET
+             node = excluded.node, status = excluded.status, error = excluded.error,
+             started_at = excluded.started_at, finished_at = excluded.finished_at, duration_ms = NULL",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&nodes)
+    .bind(&statuses)
+    .bind(&errors)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn end_attempts(conn: &mut PgConnection, plan: &Plan) -> Result<()> {
+    if plan.ended_attempts.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = plan.ended_attempts.iter().map(|a| a.task_id).collect();
+    let attempts: Vec<i32> = plan.ended_attempts.iter().map(|a| int(a.attempt)).collect();
+    let statuses: Vec<&str> = plan.ended_attempts.iter().map(|a| a.status.as_str()).collect();
+    let errors: Vec<Option<&str>> = plan.ended_attempts.iter().map(|a| a.error.as_deref()).collect();
+    let durations: Vec<Option<i64>> =
+        plan.ended_attempts.iter().map(|a| a.duration_ms.map(|d| i64::try_from(d).unwrap_or(i64::MAX))).collect();
+    sqlx::query(
+        "UPDATE task_attempts a SET status = u.status, error = u.error, finished_at = now(),
+                                    duration_ms = u.duration_ms
+         FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::text[], $5::int8[])
+              AS u(task_id, attempt, status, error, duration_ms)
+         WHERE a.task_id = u.task_id AND a.attempt = u.attempt",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&statuses)
+    .bind(&errors)
+    .bind(&durations)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

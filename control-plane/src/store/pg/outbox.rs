@@ -1,0 +1,169 @@
+//! [`OutboxStore`] on PostgreSQL: claims with `FOR UPDATE SKIP LOCKED` inside a transaction that stays
+//! open while the publisher waits for the broker's confirms, so several replicas share the outbox.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use legion_common::broker::TASK_EXCHANGE;
+use sqlx::{PgConnection, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::PgStore;
+use crate::events::StatusChange;
+use crate::store::{OutboxClaim, OutboxRow, OutboxStore, Result};
+use crate::tasks::TaskStatus;
+
+/// An outbox row to write with a task change.
+#[derive(Debug, Clone)]
+pub(crate) struct NewOutbox {
+    pub task_id: Uuid,
+    /// The function name.
+    pub routing_key: String,
+    pub priority: i16,
+    pub payload: Vec<u8>,
+}
+
+/// Inserts outbox rows on the task exchange, in the given order.
+pub(crate) async fn insert_outbox(conn: &mut PgConnection, rows: &[NewOutbox]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.task_id).collect();
+    let keys: Vec<&str> = rows.iter().map(|r| r.routing_key.as_str()).collect();
+    let priorities: Vec<i16> = rows.iter().map(|r| r.priority).collect();
+    let payloads: Vec<&[u8]> = rows.iter().map(|r| r.payload.as_slice()).collect();
+    sqlx::query(
+        "INSERT INTO outbox (task_id, exchange, routing_key, priority, payload)
+         SELECT u.task_id, $5, u.routing_key, u.priority, u.payload
+         FROM UNNEST($1::uuid[], $2::text[], $3::int2[], $4::bytea[]) WITH ORDINALITY
+              AS u(task_id, routing_key, priority, payload, n)
+         ORDER BY u.n",
+    )
+    .bind(&ids)
+    .bind(&keys)
+    .bind(&priorities)
+    .bind(&payloads)
+    .bind(TASK_EXCHANGE)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl OutboxStore for PgStore {
+    async fn claim_outbox(&self, limit: u32) -> Result<Box<dyn OutboxClaim>> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(i64, Uuid, String, String, i16, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, task_id, exchange, routing_key, priority, payload FROM outbox
+             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let rows = rows
+            .into_iter()
+            .map(|(id, task_id, exchange, routing_key, priority, payload)| OutboxRow {
+                id,
+                task_id,
+                exchange,
+                routing_key,
+                priority: u8::try_from(priority.clamp(0, 9)).unwrap_or(0),
+                payload,
+            })
+            .collect();
+        Ok(Box::new(PgClaim { tx, rows }))
+    }
+
+    async fn outbox_depth(&self) -> Result<u64> {
+        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox").fetch_one(&self.pool).await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+}
+
+struct PgClaim {
+    tx: Transaction<'static, Postgres>,
+    rows: Vec<OutboxRow>,
+}
+
+#[async_trait]
+impl OutboxClaim for PgClaim {
+    fn rows(&self) -> &[OutboxRow] {
+        &self.rows
+    }
+
+    async fn finish(self: Box<Self>, published: &[i64], failed: &[(i64, String)]) -> Result<Vec<StatusChange>> {
+        let PgClaim { mut tx, rows } = *self;
+        let mut changes = Vec::new();
+        if !published.is_empty() {
+            sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(published).execute(&mut *tx).await?;
+            // Only a task still waiting for this very dispatch becomes queued: a task that started,
+            // was cancelled or was dispatched again in the meantime keeps its status.
+            let published_ids: HashSet<i64> = published.iter().copied().collect();
+            let (mut ids, mut dispatches) = (Vec::new(), Vec::new());
+            for row in rows.iter().filter(|r| published_ids.contains(&r.id)) {
+                if let Some(dispatch) = message_dispatch(&row.payload) {
+                    ids.push(row.task_id);
+                    dispatches.push(dispatch);
+                }
+            }
+            let queued: Vec<(Uuid, i32)> = sqlx::query_as(
+                "UPDATE tasks t SET status = 'queued', queued_at = now()
+                 FROM (SELECT tasks.id FROM tasks
+                       JOIN UNNEST($1::uuid[], $2::int[]) AS u(id, dispatch)
+                         ON tasks.id = u.id AND tasks.dispatch = u.dispatch
+                       WHERE tasks.status = 'pending'
+                       ORDER BY tasks.id FOR UPDATE OF tasks) AS locked
+                 WHERE t.id = locked.id
+                 RETURNING t.id, t.attempt",
+            )
+            .bind(&ids)
+            .bind(&dispatches)
+            .fetch_all(&mut *tx)
+            .await?;
+            changes = queued
+                .into_iter()
+                .map(|(task_id, attempt)| StatusChange {
+                    task_id,
+                    status: TaskStatus::Queued,
+                    attempt: u32::try_from(attempt).unwrap_or(0),
+                })
+                .collect();
+        }
+        if !failed.is_empty() {
+            let ids: Vec<i64> = failed.iter().map(|(id, _)| *id).collect();
+            let errors: Vec<&str> = failed.iter().map(|(_, e)| e.as_str()).collect();
+            sqlx::query(
+                "UPDATE outbox o SET failures = o.failures + 1, last_error = u.error
+                 FROM UNNEST($1::int8[], $2::text[]) AS u(id, error) WHERE o.id = u.id",
+            )
+            .bind(&ids)
+            .bind(&errors)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(changes)
+    }
+}
+
+/// The dispatch number of a broker message body; `None` if it is not a task message.
+fn message_dispatch(payload: &[u8]) -> Option<i32> {
+    #[derive(serde::Deserialize)]
+    struct Dispatch {
+        dispatch: u32,
+    }
+    let parsed: Dispatch = serde_json::from_slice(payload).ok()?;
+    i32::try_from(parsed.dispatch).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dispatch_is_read_from_the_message() {
+        let payload = crate::dispatch::message::payload(Uuid::now_v7(), 3, "a.b.c", &serde_json::json!({}), 10);
+        assert_eq!(message_dispatch(&payload), Some(3));
+        assert_eq!(message_dispatch(b"not json"), None);
+    }
+}

@@ -1,0 +1,366 @@
+//! [`TaskStore`] on PostgreSQL.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use legion_common::broker::TASK_EXCHANGE;
+use sqlx::{Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use super::outbox::{NewOutbox, insert_outbox};
+use super::{PgStore, TaskRow, int, task_columns, with_retries};
+use crate::delivery::AttemptStatus;
+use crate::dispatch::message;
+use crate::events::StatusChange;
+use crate::store::{Attempt, Error, Inserted, NewTask, Result, Task, TaskFilter, TaskStore};
+use crate::tasks::TaskStatus;
+
+#[async_trait]
+impl TaskStore for PgStore {
+    async fn function_status(&self, functions: &[String]) -> Result<HashMap<String, bool>> {
+        let (mut extensions, mut runners, mut names) = (Vec::new(), Vec::new(), Vec::new());
+        for function in functions {
+            let mut parts = function.splitn(3, '.');
+            if let (Some(e), Some(r), Some(f)) = (parts.next(), parts.next(), parts.next()) {
+                extensions.push(e.to_owned());
+                runners.push(r.to_owned());
+                names.push(f.to_owned());
+            }
+        }
+        let rows: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT f.extension || '.' || f.runner || '.' || f.name, e.disabled
+             FROM functions f JOIN extensions e ON e.name = f.extension
+             WHERE (f.extension, f.runner, f.name) IN
+                   (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]))",
+        )
+        .bind(&extensions)
+        .bind(&runners)
+        .bind(&names)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    async fn insert_tasks(&self, tasks: &[NewTask]) -> Result<Vec<Inserted>> {
+        with_retries("insert tasks", || self.insert_tasks_once(tasks)).await
+    }
+
+    async fn get_task(&self, id: Uuid) -> Result<Option<Task>> {
+        let row: Option<TaskRow> = sqlx::query_as(concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Task::try_from).transpose()
+    }
+
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
+        let mut query: QueryBuilder<Postgres> =
+            QueryBuilder::new(concat!("SELECT ", task_columns!(), " FROM tasks WHERE TRUE"));
+        if let Some(status) = filter.status {
+            query.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(function) = &filter.function {
+            query.push(" AND function = ").push_bind(function.clone());
+        }
+        if let Some(chain) = &filter.chain {
+            query.push(" AND chain = ").push_bind(chain.clone());
+        }
+        if let Some(root_id) = filter.root_id {
+            query.push(" AND root_id = ").push_bind(root_id);
+        }
+        if let Some(before) = filter.before {
+            query.push(" AND id < ").push_bind(before);
+        }
+        query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(filter.limit));
+        let rows: Vec<TaskRow> = query.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(Task::try_from).collect()
+    }
+
+    async fn cancel_task(&self, id: Uuid) -> Result<(Task, Vec<StatusChange>)> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<TaskRow> =
+            sqlx::query_as(concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1 FOR UPDATE"))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let task = Task::try_from(row.ok_or_else(|| Error::NotFound(format!("id: no task {id}")))?)?;
+        if task.status.is_terminal() {
+            return Err(Error::FailedPrecondition(format!("task {id} has already ended: {}", task.status)));
+        }
+        let row: TaskRow = sqlx::query_as(concat!(
+            "UPDATE tasks SET status = 'cancelled', finished_at = now(), error = 'cancelled by request'
+             WHERE id = $1 RETURNING ",
+            task_columns!()
+        ))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if task.status == TaskStatus::Running {
+            sqlx::query(
+                "UPDATE task_attempts SET status = 'cancelled', finished_at = now(), error = 'task cancelled'
+                 WHERE task_id = $1 AND attempt = $2 AND status = 'running'",
+            )
+            .bind(id)
+            .bind(int(task.attempt))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let cancelled = Task::try_from(row)?;
+        let change = StatusChange { task_id: id, status: cancelled.status, attempt: cancelled.attempt };
+        Ok((cancelled, vec![change]))
+    }
+
+    async fn list_attempts(&self, id: Uuid) -> Result<Vec<Attempt>> {
+        let exists: Option<(Uuid,)> =
+            sqlx::query_as("SELECT id FROM tasks WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        if exists.is_none() {
+            return Err(Error::NotFound(format!("task_id: no task {id}")));
+        }
+        let rows: Vec<AttemptRow> = sqlx::query_as(
+            "SELECT task_id, attempt, node, status, error, started_at, finished_at, duration_ms
+             FROM task_attempts WHERE task_id = $1 ORDER BY attempt",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Attempt::try_from).collect()
+    }
+
+    async fn promote_due(&self, limit: u32) -> Result<Vec<StatusChange>> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(Uuid, String, serde_json::Value, i32, i16, i32, i32)> = sqlx::query_as(
+            "WITH due AS (
+                 SELECT id FROM tasks WHERE status = 'scheduled' AND not_before <= now()
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+             )
+             UPDATE tasks t SET status = 'pending', dispatch = t.dispatch + 1
+             FROM due WHERE t.id = due.id
+             RETURNING t.id, t.function, t.args, t.timeout_ms, t.priority, t.dispatch, t.attempt",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut outbox = Vec::with_capacity(rows.len());
+        let mut changes = Vec::with_capacity(rows.len());
+        for (id, function, args, timeout_ms, priority, dispatch, attempt) in rows {
+            let dispatch = u32::try_from(dispatch).unwrap_or(0);
+            let timeout_ms = u32::try_from(timeout_ms).unwrap_or(0);
+            outbox.push(NewOutbox {
+                task_id: id,
+                payload: message::payload(id, dispatch, &function, &args, timeout_ms),
+                routing_key: function,
+                priority,
+            });
+            let attempt = u32::try_from(attempt).unwrap_or(0);
+            changes.push(StatusChange { task_id: id, status: TaskStatus::Pending, attempt });
+        }
+        insert_outbox(&mut tx, &outbox).await?;
+        tx.commit().await?;
+        Ok(changes)
+    }
+}
+
+impl PgStore {
+    async fn insert_tasks_once(&self, tasks: &[NewTask]) -> Result<Vec<Inserted>> {
+        // Within the batch, only the first task of each idempotency key is inserted.
+        let mut first_of_key: HashMap<&str, usize> = HashMap::new();
+        let mut leaders = Vec::with_capacity(tasks.len());
+        for (index, task) in tasks.iter().enumerate() {
+            match task.idempotency_key.as_deref() {
+                Some(key) if first_of_key.contains_key(key) => {}
+                Some(key) => {
+                    first_of_key.insert(key, index);
+                    leaders.push(task);
+                }
+                None => leaders.push(task),
+            }
+        }
+        // Insert in key order so that concurrent batches (other replicas) take key locks in one order.
+        leaders.sort_by(|a, b| a.idempotency_key.cmp(&b.idempotency_key).then(a.id.cmp(&b.id)));
+        let mut columns = InsertColumns::default();
+        for task in &leaders {
+            columns.push(task);
+        }
+        let mut tx = self.pool.begin().await?;
+        let inserted: Vec<(Uuid, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "WITH input AS (
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::int[], $6::int[],
+                                      $7::int8[], $8::text[], $9::text[], $10::bytea[])
+                     WITH ORDINALITY AS u(id, function, args, priority, max_attempts, timeout_ms, delay_ms,
+                                          idempotency_key, region, payload, n)
+             ),
+             ins AS (
+                 INSERT INTO tasks (id, function, status, args, priority, max_attempts, timeout_ms, dispatch,
+                                    idempotency_key, region, not_before)
+                 SELECT id, function, CASE WHEN delay_ms > 0 THEN 'scheduled' ELSE 'pending' END, args::jsonb,
+                        priority, max_attempts, timeout_ms, CASE WHEN delay_ms > 0 THEN 0 ELSE 1 END,
+                        idempotency_key, region,
+                        CASE WHEN delay_ms > 0 THEN now() + delay_ms::float8 * interval '1 millisecond' END
+                 FROM input ORDER BY n
+                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                 RETURNING id, created_at, not_before
+             ),
+             queued AS (
+                 INSERT INTO outbox (task_id, exchange, routing_key, priority, payload)
+                 SELECT input.id, $11, input.function, input.priority, input.payload
+                 FROM input JOIN ins ON ins.id = input.id
+                 WHERE input.delay_ms = 0
+                 ORDER BY input.id
+             )
+             SELECT id, created_at, not_before FROM ins",
+        )
+        .bind(&columns.ids)
+        .bind(&columns.functions)
+        .bind(&columns.args)
+        .bind(&columns.priorities)
+        .bind(&columns.max_attempts)
+        .bind(&columns.timeouts)
+        .bind(&columns.delays)
+        .bind(&columns.keys)
+        .bind(&columns.regions)
+        .bind(&columns.payloads)
+        .bind(TASK_EXCHANGE)
+        .fetch_all(&mut *tx)
+        .await?;
+        let created: HashMap<Uuid, (DateTime<Utc>, Option<DateTime<Utc>>)> =
+            inserted.into_iter().map(|(id, at, not_before)| (id, (at, not_before))).collect();
+        // Leaders that hit an existing key, and followers of a key within the batch, get the stored task.
+        let keys: Vec<String> =
+            tasks.iter().filter(|t| !created.contains_key(&t.id)).filter_map(|t| t.idempotency_key.clone()).collect();
+        let mut existing: HashMap<String, Task> = HashMap::new();
+        if !keys.is_empty() {
+            let rows: Vec<TaskRow> =
+                sqlx::query_as(concat!("SELECT ", task_columns!(), " FROM tasks WHERE idempotency_key = ANY($1)"))
+                    .bind(&keys)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for row in rows {
+                let task = Task::try_from(row)?;
+                if let Some(key) = task.idempotency_key.clone() {
+                    existing.insert(key, task);
+                }
+            }
+        }
+        tx.commit().await?;
+        tasks
+            .iter()
+            .map(|task| {
+                if let Some((created_at, not_before)) = created.get(&task.id) {
+                    return Ok(Inserted { task: new_task(task, *created_at, *not_before), created: true });
+                }
+                let key = task.idempotency_key.as_deref().unwrap_or_default();
+                existing
+                    .get(key)
+                    .map(|t| Inserted { task: t.clone(), created: false })
+                    .ok_or_else(|| Error::Database(format!("task with idempotency key {key:?} vanished")))
+            })
+            .collect()
+    }
+}
+
+/// The arrays bound to the batch insert.
+#[derive(Default)]
+struct InsertColumns {
+    ids: Vec<Uuid>,
+    functions: Vec<String>,
+    args: Vec<String>,
+    priorities: Vec<i16>,
+    max_attempts: Vec<i32>,
+    timeouts: Vec<i32>,
+    delays: Vec<i64>,
+    keys: Vec<Option<String>>,
+    regions: Vec<Option<String>>,
+    payloads: Vec<Vec<u8>>,
+}
+
+impl InsertColumns {
+    fn push(&mut self, task: &NewTask) {
+        self.ids.push(task.id);
+        self.functions.push(task.function.clone());
+        self.args.push(task.args_json.clone());
+        self.priorities.push(i16::from(task.priority));
+        self.max_attempts.push(int(task.max_attempts));
+        self.timeouts.push(int(task.timeout_ms));
+        self.delays.push(i64::try_from(task.delay_ms).unwrap_or(i64::MAX));
+        self.keys.push(task.idempotency_key.clone());
+        self.regions.push(task.region.clone());
+        self.payloads.push(task.payload.clone());
+    }
+}
+
+/// The stored form of a task this batch created.
+fn new_task(task: &NewTask, created_at: DateTime<Utc>, not_before: Option<DateTime<Utc>>) -> Task {
+    let scheduled = task.delay_ms > 0;
+    Task {
+        id: task.id,
+        function: task.function.clone(),
+        status: if scheduled { TaskStatus::Scheduled } else { TaskStatus::Pending },
+        args: task.args.clone(),
+        result: None,
+        error: None,
+        attempt: 0,
+        failures: 0,
+        max_attempts: task.max_attempts,
+        dispatch: u32::from(!scheduled),
+        redeliveries: 0,
+        priority: task.priority,
+        timeout_ms: task.timeout_ms,
+        chain: None,
+        root_id: None,
+        parent_id: None,
+        relationship_id: None,
+        node: None,
+        region: task.region.clone(),
+        idempotency_key: task.idempotency_key.clone(),
+        not_before,
+        created_at,
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct AttemptRow {
+    task_id: Uuid,
+    attempt: i32,
+    node: String,
+    status: String,
+    error: Option<String>,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    duration_ms: Option<i64>,
+}
+
+impl TryFrom<AttemptRow> for Attempt {
+    type Error = Error;
+
+    fn try_from(row: AttemptRow) -> Result<Self> {
+        let status = [
+            AttemptStatus::Running,
+            AttemptStatus::Succeeded,
+            AttemptStatus::Failed,
+            AttemptStatus::TimedOut,
+            AttemptStatus::Lost,
+            AttemptStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == row.status)
+        .ok_or_else(|| Error::Corrupt(format!("task_attempts.status holds {:?}", row.status)))?;
+        Ok(Attempt {
+            task_id: row.task_id,
+            attempt: u32::try_from(row.attempt)
+                .map_err(|_| Error::Corrupt(format!("task_attempts.attempt holds {}", row.attempt)))?,
+            node: row.node,
+            status,
+            error: row.error,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            duration_ms: row.duration_ms.and_then(|d| u64::try_from(d).ok()),
+        })
+    }
+}
