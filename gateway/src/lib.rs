@@ -1,1 +1,166 @@
-//! placeholder
+//! Legion's REST gateway: JSON over HTTP in front of the control plane's gRPC API (DESIGN.md
+//! section 7).
+//!
+//! Every request becomes one gRPC call on a single lazily connected mTLS channel to
+//! `control_plane.url`; the gateway keeps no state of its own. Errors are `application/problem+json`
+//! with the gRPC code name in `code` ([`problem`]). The caller's credential headers are passed on
+//! unchanged: the control plane authenticates and authorizes every call itself ([`client`]).
+//!
+//! [`view`] holds the REST shapes of Legion's objects; the `legion` CLI prints the same shapes.
+
+pub mod body;
+pub mod client;
+pub mod input;
+mod layers;
+pub mod metrics;
+pub mod problem;
+mod routes;
+mod state;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::middleware::{from_fn, from_fn_with_state};
+use legion_common::Settings;
+use legion_common::settings::ApiSettings;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::metrics::HttpMetrics;
+use crate::routes::{catalog, events, system, tasks};
+use crate::state::AppState;
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The settings for the control-plane channel are unusable (`control_plane.url`, `tls.*`).
+    #[error(transparent)]
+    Settings(#[from] client::Error),
+    /// `api.listen` could not be bound.
+    #[error("cannot bind api.listen {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("http server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+impl Error {
+    /// Whether the error is a settings problem (the binary exits 64 for those).
+    pub fn is_settings(&self) -> bool {
+        matches!(self, Self::Settings(_))
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Legion REST API",
+        description = "Submit and follow tasks, inspect the extension catalog and the nodes. Errors are \
+            application/problem+json (RFC 9457) with the gRPC code name in `code`."
+    ),
+    tags(
+        (name = "tasks", description = "Submit, inspect, list, cancel and watch tasks"),
+        (name = "catalog", description = "Extensions and nodes"),
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+    ),
+    components(schemas(problem::Problem, view::TaskEvent))
+)]
+struct ApiDoc;
+
+/// The routes with their OpenAPI description. Every route but `/events` is bounded by `timeout`.
+fn api_routes(timeout: Duration) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(tasks::submit_task, tasks::list_tasks))
+        .routes(routes!(tasks::get_task))
+        .routes(routes!(tasks::cancel_task))
+        .routes(routes!(tasks::list_attempts))
+        .routes(routes!(catalog::list_extensions))
+        .routes(routes!(catalog::disable_extension))
+        .routes(routes!(catalog::enable_extension))
+        .routes(routes!(catalog::list_nodes))
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
+        .routes(routes!(system::metrics))
+        .routes(routes!(system::openapi))
+        .layer(from_fn_with_state(timeout, layers::timeout))
+        .routes(routes!(events::watch_task))
+        .split_for_parts()
+}
+
+/// The OpenAPI 3.1 document of the REST API, as served at `GET /api/v1/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes(Duration::from_secs(1)).1
+}
+
+/// The REST API over `channel` (see [`client::connect_lazy`]), with its middleware: request ids
+/// (`x-request-id`, generated when absent, echoed in the response), a tracing span per request,
+/// metrics, the `api.allowed_hosts` check, the `api.max_body_bytes` limit and the
+/// `api.request_timeout_ms` timeout. `shutdown` ends open event streams so that a graceful shutdown
+/// completes. Serve it with `axum::serve`.
+pub fn router(api: &ApiSettings, channel: Channel, shutdown: CancellationToken) -> Router {
+    let (routes, document) = api_routes(Duration::from_millis(api.request_timeout_ms));
+    let openapi = document.to_json().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot serialize the openapi document");
+        "{}".to_owned()
+    });
+    let metrics = Arc::new(HttpMetrics::new());
+    let state = AppState::new(channel, metrics.clone(), openapi, api.max_body_bytes, shutdown);
+    let allowed_hosts: Arc<[String]> = api.allowed_hosts.clone().into();
+    routes
+        .fallback(system::not_found)
+        .method_not_allowed_fallback(system::method_not_allowed)
+        .layer(DefaultBodyLimit::max(api.max_body_bytes))
+        .layer(from_fn_with_state(allowed_hosts, layers::check_host))
+        .layer(from_fn(layers::ensure_problem))
+        .layer(from_fn_with_state(metrics, metrics::track))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                .on_failure(DefaultOnFailure::new().level(Level::WARN)),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+fn request_span(request: &axum::http::Request<Body>) -> tracing::Span {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    tracing::info_span!("http_request", method = %request.method(), route, path = %request.uri().path(), request_id)
+}
+
+/// Runs the gateway until `shutdown` is cancelled: connects (lazily) to the control plane, binds
+/// `api.listen` and serves [`router`], then drains in-flight requests.
+///
+/// # Errors
+/// [`Error::Settings`] for unusable `control_plane.url` or `tls.*`, [`Error::Bind`], [`Error::Serve`].
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let channel = client::connect_lazy(&settings).map_err(Error::from)?;
+    if settings.tls.cert.is_none() {
+        tracing::warn!("tls.cert is not set: the gateway presents no client certificate to the control plane");
+    }
+    let app = router(&settings.api, channel, shutdown.clone());
+    let addr = settings.api.listen;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+    tracing::info!(listen = %addr, control_plane = %settings.control_plane.url, "gateway listening");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await.map_err(Error::Serve)?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}

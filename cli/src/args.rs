@@ -1,0 +1,193 @@
+//! The command line of `legion`: commands, flags and the parsers of their values.
+//!
+//! Values that the contract fixes are checked here, so a mistake exits 64 before any call is made:
+//! task ids are UUIDs, `--priority` is 0 to 9, `--limit` 1 to 1000, `--status` one of the ten statuses,
+//! `--args` JSON (inline or `@FILE`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use legion_gateway::view::TaskStatus;
+
+/// Legion's operator CLI.
+#[derive(Debug, Parser)]
+#[command(name = "legion", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Where and how to reach the control plane.
+    #[command(flatten)]
+    pub connection: Connection,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How to reach the control plane; every flag defaults to the settings (`control_plane.url`, `tls.*`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct Connection {
+    /// The control plane's gRPC URL (https://host:port); default `control_plane.url`.
+    #[arg(long = "control-plane", value_name = "URL", global = true)]
+    pub control_plane: Option<String>,
+    /// PEM file of the CA that signed the control plane's certificate; default `tls.ca`.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate to present; default `tls.cert` (optional).
+    #[arg(long, value_name = "FILE", global = true, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `--cert`; default `tls.key`.
+    #[arg(long, value_name = "FILE", global = true, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// A directory of `*.json` settings files (merged in name order); repeatable.
+    #[arg(long = "settings-dir", value_name = "DIR", global = true)]
+    pub settings_dirs: Vec<PathBuf>,
+    /// A settings file, merged after the directories; repeatable.
+    #[arg(long = "settings", value_name = "FILE", global = true)]
+    pub settings_files: Vec<PathBuf>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Development certificates.
+    Certs {
+        /// The certificates command.
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Submit, inspect, list, follow and cancel tasks (gRPC to the control plane).
+    Task {
+        /// The task command.
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
+}
+
+/// `legion certs …`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Writes a development CA and certificates for the control plane (localhost, 127.0.0.1, ::1), an
+    /// executor and a gateway into DIR, and prints the files written.
+    Init {
+        /// Directory to write into (created if missing; existing files are replaced).
+        dir: PathBuf,
+        /// Node name in the executor certificate (`spiffe://legion/node/<NAME>`).
+        #[arg(long, value_name = "NAME", default_value = "executor", value_parser = parse_node_name)]
+        executor_name: String,
+    },
+}
+
+/// `legion task …`.
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Submits a task and prints it; with --wait, follows it to its end instead.
+    Submit(Submit),
+    /// Prints a task.
+    Get {
+        /// Task id (UUID).
+        #[arg(value_parser = parse_task_id)]
+        id: String,
+    },
+    /// Prints one page of tasks, newest first.
+    List(List),
+    /// Prints each status change of a task as one JSON line until it ends; exits 0 if it succeeded,
+    /// 2 otherwise.
+    Watch {
+        /// Task id (UUID).
+        #[arg(value_parser = parse_task_id)]
+        id: String,
+    },
+    /// Cancels a task that has not finished and prints it.
+    Cancel {
+        /// Task id (UUID).
+        #[arg(value_parser = parse_task_id)]
+        id: String,
+    },
+}
+
+/// `legion task submit`.
+#[derive(Debug, Clone, Args)]
+pub struct Submit {
+    /// `extension.runner.function`, e.g. `core.util.echo`.
+    pub function: String,
+    /// JSON arguments, inline (`'{"url":"http://x"}'`) or from a file (`@args.json`); default `{}`.
+    #[arg(long, value_name = "JSON", value_parser = parse_json_arg)]
+    pub args: Option<serde_json::Value>,
+    /// Priority, 0 (lowest, default) to 9 (highest).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub priority: Option<u32>,
+    /// Most attempts (default 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: Option<u32>,
+    /// Limit for one attempt, in milliseconds (default `limits.default_timeout_ms`).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub timeout_ms: Option<u32>,
+    /// Delay before the first start, in milliseconds (default 0).
+    #[arg(long, value_name = "MS")]
+    pub delay_ms: Option<u64>,
+    /// A second submit with the same key returns the first task.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    /// Run the task as the root of a run of this chain.
+    #[arg(long, value_name = "NAME")]
+    pub chain: Option<String>,
+    /// Region whose executors run the task.
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Follow the task: print each status change as one JSON line; exit 0 if it succeeded, 2 otherwise.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// `legion task list`.
+#[derive(Debug, Clone, Args)]
+pub struct List {
+    /// Only tasks with this status.
+    #[arg(long, value_name = "STATUS", value_parser = parse_status)]
+    pub status: Option<TaskStatus>,
+    /// Only tasks of this function.
+    #[arg(long, value_name = "FUNCTION")]
+    pub function: Option<String>,
+    /// Only tasks of runs of this chain.
+    #[arg(long, value_name = "NAME")]
+    pub chain: Option<String>,
+    /// Only tasks of the chain run rooted at this task.
+    #[arg(long, value_name = "ID", value_parser = parse_task_id)]
+    pub root_id: Option<String>,
+    /// Tasks per page, 1 to 1000 (default 100).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+    /// `next_page_token` of the previous page.
+    #[arg(long, value_name = "TOKEN")]
+    pub page_token: Option<String>,
+}
+
+/// A task id: a hyphenated UUID, returned in canonical lowercase.
+pub fn parse_task_id(value: &str) -> Result<String, String> {
+    legion_gateway::input::parse_uuid("id", value).map_err(|p| p.detail)
+}
+
+/// A task status by its lowercase name.
+pub fn parse_status(value: &str) -> Result<TaskStatus, String> {
+    TaskStatus::parse(value).ok_or_else(|| {
+        let names: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+        format!("expected one of {}", names.join(", "))
+    })
+}
+
+/// JSON given inline, or `@FILE` to read it from a file.
+pub fn parse_json_arg(value: &str) -> Result<serde_json::Value, String> {
+    let (text, origin) = match value.strip_prefix('@') {
+        Some(path) => (std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?, path),
+        None => (value.to_owned(), "the value"),
+    };
+    serde_json::from_str(&text).map_err(|e| format!("{origin} is not valid JSON: {e}"))
+}
+
+/// A node name as `executor.name` accepts it: 1 to 64 bytes of a-z, 0-9, `_` and `-`, starting with a letter.
+pub fn parse_node_name(value: &str) -> Result<String, String> {
+    legion_common::function::validate_segment(&value.replace('-', "_"))
+        .map(|()| value.to_owned())
+        .map_err(|_| "must be 1 to 64 bytes of a-z, 0-9, _ and -, starting with a letter".to_owned())
+}
+
+#[cfg(test)]
+mod tests;

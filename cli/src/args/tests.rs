@@ -1,0 +1,141 @@
+use clap::Parser;
+
+use super::*;
+
+fn parse(line: &[&str]) -> Result<Cli, clap::Error> {
+    Cli::try_parse_from(std::iter::once("legion").chain(line.iter().copied()))
+}
+
+fn task(line: &[&str]) -> TaskCommand {
+    match parse(line).expect("parses").command {
+        Command::Task { command } => command,
+        other => panic!("not a task command: {other:?}"),
+    }
+}
+
+const ID: &str = "0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5e";
+
+#[test]
+fn submit_takes_every_flag() {
+    let command = task(&[
+        "task",
+        "submit",
+        "http.request.get",
+        "--args",
+        r#"{"url":"http://x"}"#,
+        "--priority",
+        "9",
+        "--max-attempts",
+        "3",
+        "--timeout-ms",
+        "5000",
+        "--delay-ms",
+        "100",
+        "--idempotency-key",
+        "k1",
+        "--chain",
+        "nightly",
+        "--region",
+        "eu",
+        "--wait",
+    ]);
+    let TaskCommand::Submit(s) = command else { panic!("not submit") };
+    assert_eq!(s.function, "http.request.get");
+    assert_eq!(s.args, Some(serde_json::json!({"url": "http://x"})));
+    assert_eq!((s.priority, s.max_attempts, s.timeout_ms, s.delay_ms), (Some(9), Some(3), Some(5000), Some(100)));
+    assert_eq!(s.idempotency_key.as_deref(), Some("k1"));
+    assert_eq!(s.chain.as_deref(), Some("nightly"));
+    assert_eq!(s.region.as_deref(), Some("eu"));
+    assert!(s.wait);
+}
+
+#[test]
+fn submit_args_can_come_from_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("args.json");
+    std::fs::write(&file, r#"{"n": [1, 2]}"#).expect("write");
+    let arg = format!("@{}", file.display());
+    let TaskCommand::Submit(s) = task(&["task", "submit", "core.util.echo", "--args", &arg]) else { panic!() };
+    assert_eq!(s.args, Some(serde_json::json!({"n": [1, 2]})));
+}
+
+#[test]
+fn bad_values_are_usage_errors() {
+    for line in [
+        &["task", "submit", "core.util.echo", "--args", "{not json"][..],
+        &["task", "submit", "core.util.echo", "--args", "@/nonexistent/args.json"],
+        &["task", "submit", "core.util.echo", "--priority", "10"],
+        &["task", "submit", "core.util.echo", "--priority", "high"],
+        &["task", "submit", "core.util.echo", "--max-attempts", "0"],
+        &["task", "submit"],
+        &["task", "get", "42"],
+        &["task", "cancel", "not-a-uuid"],
+        &["task", "watch"],
+        &["task", "list", "--status", "done"],
+        &["task", "list", "--limit", "0"],
+        &["task", "list", "--limit", "1001"],
+        &["task", "frobnicate"],
+        &["certs", "init", "/tmp/x", "--executor-name", "Bad Name"],
+        &["task", "get", ID, "--cert", "/c.pem"],
+    ] {
+        let err = parse(line).expect_err(&format!("{line:?} must be refused"));
+        assert!(err.use_stderr(), "{line:?}");
+        assert_ne!(err.kind(), clap::error::ErrorKind::DisplayHelp);
+    }
+}
+
+#[test]
+fn ids_are_canonicalized_and_statuses_parsed() {
+    let TaskCommand::Get { id } = task(&["task", "get", &ID.to_uppercase()]) else { panic!() };
+    assert_eq!(id, ID);
+    let TaskCommand::List(list) =
+        task(&["task", "list", "--status", "dead_lettered", "--function", "core.util.fail", "--limit", "5"])
+    else {
+        panic!()
+    };
+    assert_eq!(list.status, Some(TaskStatus::DeadLettered));
+    assert_eq!((list.function.as_deref(), list.limit), (Some("core.util.fail"), Some(5)));
+}
+
+#[test]
+fn connection_flags_are_accepted_anywhere() {
+    let cli = parse(&["task", "get", ID, "--control-plane", "https://cp:50051", "--ca", "/ca.pem"]).expect("parses");
+    assert_eq!(cli.connection.control_plane.as_deref(), Some("https://cp:50051"));
+    let cli = parse(&["--settings-dir", "/a", "--settings-dir", "/b", "task", "watch", ID, "--settings", "/c.json"])
+        .expect("parses");
+    assert_eq!(cli.connection.settings_dirs, [PathBuf::from("/a"), PathBuf::from("/b")]);
+    assert_eq!(cli.connection.settings_files, [PathBuf::from("/c.json")]);
+}
+
+#[test]
+fn certs_init_defaults_the_executor_name() {
+    let Command::Certs { command: CertsCommand::Init { dir, executor_name } } =
+        parse(&["certs", "init", "/tmp/certs"]).expect("parses").command
+    else {
+        panic!()
+    };
+    assert_eq!((dir, executor_name.as_str()), (PathBuf::from("/tmp/certs"), "executor"));
+    let Command::Certs { command: CertsCommand::Init { executor_name, .. } } =
+        parse(&["certs", "init", "/tmp/certs", "--executor-name", "exec-2"]).expect("parses").command
+    else {
+        panic!()
+    };
+    assert_eq!(executor_name, "exec-2");
+}
+
+#[test]
+fn submit_and_list_requests_carry_the_flags() {
+    let TaskCommand::Submit(s) = task(&["task", "submit", "core.util.noop"]) else { panic!() };
+    let request = crate::task::submit_request(s);
+    assert_eq!(request.args.as_ref().map(legion_proto::value_to_json), Some(serde_json::json!({})));
+    assert_eq!((request.priority, request.delay_ms, request.max_attempts), (0, 0, None));
+
+    let TaskCommand::List(list) = task(&["task", "list", "--status", "failed", "--root-id", ID, "--page-token", "t"])
+    else {
+        panic!()
+    };
+    let request = crate::task::list_request(list);
+    assert_eq!(request.status, Some(legion_proto::v1::TaskStatus::Failed as i32));
+    assert_eq!(request.root_id.as_deref(), Some(ID));
+    assert_eq!((request.page_size, request.page_token.as_str()), (0, "t"));
+}

@@ -1,0 +1,132 @@
+//! The gateway's side of the control plane's gRPC API: one lazily connected TLS channel shared by
+//! every request, and the metadata each call carries.
+
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use legion_common::Settings;
+use tonic::metadata::{MetadataKey, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::problem::Problem;
+
+/// Why the channel to the control plane could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `control_plane.url` is not a valid URI.
+    #[error("settings key control_plane.url: {0}")]
+    Url(String),
+    /// The TLS material named by `tls.*` could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] legion_common::tls::Error),
+    /// The TLS configuration was refused by the transport.
+    #[error("settings key tls: {0}")]
+    TlsConfig(String),
+}
+
+/// How long establishing a TCP and TLS connection to the control plane may take, in ms.
+pub const CONNECT_TIMEOUT_MS: u64 = 5000;
+
+/// Largest gRPC response the gateway accepts, in bytes (a page of 1000 tasks with results).
+pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
+/// A channel to `control_plane.url` over TLS, trusting `tls.ca` and presenting `tls.cert`/`tls.key`
+/// (the gateway's `spiffe://legion/gateway/<name>` certificate). It connects on first use and
+/// reconnects by itself; calls made while the control plane is unreachable fail with `UNAVAILABLE`.
+///
+/// # Errors
+/// [`Error`] naming the setting at fault.
+pub fn connect_lazy(settings: &Settings) -> Result<Channel, Error> {
+    let url = &settings.control_plane.url;
+    let tls = legion_common::tls::client_config(&settings.tls)?;
+    let endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| Error::Url(format!("{url:?}: {e}")))?
+        .tls_config(tls)
+        .map_err(|e| Error::TlsConfig(e.to_string()))?
+        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
+}
+
+/// Request headers passed on unchanged to the control plane as gRPC metadata: the caller's
+/// credential (authenticated by the control plane, never by the gateway) and the request id.
+pub const FORWARDED_HEADERS: &[&str] = &["authorization", "x-api-key", "x-request-id"];
+
+/// The metadata of one REST request to put on its gRPC call(s).
+#[derive(Debug, Clone, Default)]
+pub struct CallMeta {
+    metadata: Vec<(MetadataKey<tonic::metadata::Ascii>, MetadataValue<tonic::metadata::Ascii>)>,
+}
+
+impl CallMeta {
+    /// Collects the [`FORWARDED_HEADERS`] present in `headers`. A header value that is not visible
+    /// ASCII is refused (400 naming the header) rather than dropped, so a credential is never lost
+    /// silently.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Self, Problem> {
+        let mut metadata = Vec::new();
+        for name in FORWARDED_HEADERS {
+            for value in headers.get_all(*name) {
+                let text = value.to_str().map_err(|_| Problem::invalid(name, "header value must be visible ASCII"))?;
+                let value = MetadataValue::try_from(text)
+                    .map_err(|_| Problem::invalid(name, "header value must be visible ASCII"))?;
+                metadata.push((MetadataKey::from_static(name), value));
+            }
+        }
+        Ok(Self { metadata })
+    }
+
+    /// Wraps `message` in a request carrying this metadata. No `grpc-timeout` is set: the gateway's
+    /// request timeout drops the call, which resets its HTTP/2 stream and so cancels it in the control
+    /// plane too.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        for (key, value) in &self.metadata {
+            request.metadata_mut().append(key.clone(), value.clone());
+        }
+        request
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CallMeta {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Self::from_headers(&parts.headers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn credentials_and_request_id_are_forwarded_unchanged() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer abc.def"));
+        headers.insert("x-api-key", HeaderValue::from_static("lgn_123"));
+        headers.insert("x-request-id", HeaderValue::from_static("req-1"));
+        headers.insert("cookie", HeaderValue::from_static("session=1"));
+        let meta = CallMeta::from_headers(&headers).expect("ascii");
+        let request = meta.request(());
+        let md = request.metadata();
+        assert_eq!(md.get("authorization").and_then(|v| v.to_str().ok()), Some("Bearer abc.def"));
+        assert_eq!(md.get("x-api-key").and_then(|v| v.to_str().ok()), Some("lgn_123"));
+        assert_eq!(md.get("x-request-id").and_then(|v| v.to_str().ok()), Some("req-1"));
+        assert!(md.get("cookie").is_none(), "only the listed headers travel");
+    }
+
+    #[test]
+    fn non_ascii_credentials_are_refused_by_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", HeaderValue::from_bytes(b"k\xe9y").expect("obs-text is a valid header value"));
+        let problem = CallMeta::from_headers(&headers).expect_err("refused");
+        assert!(problem.detail.starts_with("x-api-key:"), "{}", problem.detail);
+    }
+}

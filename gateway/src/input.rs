@@ -1,0 +1,239 @@
+//! Parsing and validation of what REST callers send: JSON bodies, query strings and path ids. Pure
+//! functions without I/O; each error is a 400 [`Problem`] naming the field and the reason.
+//!
+//! The control plane validates every value again (ranges, limits, the catalog); the gateway only
+//! checks what it must to build a well-formed gRPC request, so the rules live in one place.
+
+use legion_proto::v1;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::problem::Problem;
+use crate::view::TaskStatus;
+
+/// Body of `POST /api/v1/tasks`.
+#[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTask {
+    /// `extension.runner.function`.
+    #[schema(example = "http.request.get")]
+    pub function: String,
+    /// JSON object passed to the function; `{}` when absent. Serialized size is capped by
+    /// `limits.max_payload_bytes` (default 1048576 bytes).
+    #[serde(default)]
+    pub args: Option<serde_json::Value>,
+    /// Run the task as the root of a run of this chain.
+    #[serde(default)]
+    pub chain: Option<String>,
+    /// 0 (lowest, default) to 9 (highest).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 9)]
+    pub priority: Option<u32>,
+    /// 1 to `limits.max_attempts`; default 1.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub max_attempts: Option<u32>,
+    /// Limit for one attempt, in milliseconds; default `limits.default_timeout_ms` (30000).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub timeout_ms: Option<u32>,
+    /// Delay before the first start, in milliseconds; default 0.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// A second submit with the same key returns the first task (status 200 instead of 201).
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Region whose executors run the task.
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+/// The members [`SubmitTask`] accepts, in documentation order.
+pub const SUBMIT_FIELDS: &[&str] =
+    &["function", "args", "chain", "priority", "max_attempts", "timeout_ms", "delay_ms", "idempotency_key", "region"];
+
+impl SubmitTask {
+    /// Parses a JSON body. Errors name the field and the reason: a body that is not JSON, not an
+    /// object, has members other than [`SUBMIT_FIELDS`] (all of them are named), lacks `function`, or
+    /// has a member of the wrong type (`priority: invalid type: string "high", expected u32`).
+    pub fn parse(body: &[u8]) -> Result<Self, Problem> {
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| Problem::invalid("body", format!("not valid JSON: {e}")))?;
+        let Some(object) = value.as_object() else {
+            return Err(Problem::invalid("body", format!("must be a JSON object, not {}", kind(&value))));
+        };
+        let unknown: Vec<&str> = object.keys().map(String::as_str).filter(|k| !SUBMIT_FIELDS.contains(k)).collect();
+        if !unknown.is_empty() {
+            return Err(Problem::invalid(
+                &unknown.join(", "),
+                format!(
+                    "unknown field{}; accepted fields are {}",
+                    if unknown.len() > 1 { "s" } else { "" },
+                    SUBMIT_FIELDS.join(", ")
+                ),
+            ));
+        }
+        if !object.contains_key("function") {
+            return Err(Problem::invalid("function", "required"));
+        }
+        serde_path_to_error::deserialize(&value).map_err(|e| Problem::invalid(&e.path().to_string(), e.inner()))
+    }
+
+    /// The gRPC request. Absent or null `args` become `{}`.
+    pub fn into_request(self) -> v1::SubmitTaskRequest {
+        let args = self.args.unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()));
+        v1::SubmitTaskRequest {
+            function: self.function,
+            args: Some(legion_proto::json_to_value(&args)),
+            chain: self.chain,
+            priority: self.priority.unwrap_or(0),
+            max_attempts: self.max_attempts,
+            timeout_ms: self.timeout_ms,
+            delay_ms: self.delay_ms.unwrap_or(0),
+            idempotency_key: self.idempotency_key,
+            region: self.region,
+        }
+    }
+}
+
+fn kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Most tasks a page may hold (`limit`).
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// Query parameters of `GET /api/v1/tasks`. All are optional; an empty value counts as absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListTasksQuery {
+    /// Only tasks with this status (`pending`, `scheduled`, `queued`, `running`, `succeeded`, `failed`,
+    /// `cancelled`, `timed_out`, `dead_lettered`, `skipped`).
+    #[param(schema_with = status_filter_schema)]
+    pub status: Option<String>,
+    /// Only tasks of this function (`extension.runner.function`).
+    pub function: Option<String>,
+    /// Only tasks of runs of this chain.
+    pub chain: Option<String>,
+    /// Only tasks of the chain run rooted at this task (a UUID).
+    #[param(format = Uuid)]
+    pub root_id: Option<String>,
+    /// Tasks per page, 1 to 1000; default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    pub limit: Option<String>,
+    /// `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+}
+
+fn status_filter_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(TaskStatus::ALL.iter().map(|s| s.as_str())))
+        .description(Some("Only tasks with this status"))
+        .build()
+}
+
+/// The parameters [`ListTasksQuery`] accepts.
+pub const LIST_PARAMS: &[&str] = &["status", "function", "chain", "root_id", "limit", "page_token"];
+
+impl ListTasksQuery {
+    /// Collects decoded `name=value` pairs. Errors: an unknown parameter or one given twice.
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<Self, Problem> {
+        let mut query = Self::default();
+        for (name, value) in pairs {
+            let slot = match name.as_str() {
+                "status" => &mut query.status,
+                "function" => &mut query.function,
+                "chain" => &mut query.chain,
+                "root_id" => &mut query.root_id,
+                "limit" => &mut query.limit,
+                "page_token" => &mut query.page_token,
+                _ => {
+                    return Err(Problem::invalid(
+                        &name,
+                        format!("unknown query parameter; accepted parameters are {}", LIST_PARAMS.join(", ")),
+                    ));
+                }
+            };
+            if slot.is_some() {
+                return Err(Problem::invalid(&name, "given more than once"));
+            }
+            if !value.is_empty() {
+                *slot = Some(value);
+            }
+        }
+        Ok(query)
+    }
+
+    /// The gRPC request. Errors: an unknown `status`, a `limit` that is not an integer from 1 to 1000,
+    /// a `root_id` that is not a UUID.
+    pub fn into_request(self) -> Result<v1::ListTasksRequest, Problem> {
+        let status = match self.status.as_deref() {
+            None => None,
+            Some(s) => Some(
+                TaskStatus::parse(s)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+                        Problem::invalid(
+                            "status",
+                            format!("unknown status {s:?}; expected one of {}", names.join(", ")),
+                        )
+                    })?
+                    .to_proto() as i32,
+            ),
+        };
+        let page_size = match self.limit.as_deref() {
+            None => 0,
+            Some(l) => match l.parse::<u32>() {
+                Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
+                _ => {
+                    return Err(Problem::invalid(
+                        "limit",
+                        format!("must be an integer from 1 to {MAX_PAGE_SIZE}, got {l:?}"),
+                    ));
+                }
+            },
+        };
+        if let Some(root) = &self.root_id {
+            parse_uuid("root_id", root)?;
+        }
+        Ok(v1::ListTasksRequest {
+            status,
+            function: self.function,
+            chain: self.chain,
+            root_id: self.root_id,
+            page_size,
+            page_token: self.page_token.unwrap_or_default(),
+        })
+    }
+}
+
+/// Checks that `value` is a UUID (any version, hyphenated form) and returns it in canonical lowercase.
+/// Errors name `field`.
+pub fn parse_uuid(field: &str, value: &str) -> Result<String, Problem> {
+    match uuid::Uuid::try_parse(value) {
+        Ok(id) if value.len() == 36 => Ok(id.hyphenated().to_string()),
+        _ => Err(Problem::invalid(
+            field,
+            format!("must be a UUID like 0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5e, got {value:?}"),
+        )),
+    }
+}
+
+/// Checks a `Content-Type` header value for a JSON body: `application/json` or `application/*+json`,
+/// parameters (`; charset=utf-8`) allowed. `None` (no header) is refused as well.
+pub fn is_json_content_type(value: Option<&str>) -> bool {
+    let Some(value) = value else { return false };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+#[cfg(test)]
+mod tests;

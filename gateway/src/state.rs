@@ -1,0 +1,56 @@
+//! What every handler shares: the gRPC clients over the one channel, the metrics and the limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use legion_proto::v1::catalog_service_client::CatalogServiceClient;
+use legion_proto::v1::task_service_client::TaskServiceClient;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::client::MAX_RESPONSE_BYTES;
+use crate::metrics::HttpMetrics;
+
+/// Shared state of the REST handlers. Cheap to clone: the clients share one channel.
+#[derive(Clone)]
+pub struct AppState {
+    /// `legion.v1.TaskService`.
+    pub tasks: TaskServiceClient<Channel>,
+    /// `legion.v1.CatalogService`.
+    pub catalog: CatalogServiceClient<Channel>,
+    /// `grpc.health.v1.Health`, for `/readyz`.
+    pub health: HealthClient<Channel>,
+    /// HTTP metrics.
+    pub metrics: Arc<HttpMetrics>,
+    /// The OpenAPI document, serialized once.
+    pub openapi: Arc<String>,
+    /// `api.max_body_bytes`.
+    pub max_body_bytes: usize,
+    /// Cancelled at shutdown; ends open event streams so the server can drain.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Clients over `channel`.
+    pub fn new(
+        channel: Channel,
+        metrics: Arc<HttpMetrics>,
+        openapi: String,
+        max_body_bytes: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            tasks: TaskServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            catalog: CatalogServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            health: HealthClient::new(channel),
+            metrics,
+            openapi: Arc::new(openapi),
+            max_body_bytes,
+            shutdown,
+        }
+    }
+}
+
+/// How long `/readyz` waits for the control plane's health answer, in ms.
+pub const READY_TIMEOUT: Duration = Duration::from_millis(2000);

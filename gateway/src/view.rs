@@ -1,0 +1,311 @@
+//! The REST/JSON shapes of Legion's objects and their conversion from the gRPC messages.
+//!
+//! This is the one place that turns `legion.v1` messages into the JSON that REST callers and the
+//! `legion` CLI print, so both show the same object for the same task (DESIGN.md section 7). Enum
+//! values are lowercase strings (`timed_out`, `dead_lettered`), timestamps RFC 3339 in UTC, JSON
+//! values (`args`, `result`) plain JSON, and absent values JSON `null`.
+
+use chrono::{DateTime, Utc};
+use legion_proto::v1;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Lifecycle status of a task, as a lowercase string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Accepted and durable; waiting to be published to the broker.
+    Pending,
+    /// Waiting for a delay or a retry backoff.
+    Scheduled,
+    /// Published; waiting for an executor.
+    Queued,
+    /// An executor runs the current attempt.
+    Running,
+    /// Terminal: the function returned a result.
+    Succeeded,
+    /// Terminal: the last attempt failed.
+    Failed,
+    /// Terminal: cancelled by a caller.
+    Cancelled,
+    /// Terminal: the last attempt ran out of time.
+    TimedOut,
+    /// Terminal: the message could not be delivered or kept killing its executor.
+    DeadLettered,
+    /// Terminal: a chain condition was false.
+    Skipped,
+    /// Not set; a healthy control plane never sends it.
+    Unspecified,
+}
+
+impl TaskStatus {
+    /// Every status a caller may filter on, in lifecycle order.
+    pub const ALL: [Self; 10] = [
+        Self::Pending,
+        Self::Scheduled,
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+        Self::TimedOut,
+        Self::DeadLettered,
+        Self::Skipped,
+    ];
+
+    /// The lowercase name, as in the JSON (`timed_out`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Scheduled => "scheduled",
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::TimedOut => "timed_out",
+            Self::DeadLettered => "dead_lettered",
+            Self::Skipped => "skipped",
+            Self::Unspecified => "unspecified",
+        }
+    }
+
+    /// Parses a lowercase name; `None` for anything but the ten statuses of [`TaskStatus::ALL`].
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether the status is final (succeeded, failed, cancelled, timed_out, dead_lettered, skipped).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::TimedOut | Self::DeadLettered | Self::Skipped
+        )
+    }
+
+    /// The status of a protobuf enum value; unknown numbers are [`TaskStatus::Unspecified`].
+    pub fn from_proto(value: i32) -> Self {
+        match v1::TaskStatus::try_from(value).unwrap_or(v1::TaskStatus::Unspecified) {
+            v1::TaskStatus::Unspecified => Self::Unspecified,
+            v1::TaskStatus::Pending => Self::Pending,
+            v1::TaskStatus::Scheduled => Self::Scheduled,
+            v1::TaskStatus::Queued => Self::Queued,
+            v1::TaskStatus::Running => Self::Running,
+            v1::TaskStatus::Succeeded => Self::Succeeded,
+            v1::TaskStatus::Failed => Self::Failed,
+            v1::TaskStatus::Cancelled => Self::Cancelled,
+            v1::TaskStatus::TimedOut => Self::TimedOut,
+            v1::TaskStatus::DeadLettered => Self::DeadLettered,
+            v1::TaskStatus::Skipped => Self::Skipped,
+        }
+    }
+
+    /// The protobuf enum value.
+    pub fn to_proto(self) -> v1::TaskStatus {
+        match self {
+            Self::Unspecified => v1::TaskStatus::Unspecified,
+            Self::Pending => v1::TaskStatus::Pending,
+            Self::Scheduled => v1::TaskStatus::Scheduled,
+            Self::Queued => v1::TaskStatus::Queued,
+            Self::Running => v1::TaskStatus::Running,
+            Self::Succeeded => v1::TaskStatus::Succeeded,
+            Self::Failed => v1::TaskStatus::Failed,
+            Self::Cancelled => v1::TaskStatus::Cancelled,
+            Self::TimedOut => v1::TaskStatus::TimedOut,
+            Self::DeadLettered => v1::TaskStatus::DeadLettered,
+            Self::Skipped => v1::TaskStatus::Skipped,
+        }
+    }
+}
+
+impl std::fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A task, as REST returns it and the CLI prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Task {
+    /// UUIDv7, time-ordered.
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// `extension.runner.function`.
+    #[schema(example = "http.request.get")]
+    pub function: String,
+    /// Lifecycle status.
+    pub status: TaskStatus,
+    /// The JSON arguments.
+    pub args: serde_json::Value,
+    /// The function's result once `succeeded`, else null.
+    pub result: serde_json::Value,
+    /// The error of the last failed attempt, or the reason of a skip, cancel or dead letter.
+    #[schema(required = true)]
+    pub error: Option<String>,
+    /// Number of the current attempt (the fencing token); 0 before the first start.
+    pub attempt: u32,
+    /// Most attempts before the task fails.
+    pub max_attempts: u32,
+    /// 0 (lowest) to 9 (highest).
+    pub priority: u32,
+    /// The chain this task runs in.
+    #[schema(required = true)]
+    pub chain: Option<String>,
+    /// The root task of the chain run.
+    #[schema(required = true)]
+    pub root_id: Option<String>,
+    /// The task whose completion created this one.
+    #[schema(required = true)]
+    pub parent_id: Option<String>,
+    /// The relationship that created this task.
+    #[schema(required = true)]
+    pub relationship_id: Option<String>,
+    /// The node that runs or ran the current attempt.
+    #[schema(required = true)]
+    pub node: Option<String>,
+    /// When the task was accepted (RFC 3339, UTC).
+    #[schema(required = true)]
+    pub created_at: Option<DateTime<Utc>>,
+    /// When the current attempt started.
+    #[schema(required = true)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the task reached a terminal status.
+    #[schema(required = true)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Limit for one attempt, in milliseconds.
+    pub timeout_ms: u32,
+}
+
+impl From<&v1::Task> for Task {
+    fn from(t: &v1::Task) -> Self {
+        Self {
+            id: t.id.clone(),
+            function: t.function.clone(),
+            status: TaskStatus::from_proto(t.status),
+            args: json(t.args.as_ref()),
+            result: json(t.result.as_ref()),
+            error: t.error.clone(),
+            attempt: t.attempt,
+            max_attempts: t.max_attempts,
+            priority: t.priority,
+            chain: t.chain.clone(),
+            root_id: t.root_id.clone(),
+            parent_id: t.parent_id.clone(),
+            relationship_id: t.relationship_id.clone(),
+            node: t.node.clone(),
+            created_at: time(t.created_at.as_ref()),
+            started_at: time(t.started_at.as_ref()),
+            finished_at: time(t.finished_at.as_ref()),
+            timeout_ms: t.timeout_ms,
+        }
+    }
+}
+
+/// One page of tasks, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskPage {
+    /// The tasks of this page.
+    pub tasks: Vec<Task>,
+    /// Pass as `page_token` to get the next page; null on the last page.
+    #[schema(required = true)]
+    pub next_page_token: Option<String>,
+}
+
+impl From<&v1::ListTasksResponse> for TaskPage {
+    fn from(r: &v1::ListTasksResponse) -> Self {
+        Self {
+            tasks: r.tasks.iter().map(Task::from).collect(),
+            next_page_token: Some(r.next_page_token.clone()).filter(|t| !t.is_empty()),
+        }
+    }
+}
+
+/// A status change of a watched task (the data of one `/events` Server-Sent Event, one line of
+/// `legion task watch`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskEvent {
+    /// The status the task moved to.
+    pub status: TaskStatus,
+    /// The attempt at this event.
+    pub attempt: u32,
+    /// When the change was committed.
+    #[schema(required = true)]
+    pub at: Option<DateTime<Utc>>,
+    /// Snapshot of the task at this event (terminal events carry result and error).
+    #[schema(required = true)]
+    pub task: Option<Task>,
+}
+
+impl From<&v1::TaskEvent> for TaskEvent {
+    fn from(e: &v1::TaskEvent) -> Self {
+        Self {
+            status: TaskStatus::from_proto(e.status),
+            attempt: e.attempt,
+            at: time(e.at.as_ref()),
+            task: e.task.as_ref().map(Task::from),
+        }
+    }
+}
+
+/// One run of a task on a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TaskAttempt {
+    /// The task.
+    pub task_id: String,
+    /// The attempt number (fencing token).
+    pub attempt: u32,
+    /// The node that ran it.
+    pub node: String,
+    /// `running`, `succeeded`, `failed`, `timed_out`, `lost` or `cancelled`.
+    pub status: String,
+    /// Why the attempt failed.
+    #[schema(required = true)]
+    pub error: Option<String>,
+    /// When it started.
+    #[schema(required = true)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended.
+    #[schema(required = true)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Wall time of the runner, in milliseconds, as measured by the executor.
+    #[schema(required = true)]
+    pub duration_ms: Option<u64>,
+}
+
+impl From<&v1::TaskAttempt> for TaskAttempt {
+    fn from(a: &v1::TaskAttempt) -> Self {
+        Self {
+            task_id: a.task_id.clone(),
+            attempt: a.attempt,
+            node: a.node.clone(),
+            status: a.status.clone(),
+            error: a.error.clone(),
+            started_at: time(a.started_at.as_ref()),
+            finished_at: time(a.finished_at.as_ref()),
+            duration_ms: a.duration_ms,
+        }
+    }
+}
+
+/// The attempts of a task, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AttemptList {
+    /// The attempts.
+    pub attempts: Vec<TaskAttempt>,
+}
+
+fn json(value: Option<&prost_types::Value>) -> serde_json::Value {
+    value.map_or(serde_json::Value::Null, legion_proto::value_to_json)
+}
+
+pub(crate) fn time(ts: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    ts.and_then(legion_proto::timestamp_to_chrono)
+}
+
+mod catalog;
+#[cfg(test)]
+mod tests;
+
+pub use catalog::{
+    Extension, ExtensionList, ExtensionState, Function, Node, NodeExtension, NodeList, NodeStatus, Runner,
+};

@@ -1,0 +1,216 @@
+//! The real router, served in-process, against a control plane that is not there: everything the
+//! gateway answers by itself (parsing, validation, problem responses, health, metrics, OpenAPI) and
+//! the 503 for an unreachable control plane.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use axum::response::Response;
+use legion_common::settings::ApiSettings;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use tower::ServiceExt;
+
+fn app(api: &ApiSettings) -> axum::Router {
+    // Port 1 on loopback: nothing listens there, so every gRPC call fails to connect.
+    let channel = Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+    legion_gateway::router(api, channel, CancellationToken::new())
+}
+
+async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, Option<String>, serde_json::Value, Response) {
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 16 * 1024 * 1024).await.expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, content_type, json, Response::from_parts(parts, Body::empty()))
+}
+
+fn post_json(uri: &str, body: &str) -> Request<Body> {
+    Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_owned()))
+        .expect("request")
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).expect("request")
+}
+
+fn assert_problem(
+    (status, content_type, json, _): &(StatusCode, Option<String>, serde_json::Value, Response),
+    expected: u16,
+    code: &str,
+    detail_starts: &str,
+) {
+    assert_eq!(status.as_u16(), expected, "{json}");
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"), "{json}");
+    assert_eq!(json["type"], "about:blank");
+    assert_eq!(json["status"], expected);
+    assert_eq!(json["code"], code, "{json}");
+    let detail = json["detail"].as_str().expect("detail");
+    assert!(detail.starts_with(detail_starts), "{detail:?} should start with {detail_starts:?}");
+    assert!(json["title"].as_str().is_some_and(|t| !t.is_empty()));
+}
+
+#[tokio::test]
+async fn bad_bodies_are_refused_with_named_fields() {
+    let app = app(&ApiSettings::default());
+    let r = send(&app, post_json("/api/v1/tasks", r#"{"function":"core.util.echo","priority":"high"}"#)).await;
+    assert_problem(&r, 400, "INVALID_ARGUMENT", r#"priority: invalid type: string "high", expected u32"#);
+    let r = send(&app, post_json("/api/v1/tasks", r#"{"function":"core.util.echo","colour":"red"}"#)).await;
+    assert_problem(&r, 400, "INVALID_ARGUMENT", "colour: unknown field");
+    let r = send(&app, post_json("/api/v1/tasks", "")).await;
+    assert_problem(&r, 400, "INVALID_ARGUMENT", "body: required");
+    let r = send(&app, post_json("/api/v1/tasks", "{not json")).await;
+    assert_problem(&r, 400, "INVALID_ARGUMENT", "body: not valid JSON");
+    let r = send(
+        &app,
+        Request::post("/api/v1/tasks")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from("{}"))
+            .expect("request"),
+    )
+    .await;
+    assert_problem(&r, 415, "INVALID_ARGUMENT", "content-type: expected application/json");
+    let r =
+        send(&app, Request::post("/api/v1/tasks").body(Body::from(r#"{"function":"a.b.c"}"#)).expect("request")).await;
+    assert_problem(&r, 415, "INVALID_ARGUMENT", "content-type: expected application/json, got none");
+}
+
+#[tokio::test]
+async fn oversize_bodies_get_413_naming_the_limit() {
+    let api = ApiSettings { max_body_bytes: 1024, ..ApiSettings::default() };
+    let app = app(&api);
+    let big = format!(r#"{{"function":"core.util.echo","args":{{"pad":"{}"}}}}"#, "x".repeat(2000));
+    let r = send(&app, post_json("/api/v1/tasks", &big)).await;
+    assert_problem(&r, 413, "RESOURCE_EXHAUSTED", "body: larger than api.max_body_bytes (1024 bytes)");
+    // Without a Content-Length the limit still holds while the body streams in.
+    let chunks = futures_util::stream::iter(vec![Ok::<_, std::io::Error>(big.into_bytes())]);
+    let request = Request::post("/api/v1/tasks")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(chunks))
+        .expect("request");
+    let r = send(&app, request).await;
+    assert_problem(&r, 413, "RESOURCE_EXHAUSTED", "body: larger than api.max_body_bytes");
+}
+
+#[tokio::test]
+async fn bad_ids_and_queries_are_named() {
+    let app = app(&ApiSettings::default());
+    for uri in ["/api/v1/tasks/42", "/api/v1/tasks/nope/attempts", "/api/v1/tasks/x/events"] {
+        let r = send(&app, get(uri)).await;
+        assert_problem(&r, 400, "INVALID_ARGUMENT", "id: must be a UUID");
+    }
+    let r = send(&app, post_json("/api/v1/tasks/42/cancel", "")).await;
+    assert_problem(&r, 400, "INVALID_ARGUMENT", "id: must be a UUID");
+    let r = send(&app, get("/api/v1/tasks?status=done")).await;
+    assert_problem(&r, 400, "INVALID_ARGUMENT", "status: unknown status");
+    let r = send(&app, get("/api/v1/tasks?limit=5000")).await;
+    assert_problem(&r, 400, "INVALID_ARGUMENT", "limit: must be an integer from 1 to 1000");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let app = app(&ApiSettings::default());
+    let r = send(&app, get("/api/v1/nope")).await;
+    assert_problem(&r, 404, "NOT_FOUND", "no route for /api/v1/nope");
+    let r = send(&app, Request::delete("/api/v1/tasks").body(Body::empty()).expect("request")).await;
+    assert_problem(&r, 405, "UNIMPLEMENTED", "DELETE is not allowed on /api/v1/tasks");
+}
+
+#[tokio::test]
+async fn an_unreachable_control_plane_is_503() {
+    let app = app(&ApiSettings::default());
+    let r = send(&app, post_json("/api/v1/tasks", r#"{"function":"core.util.echo","args":{"x":1}}"#)).await;
+    assert_problem(&r, 503, "UNAVAILABLE", "control plane unavailable");
+    let r = send(&app, get("/api/v1/tasks/0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5e")).await;
+    assert_problem(&r, 503, "UNAVAILABLE", "control plane unavailable");
+    let r = send(&app, get("/api/v1/nodes")).await;
+    assert_problem(&r, 503, "UNAVAILABLE", "control plane unavailable");
+    let r = send(&app, get("/readyz")).await;
+    assert_problem(&r, 503, "UNAVAILABLE", "control plane health check failed");
+    let r = send(&app, get("/healthz")).await;
+    assert_eq!((r.0, &r.2), (StatusCode::OK, &serde_json::json!({"status": "ok"})));
+}
+
+#[tokio::test]
+async fn hosts_outside_the_allow_list_are_refused_but_probes_pass() {
+    let api = ApiSettings { allowed_hosts: vec!["api.example.com".into()], ..ApiSettings::default() };
+    let app = app(&api);
+    let with_host =
+        |uri: &str, host: &str| Request::get(uri).header(header::HOST, host).body(Body::empty()).expect("request");
+    let r = send(&app, with_host("/api/v1/tasks/42", "evil.example")).await;
+    assert_problem(&r, 400, "INVALID_ARGUMENT", "host: evil.example is not in api.allowed_hosts");
+    let r = send(&app, with_host("/api/v1/tasks/42", "api.example.com:443")).await;
+    assert_problem(&r, 400, "INVALID_ARGUMENT", "id: must be a UUID");
+    let r = send(&app, with_host("/healthz", "10.0.0.7:4567")).await;
+    assert_eq!(r.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn request_ids_are_generated_or_echoed() {
+    let app = app(&ApiSettings::default());
+    let (_, _, _, response) = send(&app, get("/healthz")).await;
+    let generated = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).expect("generated");
+    assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
+    let request = Request::get("/healthz").header("x-request-id", "abc-123").body(Body::empty()).expect("request");
+    let (_, _, _, response) = send(&app, request).await;
+    assert_eq!(response.headers()["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route() {
+    let app = app(&ApiSettings::default());
+    send(&app, get("/api/v1/tasks/42")).await;
+    send(&app, get("/api/v1/tasks/43")).await;
+    send(&app, get("/no/such/route")).await;
+    let response = app.clone().oneshot(get("/metrics")).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    let text = String::from_utf8(body.to_vec()).expect("utf-8");
+    assert!(
+        text.contains(r#"legion_gateway_http_requests_total{method="GET",route="/api/v1/tasks/{id}",status="400"} 2"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"route="unmatched",status="404"} 1"#), "{text}");
+    assert!(text.contains("legion_gateway_http_request_duration_seconds_bucket"), "{text}");
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_route() {
+    let app = app(&ApiSettings::default());
+    let (status, content_type, doc, _) = send(&app, get("/api/v1/openapi.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{}", doc["openapi"]);
+    let expected = [
+        ("/api/v1/tasks", "post"),
+        ("/api/v1/tasks", "get"),
+        ("/api/v1/tasks/{id}", "get"),
+        ("/api/v1/tasks/{id}/cancel", "post"),
+        ("/api/v1/tasks/{id}/attempts", "get"),
+        ("/api/v1/tasks/{id}/events", "get"),
+        ("/api/v1/extensions", "get"),
+        ("/api/v1/extensions/{name}/disable", "post"),
+        ("/api/v1/extensions/{name}/enable", "post"),
+        ("/api/v1/nodes", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/api/v1/openapi.json", "get"),
+    ];
+    for (path, method) in expected {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
+    }
+    assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(13), "no undocumented or extra paths");
+    let schemas = &doc["components"]["schemas"];
+    for schema in ["Task", "SubmitTask", "Problem", "TaskPage", "TaskEvent", "AttemptList", "ExtensionList", "NodeList"]
+    {
+        assert!(schemas[schema].is_object(), "schema {schema} missing");
+    }
+    let submit = &doc["paths"]["/api/v1/tasks"]["post"];
+    assert!(submit["requestBody"]["content"]["application/json"].is_object());
+    assert!(submit["responses"]["201"].is_object() && submit["responses"]["200"].is_object());
+    assert_eq!(doc, serde_json::to_value(legion_gateway::openapi()).expect("json"), "served = generated");
+}
