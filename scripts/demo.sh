@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Legion end to end on one machine: builds the binaries, creates development certificates and a fresh
+# database, starts the control plane, an executor and the gateway against the local PostgreSQL and
+# RabbitMQ, serves a small local HTTP site, submits an `http.request.get` against it (over REST) and a
+# `core.util.echo` (over gRPC with the CLI), prints both results and stops everything it started.
+#
+# Needs: PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth), RabbitMQ on 127.0.0.1:5672
+# (guest/guest), curl, python3. Uses ports 50051 (gRPC), 9464/9465 (admin), 4567 (REST), 8099 (demo site).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+work="$root/.legion-demo"
+db=legion_demo
+pids=()
+
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+wait_for() { # URL what
+  for _ in $(seq 1 150); do
+    if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
+    sleep 0.2
+  done
+  echo "demo: $2 did not become ready ($1); logs are in $work/*.log" >&2
+  exit 1
+}
+
+echo "==> building"
+cargo build --quiet -p legion-control-plane -p legion-executor -p legion-gateway -p legion-cli --bins
+bin="$root/target/debug"
+
+rm -rf "$work" && mkdir -p "$work/site"
+echo "==> certificates in $work/certs"
+"$bin/legion" certs init "$work/certs" >/dev/null
+
+echo "==> fresh database $db"
+psql -q -h 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+
+cat >"$work/common.json" <<JSON
+{
+  "data": {"url": "postgres://postgres@127.0.0.1:5432/$db"},
+  "transport": {"url": "amqp://guest:guest@127.0.0.1:5672/%2f"},
+  "control_plane": {"listen": "127.0.0.1:50051", "admin_listen": "127.0.0.1:9464", "url": "https://localhost:50051"},
+  "executor": {"name": "executor", "admin_listen": "127.0.0.1:9465", "concurrency": 8},
+  "api": {"listen": "127.0.0.1:4567"},
+  "tls": {"ca": "$work/certs/ca.pem"}
+}
+JSON
+for p in control-plane executor gateway; do
+  printf '{"tls": {"cert": "%s", "key": "%s"}}\n' "$work/certs/$p.pem" "$work/certs/$p-key.pem" >"$work/$p.json"
+done
+
+echo "==> starting legion-control-plane (migrates the database), legion-executor, legion-gateway"
+"$bin/legion-control-plane" --settings "$work/common.json" --settings "$work/control-plane.json" 2>"$work/control-plane.log" &
+pids+=($!)
+wait_for http://127.0.0.1:9464/readyz "control plane"
+"$bin/legion-executor" --settings "$work/common.json" --settings "$work/executor.json" 2>"$work/executor.log" &
+pids+=($!)
+wait_for http://127.0.0.1:9465/readyz "executor"
+"$bin/legion-gateway" --settings "$work/common.json" --settings "$work/gateway.json" 2>"$work/gateway.log" &
+pids+=($!)
+wait_for http://127.0.0.1:4567/readyz "gateway"
+
+echo '{"service": "demo", "healthy": true}' >"$work/site/status.json"
+python3 -m http.server 8099 --bind 127.0.0.1 --directory "$work/site" >/dev/null 2>&1 &
+pids+=($!)
+wait_for http://127.0.0.1:8099/status.json "demo site"
+
+echo "==> REST: POST /api/v1/tasks http.request.get http://127.0.0.1:8099/status.json"
+id=$(curl -fsS -X POST http://127.0.0.1:4567/api/v1/tasks -H 'content-type: application/json' \
+  -d '{"function": "http.request.get", "args": {"url": "http://127.0.0.1:8099/status.json"}}' \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+for _ in $(seq 1 100); do
+  task=$(curl -fsS "http://127.0.0.1:4567/api/v1/tasks/$id")
+  status=$(printf '%s' "$task" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
+  case "$status" in succeeded|failed|timed_out|cancelled|dead_lettered) break ;; esac
+  sleep 0.1
+done
+printf '%s' "$task" | python3 -c 'import json,sys; t=json.load(sys.stdin); print(json.dumps({k: t[k] for k in ("id","function","status","result","error")}, indent=2))'
+
+echo "==> gRPC (legion CLI): core.util.echo"
+"$bin/legion" --settings "$work/common.json" task submit core.util.echo --args '{"message": "hello from legion"}' --wait
+
+echo "==> done; stopping"
