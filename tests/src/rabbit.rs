@@ -1,0 +1,208 @@
+//! RabbitMQ for tests: a vhost per test (`rabbitmqctl add_vhost`, deleted when the handle drops) and a
+//! guard that stops the broker's application and always starts it again.
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::lock::{Mode, ServiceLock};
+
+/// Prefix of every test vhost name; `.ci/run` deletes leftovers by it.
+pub const NAME_PREFIX: &str = "legion-e2e-";
+/// The broker's AMQP listener.
+pub const AMQP_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 5672);
+/// How long the broker may take to accept connections again after `start_app`.
+pub const RESTART_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// `rabbitmqctl` failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `rabbitmqctl` could not be started.
+    #[error("cannot run rabbitmqctl {args}: {source} (is rabbitmq-server installed? .ci/run installs it)")]
+    Spawn {
+        /// The arguments.
+        args: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `rabbitmqctl` exited with an error.
+    #[error("rabbitmqctl {args} failed ({status}): {stderr}")]
+    Failed {
+        /// The arguments.
+        args: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// A broker outage needs the exclusive service lock.
+    #[error("stopping rabbitmq needs the exclusive service lock (TestEnv::start_exclusive)")]
+    NotExclusive,
+    /// The broker did not accept connections in time.
+    #[error("rabbitmq did not accept connections on {addr} within {timeout:?} after start_app")]
+    NotBack {
+        /// The AMQP address.
+        addr: SocketAddr,
+        /// How long the harness waited.
+        timeout: Duration,
+    },
+}
+
+/// Runs `rabbitmqctl -q ARGS` to completion and returns its stdout. Blocking (a few hundred ms).
+///
+/// # Errors
+/// [`Error::Spawn`] or [`Error::Failed`].
+pub fn rabbitmqctl(args: &[&str]) -> Result<String, Error> {
+    let joined = args.join(" ");
+    let output = Command::new("rabbitmqctl")
+        .arg("-q")
+        .args(args)
+        .output()
+        .map_err(|source| Error::Spawn { args: joined.clone(), source })?;
+    if !output.status.success() {
+        return Err(Error::Failed {
+            args: joined,
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// A vhost that exists, with full permissions for `guest`, until this handle drops.
+#[derive(Debug)]
+pub struct TestVhost {
+    name: String,
+}
+
+impl TestVhost {
+    /// Creates `legion-e2e-<uuid>` and grants `guest` configure, write and read on it. Blocking.
+    ///
+    /// # Errors
+    /// [`Error`] when `rabbitmqctl` fails.
+    pub fn create() -> Result<Self, Error> {
+        let name = format!("{NAME_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        rabbitmqctl(&["add_vhost", &name])?;
+        let vhost = Self { name };
+        rabbitmqctl(&["set_permissions", "-p", &vhost.name, "guest", ".*", ".*", ".*"])?;
+        Ok(vhost)
+    }
+
+    /// The vhost name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:5672/<vhost>`, for `transport.url` (the name needs no escaping).
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
+    }
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        if let Err(e) = rabbitmqctl(&["delete_vhost", &self.name]) {
+            eprintln!("legion-tests: cannot delete vhost {}: {e}", self.name);
+        }
+    }
+}
+
+/// While this guard lives, RabbitMQ's application is stopped (`rabbitmqctl stop_app`): every
+/// connection is closed and no new one is accepted. [`RabbitOutage::end`] or, failing that, `Drop`
+/// starts it again and waits until it accepts AMQP connections, so a panicking test never leaves the
+/// broker down. It borrows the exclusive [`ServiceLock`], so the lock is released only after the
+/// broker is back. A SIGTERM or SIGINT during the outage (nextest's timeout, Ctrl-C), which would end
+/// the process without unwinding, starts the broker before the process exits (code 130).
+#[derive(Debug)]
+#[must_use = "dropping the guard starts rabbitmq again"]
+pub struct RabbitOutage<'lock> {
+    _lock: &'lock ServiceLock,
+    ended: bool,
+    watchdog: tokio::task::JoinHandle<()>,
+}
+
+impl<'lock> RabbitOutage<'lock> {
+    /// Stops the broker application (a few seconds).
+    ///
+    /// # Errors
+    /// [`Error::NotExclusive`] without the exclusive lock; [`Error`] when `stop_app` fails (the guard
+    /// is dropped then, which starts the application again).
+    pub async fn begin(lock: &'lock ServiceLock) -> Result<Self, Error> {
+        if lock.mode() != Mode::Exclusive {
+            return Err(Error::NotExclusive);
+        }
+        // Built before stop_app, so that even a failed or interrupted stop is followed by a start.
+        let guard = Self { _lock: lock, ended: false, watchdog: tokio::spawn(restart_on_signal()) };
+        blocking(|| rabbitmqctl(&["stop_app"]).map(drop)).await?;
+        Ok(guard)
+    }
+
+    /// Starts the broker application and waits until it accepts connections.
+    ///
+    /// # Errors
+    /// [`Error`] when `start_app` fails or the broker does not come back within [`RESTART_TIMEOUT`].
+    pub async fn end(mut self) -> Result<(), Error> {
+        self.watchdog.abort();
+        self.ended = true;
+        blocking(restart).await
+    }
+}
+
+impl Drop for RabbitOutage<'_> {
+    fn drop(&mut self) {
+        self.watchdog.abort();
+        if !self.ended
+            && let Err(e) = restart()
+        {
+            eprintln!("legion-tests: RABBITMQ MAY BE LEFT STOPPED: {e}; run `rabbitmqctl start_app`");
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT, starts the broker application and exits the process.
+async fn restart_on_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    eprintln!("legion-tests: signal during a rabbitmq outage: starting rabbitmq before exiting");
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(restart).await {
+        eprintln!("legion-tests: RABBITMQ MAY BE LEFT STOPPED: {e}; run `rabbitmqctl start_app`");
+    }
+    std::process::exit(130);
+}
+
+async fn blocking(f: impl FnOnce() -> Result<(), Error> + Send + 'static) -> Result<(), Error> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        // The closure panicked; the panic belongs to the test.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// `start_app`, `await_startup`, then a TCP connect to the AMQP port until it succeeds.
+fn restart() -> Result<(), Error> {
+    rabbitmqctl(&["start_app"])?;
+    rabbitmqctl(&["await_startup"])?;
+    wait_for_amqp(RESTART_TIMEOUT)
+}
+
+/// Waits until the AMQP port accepts TCP connections. Blocking.
+///
+/// # Errors
+/// [`Error::NotBack`] after `timeout`.
+pub fn wait_for_amqp(timeout: Duration) -> Result<(), Error> {
+    let addr = SocketAddr::from(AMQP_ADDR);
+    let deadline = Instant::now() + timeout;
+    while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+        if Instant::now() >= deadline {
+            return Err(Error::NotBack { addr, timeout });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
