@@ -163,6 +163,7 @@ async fn runs_tasks_reports_them_and_acks_only_after_completion() {
     let settings = settings(&vhost, 8);
     let admin = settings.executor.admin_listen;
     let executor = start(settings, &fake);
+    legion_common::install_crypto_provider();
     let http = reqwest::Client::new();
     eventually("readiness", Duration::from_secs(10), async || {
         http.get(format!("http://{admin}/readyz")).send().await.is_ok_and(|r| r.status() == 200)
