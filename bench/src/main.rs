@@ -1,1 +1,294 @@
-fn main() {}
+//! `legion-bench`: Legion's end-to-end benchmark (see `bench/README.md`).
+//!
+//! ```text
+//! legion-bench --control-plane https://localhost:54051 --ca certs/ca.pem \
+//!     --database-url postgres://postgres@127.0.0.1/legion_bench --executors 1 --tasks 10000
+//! legion-bench certs node --dir certs --name bench-exec-2
+//! ```
+//!
+//! Exit codes: 0 when every task succeeded, 1 when the run completed but some task did not succeed
+//! (or a submit failed), 2 when the run could not be carried out, 64 for bad usage.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use legion_bench::client::ClientOptions;
+use legion_bench::run::{self, Options};
+use legion_bench::submit::Plan;
+use legion_common::EXIT_USAGE;
+use legion_common::settings::LoggingSettings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "legion-bench",
+    version,
+    about = "Legion end-to-end benchmark",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Development certificates for benchmark runs.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Writes a dev CA and certificates (as `legion certs init`).
+    Init {
+        /// Directory to write into.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node name of `executor.pem`.
+        #[arg(long, default_value = "executor")]
+        executor_name: String,
+    },
+    /// Signs `<name>.pem`/`<name>-key.pem`, an executor certificate for node NAME, with the CA in DIR
+    /// (`ca.pem` and `ca-key.pem`).
+    Node {
+        /// Directory holding the CA; the new files are written there.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node name (`spiffe://legion/node/<name>`).
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Control plane gRPC URL (TLS).
+    #[arg(long, default_value = "https://localhost:50051")]
+    control_plane: String,
+    /// CA that signed the control plane's certificate (PEM). Required for a run.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM), optional.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Client key (PEM), with --cert.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// API key, sent as `x-api-key`.
+    #[arg(long, env = "LEGION_BENCH_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Bearer token (JWT), sent as `authorization: Bearer …` when no API key is given.
+    #[arg(long, env = "LEGION_BENCH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The control plane's PostgreSQL database, read for task timestamps.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/legion_bench")]
+    database_url: String,
+    /// Tasks to submit.
+    #[arg(long, default_value_t = 10_000)]
+    tasks: usize,
+    /// SubmitTask calls in flight at once.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// HTTP/2 connections (channels) the calls are spread over.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Active executors to wait for before submitting.
+    #[arg(long, default_value_t = 1)]
+    executors: usize,
+    /// Function to run.
+    #[arg(long, default_value = "core.util.noop")]
+    function: String,
+    /// Args of every task (a JSON object).
+    #[arg(long, default_value = "{}")]
+    args: String,
+    /// Tasks submitted and awaited before the measured round (not measured).
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
+    /// Name of the run in the report.
+    #[arg(long, default_value = "legion")]
+    label: String,
+    /// Longest wait for the executors, in seconds.
+    #[arg(long, default_value_t = 120)]
+    wait_nodes_s: u64,
+    /// Longest wait for the tasks to finish after the last submit, in seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_s: u64,
+    /// PostgreSQL poll interval while waiting for the tasks, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    poll_ms: u64,
+    /// Also append the report's JSON line to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+    /// Seconds to wait after the round before reading PostgreSQL's commit counter (idle backends
+    /// report within 10 s); 0 skips the commits-per-task figure.
+    #[arg(long, default_value_t = 11)]
+    stats_settle_s: u64,
+    /// Report the CPU time of a process during the round: NAME=PID, or NAME=comm:COMM for every
+    /// process of that executable name (summed). Repeatable.
+    #[arg(long = "cpu", value_parser = legion_bench::cpu::parse_target)]
+    cpu: Vec<(String, legion_bench::cpu::Target)>,
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("legion-bench: {message}");
+    ExitCode::from(u8::try_from(EXIT_USAGE).unwrap_or(64))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(EXIT_USAGE).unwrap_or(64));
+        }
+    };
+    if let Err(e) = legion_common::telemetry::init(&LoggingSettings::default()) {
+        eprintln!("legion-bench: cannot set up logging: {e}");
+    }
+    legion_common::install_crypto_provider();
+    match cli.command {
+        Some(Command::Certs(command)) => certs(command),
+        None => bench(cli.run),
+    }
+}
+
+fn certs(command: CertsCommand) -> ExitCode {
+    let result = match command {
+        CertsCommand::Init { dir, executor_name } => legion_common::tls::write_dev_certs(&dir, &executor_name)
+            .map(|()| legion_common::tls::DEV_CERT_FILES.iter().map(|f| dir.join(f)).collect::<Vec<_>>())
+            .map_err(anyhow::Error::from),
+        CertsCommand::Node { dir, name } => {
+            legion_bench::certs::write_node_cert(&dir, &name).map(|(c, k)| vec![c, k]).map_err(anyhow::Error::from)
+        }
+    };
+    match result {
+        Ok(files) => {
+            for file in files {
+                println!("{}", file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("legion-bench certs: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn options(args: RunArgs) -> Result<Options, String> {
+    let ca = args.ca.ok_or("--ca: required (the CA that signed the control plane's certificate)")?;
+    let task_args: serde_json::Value =
+        serde_json::from_str(&args.args).map_err(|e| format!("--args: not JSON: {e}"))?;
+    Ok(Options {
+        client: ClientOptions {
+            url: args.control_plane,
+            ca,
+            cert: args.cert,
+            key: args.key,
+            api_key: args.api_key,
+            token: args.token,
+        },
+        database_url: args.database_url,
+        connections: args.connections,
+        plan: Plan { tasks: args.tasks, concurrency: args.concurrency, function: args.function, args: task_args },
+        warmup: args.warmup,
+        executors: args.executors,
+        wait_nodes: Duration::from_secs(args.wait_nodes_s),
+        timeout: Duration::from_secs(args.timeout_s),
+        poll: Duration::from_millis(args.poll_ms),
+        label: args.label,
+        json_out: args.json_out,
+        stats_settle: Duration::from_secs(args.stats_settle_s),
+        cpu_targets: args.cpu,
+    })
+}
+
+fn bench(args: RunArgs) -> ExitCode {
+    let options = match options(args).and_then(|o| o.validate().map(|()| o).map_err(|e| e.to_string())) {
+        Ok(options) => options,
+        Err(message) => return usage_error(&message),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("legion-bench: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match runtime.block_on(run::run(&options)) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("legion-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let line = report.json_line();
+    println!("{}", report.table());
+    println!("{line}");
+    if let Some(path) = &options.json_out {
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut file| writeln!(file, "{line}"));
+        if let Err(e) = appended {
+            eprintln!("legion-bench: --json-out {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags_and_subcommands_parse() {
+        let cli = Cli::try_parse_from([
+            "legion-bench",
+            "--ca",
+            "ca.pem",
+            "--tasks",
+            "5",
+            "--connections",
+            "2",
+            "--cpu",
+            "cp=7",
+            "--cpu",
+            "pg=comm:postgres",
+        ])
+        .expect("run flags");
+        assert_eq!(cli.run.cpu.len(), 2);
+        assert!(Cli::try_parse_from(["legion-bench", "--cpu", "cp"]).is_err(), "--cpu needs NAME=…");
+        assert!(cli.command.is_none());
+        let o = options(cli.run).expect("options");
+        assert_eq!((o.plan.tasks, o.plan.concurrency, o.connections), (5, 256, 2));
+        assert_eq!(o.plan.function, "core.util.noop");
+
+        let cli = Cli::try_parse_from(["legion-bench", "certs", "node", "--dir", "d", "--name", "n"]).expect("certs");
+        assert!(matches!(cli.command, Some(Command::Certs(CertsCommand::Node { .. }))));
+
+        let cli = Cli::try_parse_from(["legion-bench"]).expect("no flags");
+        assert!(options(cli.run).expect_err("no ca").starts_with("--ca"));
+        let cli = Cli::try_parse_from(["legion-bench", "--ca", "x", "--args", "{"]).expect("flags");
+        assert!(options(cli.run).expect_err("bad json").starts_with("--args"));
+        assert!(Cli::try_parse_from(["legion-bench", "--cert", "c.pem"]).is_err(), "--cert needs --key");
+    }
+}
