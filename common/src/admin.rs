@@ -1,6 +1,6 @@
 //! The admin HTTP listener every long-running process serves: `/healthz` (the process is up),
-//! `/readyz` (it can do its job: its dependencies are reachable) and `/metrics` (Prometheus text
-//! exposition format 0.0.4).
+//! `/readyz` (it can do its job: its dependencies are reachable) and `/metrics` (OpenMetrics 1.0 text,
+//! which Prometheus scrapes natively).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,9 +68,12 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
-        Ok(()) => {
-            (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
-        }
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            body,
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

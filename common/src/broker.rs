@@ -2,9 +2,12 @@
 //!
 //! Topology: a durable topic exchange `legion.tasks`; a durable queue per extension
 //! (`legion.ext.<extension>`) with `x-max-priority` 9 and `x-dead-letter-exchange` `legion.dlx`, bound
-//! with `<extension>.#`; routing key `<extension>.<runner>.<function>`. Dead letters go to the durable
-//! topic exchange `legion.dlx` and its queue `legion.dead-letters`. Every declaration is idempotent,
-//! so the control plane and the executors both declare what they use.
+//! with `<extension>.*.*`; routing key `<extension>.<runner>.<function>`. Region-aware routing: a task
+//! for region R has routing key `<extension>.<runner>.<function>.<R>` and goes to the queue
+//! `legion.ext.<extension>.<R>` (bound with `<extension>.*.*.<R>`), which only executors of region R
+//! consume; they consume the region-free queue too. Dead letters go to the durable topic exchange
+//! `legion.dlx` and its queue `legion.dead-letters`. Every declaration is idempotent, so the control
+//! plane and the executors both declare what they use.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -23,9 +26,38 @@ pub const DEAD_LETTER_QUEUE: &str = "legion.dead-letters";
 /// Highest task priority (`x-max-priority`).
 pub const MAX_PRIORITY: u8 = 9;
 
-/// The queue of an extension: `legion.ext.<extension>`.
-pub fn extension_queue(extension: &str) -> String {
-    format!("legion.ext.{extension}")
+/// Longest region name, in bytes.
+pub const MAX_REGION_LEN: usize = 64;
+
+/// The queue of an extension: `legion.ext.<extension>`, or `legion.ext.<extension>.<region>` for the
+/// tasks of one region.
+pub fn extension_queue(extension: &str, region: Option<&str>) -> String {
+    match region {
+        Some(region) => format!("legion.ext.{extension}.{region}"),
+        None => format!("legion.ext.{extension}"),
+    }
+}
+
+/// The routing key of a task: `<extension>.<runner>.<function>`, plus `.<region>` for a task bound to
+/// a region.
+pub fn routing_key(function: &crate::FunctionName, region: Option<&str>) -> String {
+    match region {
+        Some(region) => format!("{function}.{region}"),
+        None => function.to_string(),
+    }
+}
+
+/// Checks a region name: 1 to [`MAX_REGION_LEN`] bytes of lowercase ASCII letters, digits, `_` and `-`,
+/// starting with a letter (one AMQP routing-key word). The error says what is wrong.
+pub fn validate_region(region: &str) -> Result<(), String> {
+    let first_ok = region.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+    let chars_ok = region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if region.is_empty() || region.len() > MAX_REGION_LEN || !first_ok || !chars_ok {
+        return Err(format!(
+            "region {region:?} must be 1 to {MAX_REGION_LEN} bytes of a-z, 0-9, _ and -, starting with a letter"
+        ));
+    }
+    Ok(())
 }
 
 /// The broker message body of one dispatch of a task (JSON, UTF-8).
@@ -90,12 +122,21 @@ pub async fn declare_topology(channel: &Channel) -> lapin::Result<()> {
     Ok(())
 }
 
-/// Declares an extension's queue and binds it to the task exchange. Returns the queue name.
+/// Declares an extension's queue (the region-free one, or the one of `region`) and binds it to the task
+/// exchange. Returns the queue name.
 ///
 /// # Errors
 /// Broker errors, e.g. an existing queue declared with other arguments.
-pub async fn declare_extension_queue(channel: &Channel, extension: &str) -> lapin::Result<String> {
-    let queue = extension_queue(extension);
+pub async fn declare_extension_queue(
+    channel: &Channel,
+    extension: &str,
+    region: Option<&str>,
+) -> lapin::Result<String> {
+    let queue = extension_queue(extension, region);
+    let binding = match region {
+        Some(region) => format!("{extension}.*.*.{region}"),
+        None => format!("{extension}.*.*"),
+    };
     let mut args = FieldTable::default();
     args.insert(ShortString::from("x-max-priority"), AMQPValue::ShortShortUInt(MAX_PRIORITY));
     args.insert(ShortString::from("x-dead-letter-exchange"), AMQPValue::LongString(DEAD_LETTER_EXCHANGE.into()));
@@ -110,7 +151,7 @@ pub async fn declare_extension_queue(channel: &Channel, extension: &str) -> lapi
         .queue_bind(
             queue.as_str().into(),
             TASK_EXCHANGE.into(),
-            format!("{extension}.#").as_str().into(),
+            binding.as_str().into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
@@ -136,7 +177,21 @@ mod tests {
     }
 
     #[test]
-    fn queue_names_follow_the_topology() {
-        assert_eq!(extension_queue("http"), "legion.ext.http");
+    fn queue_names_and_routing_keys_follow_the_topology() {
+        assert_eq!(extension_queue("http", None), "legion.ext.http");
+        assert_eq!(extension_queue("http", Some("eu-west")), "legion.ext.http.eu-west");
+        let f = crate::FunctionName::parse("http.request.get").expect("valid");
+        assert_eq!(routing_key(&f, None), "http.request.get");
+        assert_eq!(routing_key(&f, Some("eu-west")), "http.request.get.eu-west");
+    }
+
+    #[test]
+    fn regions_are_single_routing_key_words() {
+        for ok in ["default", "eu-west-1", "us_east"] {
+            assert!(validate_region(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "EU", "eu.west", "1eu", "eu*", "eu#", &"a".repeat(65)] {
+            assert!(validate_region(bad).is_err(), "{bad:?}");
+        }
     }
 }

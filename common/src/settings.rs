@@ -297,6 +297,14 @@ pub struct Limits {
     pub max_delay_ms: u64,
     /// Longest `idempotency_key`, in bytes. Default 255.
     pub max_idempotency_key_bytes: usize,
+    /// Deepest nesting of arrays and objects in `args` and in a function's result; `{"a":1}` has depth
+    /// one. Default 32, which keeps every task decodable by protobuf clients: their recursion limit is
+    /// 100 messages, and one JSON level is three protobuf messages.
+    pub max_json_depth: usize,
+    /// Most bytes of task data (args, results, errors) in one page of a task list; a page ends early
+    /// (with a `next_page_token`) rather than pass it, and holds at least one task. Default 16 MiB
+    /// (16777216).
+    pub max_list_bytes: usize,
 }
 
 impl Default for Limits {
@@ -309,6 +317,8 @@ impl Default for Limits {
             max_timeout_ms: 86_400_000,
             max_delay_ms: 2_592_000_000,
             max_idempotency_key_bytes: 255,
+            max_json_depth: 32,
+            max_list_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -353,7 +363,14 @@ impl Settings {
             None => std::env::var(name).ok(),
         };
         resolve_references(&mut raw, "", &lookup)?;
-        let settings: Settings = serde_json::from_value(raw).map_err(|e| Error::Parse(e.to_string()))?;
+        let settings: Settings = serde_path_to_error::deserialize(raw).map_err(|e| {
+            let key = e.path().to_string();
+            if key == "." || key.is_empty() {
+                Error::Parse(e.inner().to_string())
+            } else {
+                Error::Invalid { key, reason: e.inner().to_string() }
+            }
+        })?;
         settings.validate()?;
         Ok(settings)
     }
@@ -397,6 +414,9 @@ impl Settings {
         if crate::function::validate_segment(&self.executor.name.replace('-', "_")).is_err() {
             return invalid("executor.name", "must be 1 to 64 bytes of a-z, 0-9, _ and -, starting with a letter");
         }
+        if let Err(reason) = crate::broker::validate_region(&self.executor.region) {
+            return invalid("executor.region", &reason);
+        }
         if !matches!(self.executor.profile.as_str(), "all" | "core") {
             return invalid("executor.profile", "must be all or core");
         }
@@ -411,8 +431,20 @@ impl Settings {
             }
         }
         let l = &self.limits;
-        if l.max_payload_bytes == 0 || l.max_attempts == 0 || l.max_timeout_ms == 0 {
-            return invalid("limits", "limits must be at least 1");
+        for (key, value) in [
+            ("limits.max_payload_bytes", l.max_payload_bytes),
+            ("limits.max_result_bytes", l.max_result_bytes),
+            ("limits.max_attempts", l.max_attempts as usize),
+            ("limits.max_timeout_ms", l.max_timeout_ms as usize),
+            ("limits.max_idempotency_key_bytes", l.max_idempotency_key_bytes),
+            ("limits.max_list_bytes", l.max_list_bytes),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if l.max_json_depth == 0 || l.max_json_depth > 32 {
+            return invalid("limits.max_json_depth", "must be 1 to 32 (protobuf decoders refuse deeper values)");
         }
         if l.default_timeout_ms == 0 || l.default_timeout_ms > l.max_timeout_ms {
             return invalid("limits.default_timeout_ms", "must be 1 to limits.max_timeout_ms");
@@ -593,6 +625,15 @@ pub fn redact_url(s: &str) -> Option<String> {
     }
     let (user, _password) = userinfo.split_once(':')?;
     Some(format!("{scheme}://{user}:[REDACTED]@{host}"))
+}
+
+/// The nesting depth of a JSON value: 0 for a scalar, 1 for `{"a":1}` or `[1]`, and so on.
+pub fn json_depth(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
+        serde_json::Value::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 #[cfg(test)]

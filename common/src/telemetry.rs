@@ -31,7 +31,9 @@ pub fn init(settings: &LoggingSettings) -> anyhow::Result<()> {
             .with(tracing_subscriber::fmt::layer().json().with_current_span(true).with_writer(std::io::stderr))
             .try_init()?;
     } else {
-        registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init()?;
+        // Colours only on a terminal: a log file or a pipe gets plain text.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        registry.with(tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)).try_init()?;
     }
     Ok(())
 }

@@ -32,6 +32,14 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A setting names a file whose content is unusable.
+    #[error("settings key {key}: {reason}")]
+    Invalid {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong with the file.
+        reason: String,
+    },
     /// Certificate generation failed.
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
@@ -65,6 +73,47 @@ impl std::fmt::Display for Principal {
 
 fn read(path: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })
+}
+
+/// Checks that `tls.cert` and `tls.key` are readable PEM, that the certificate chain is not empty and
+/// that the key belongs to the leaf certificate, so a process refuses to start (exit 64) instead of
+/// failing its first handshake. Also checks that `tls.ca` holds at least one certificate.
+///
+/// # Errors
+/// [`Error::Missing`], [`Error::Read`], or [`Error::Invalid`] naming the setting.
+pub fn check_identity(tls: &TlsSettings) -> Result<(), Error> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let ca_path = tls.ca.as_deref().ok_or(Error::Missing("tls.ca"))?;
+    let ca = read(ca_path)?;
+    let ca_certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&ca).filter_map(Result::ok).collect();
+    if ca_certs.is_empty() {
+        return Err(Error::Invalid {
+            key: "tls.ca",
+            reason: format!("{} holds no PEM certificate", ca_path.display()),
+        });
+    }
+    let cert_path = tls.cert.as_deref().ok_or(Error::Missing("tls.cert"))?;
+    let key_path = tls.key.as_deref().ok_or(Error::Missing("tls.key"))?;
+    let cert = read(cert_path)?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert).filter_map(Result::ok).collect();
+    if certs.is_empty() {
+        return Err(Error::Invalid {
+            key: "tls.cert",
+            reason: format!("{} holds no PEM certificate", cert_path.display()),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read(key_path)?).map_err(|e| Error::Invalid {
+        key: "tls.key",
+        reason: format!("{} holds no usable PEM private key: {e}", key_path.display()),
+    })?;
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| Error::Invalid { key: "tls.key", reason: format!("unsupported private key: {e}") })?;
+    rustls::sign::CertifiedKey::new(certs, signing_key).keys_match().map_err(|e| Error::Invalid {
+        key: "tls.key",
+        reason: format!("{} does not belong to the certificate {}: {e}", key_path.display(), cert_path.display()),
+    })
 }
 
 /// The control plane's server config: its identity (`tls.cert`, `tls.key`) and client certificates
@@ -255,5 +304,26 @@ mod tests {
         assert_eq!(principal_from_certs(&[der("control-plane.pem")]), None);
         let empty: [Vec<u8>; 0] = [];
         assert_eq!(principal_from_certs(&empty), None);
+    }
+
+    #[test]
+    fn identity_check_names_the_bad_setting() {
+        crate::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_dev_certs(dir.path(), "executor").expect("certs");
+        let p = |f: &str| Some(dir.path().join(f));
+        let good = TlsSettings { ca: p("ca.pem"), cert: p("executor.pem"), key: p("executor-key.pem") };
+        check_identity(&good).expect("matching pair");
+
+        let mismatch = TlsSettings { key: p("gateway-key.pem"), ..good.clone() };
+        let err = check_identity(&mismatch).expect_err("mismatch").to_string();
+        assert!(err.contains("tls.key"), "{err}");
+
+        let not_pem = TlsSettings { cert: p("ca-key.pem"), ..good.clone() };
+        let err = check_identity(&not_pem).expect_err("not a certificate").to_string();
+        assert!(err.contains("tls.cert"), "{err}");
+
+        let missing = TlsSettings { cert: None, ..good };
+        assert!(matches!(check_identity(&missing), Err(Error::Missing("tls.cert"))));
     }
 }

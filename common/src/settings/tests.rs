@@ -110,3 +110,31 @@ fn redaction_covers_keys_at_any_depth_and_urls() {
     assert_eq!(v["list"][1]["name"], "n");
     assert_eq!(v["privateThing"], "[REDACTED]");
 }
+
+#[test]
+fn type_errors_name_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.json"), r#"{"executor":{"concurrency":"many"}}"#).expect("write");
+    let err = Settings::load(&sources(dir.path(), &[])).expect_err("must fail").to_string();
+    assert!(err.contains("executor.concurrency"), "{err}");
+
+    std::fs::write(dir.path().join("a.json"), r#"{"control_plane":{"listen":"not-an-addr"}}"#).expect("write");
+    let err = Settings::load(&sources(dir.path(), &[])).expect_err("must fail").to_string();
+    assert!(err.contains("control_plane.listen"), "{err}");
+
+    std::fs::write(dir.path().join("a.json"), r#"{"api":{"listn":"x"}}"#).expect("write");
+    let err = Settings::load(&sources(dir.path(), &[])).expect_err("must fail").to_string();
+    assert!(err.contains("api") && err.contains("listn"), "{err}");
+
+    std::fs::write(dir.path().join("a.json"), r#"{"limits":{"max_attempts":0}}"#).expect("write");
+    let err = Settings::load(&sources(dir.path(), &[])).expect_err("must fail").to_string();
+    assert!(err.contains("limits.max_attempts"), "{err}");
+}
+
+#[test]
+fn json_depth_counts_nesting() {
+    assert_eq!(json_depth(&serde_json::json!(1)), 0);
+    assert_eq!(json_depth(&serde_json::json!({"a": 1})), 1);
+    assert_eq!(json_depth(&serde_json::json!({"a": [1, {"b": []}]})), 4);
+    assert_eq!(json_depth(&serde_json::json!([])), 1);
+}
