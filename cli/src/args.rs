@@ -129,7 +129,7 @@ pub struct Submit {
     /// Run the task as the root of a run of this chain.
     #[arg(long, value_name = "NAME")]
     pub chain: Option<String>,
-    /// Region whose executors run the task.
+    /// Region whose executors run the task (executors with executor.region = REGION)
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
     /// Follow the task: print each status change as one JSON line; exit 0 if it succeeded, 2 otherwise.

@@ -23,8 +23,10 @@ pub enum Error {
     /// Writing certificates failed (exit 1).
     #[error(transparent)]
     Certs(legion_common::tls::Error),
-    /// The control plane answered with an error (exit 1); shown as `CODE: message`.
-    #[error("{}: {}", code_name(.0.code()), legion_gateway::problem::status_message(.0))]
+    /// The control plane answered with an error (exit 1); shown as `CODE: message`. A failure of the
+    /// connection shows as `UNAVAILABLE`, whatever code tonic gave it, as the REST API does
+    /// ([`legion_gateway::problem::effective_code`]).
+    #[error("{}: {}", code_name(legion_gateway::problem::effective_code(.0)), legion_gateway::problem::status_message(.0))]
     Grpc(#[from] tonic::Status),
     /// A watch ended before the task reached a terminal status (exit 1).
     #[error("UNAVAILABLE: {0}")]
@@ -77,6 +79,15 @@ mod tests {
         assert_eq!(e.to_string(), "NOT_FOUND: task 0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5e not found");
         assert_eq!(e.exit_code(), 1);
         assert_eq!(Error::from(tonic::Status::deadline_exceeded("x")).to_string(), "DEADLINE_EXCEEDED: x");
+    }
+
+    #[test]
+    fn connection_failures_show_as_unavailable() {
+        let cut = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer");
+        let e = Error::from(tonic::Status::from_error(Box::new(cut)));
+        assert_eq!(e.to_string(), "UNAVAILABLE: connection reset by peer");
+        assert_eq!(e.exit_code(), 1);
+        assert_eq!(Error::from(tonic::Status::unknown("x")).to_string(), "UNKNOWN: x", "sent by the server");
     }
 
     #[test]

@@ -186,6 +186,34 @@ mod tests {
         assert_eq!(delays, [250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
     }
 
+    fn task_in(region: Option<&str>) -> v1::Task {
+        v1::Task {
+            id: "0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5e".into(),
+            function: "core.util.echo".into(),
+            status: v1::TaskStatus::Queued as i32,
+            node: Some("exec-1".into()),
+            region: region.map(str::to_owned),
+            ..v1::Task::default()
+        }
+    }
+
+    /// `task get`, `task list` and `task submit` print the shared view, which has `region` after `node`.
+    #[test]
+    fn printed_tasks_carry_their_region() {
+        let mut out = Vec::new();
+        print_pretty(&mut out, &Task::from(&task_in(Some("eu-west")))).expect("writes");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.contains("\"node\": \"exec-1\",\n  \"region\": \"eu-west\",\n"), "{text}");
+
+        let page =
+            v1::ListTasksResponse { tasks: vec![task_in(None), task_in(Some("us"))], next_page_token: String::new() };
+        let mut out = Vec::new();
+        print_pretty(&mut out, &TaskPage::from(&page)).expect("writes");
+        let json: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(json["tasks"][0]["region"], serde_json::Value::Null);
+        assert_eq!(json["tasks"][1]["region"], "us");
+    }
+
     #[test]
     fn events_print_as_single_json_lines_and_objects_as_pretty_json() {
         let event = TaskEvent { status: TaskStatus::Running, attempt: 1, at: None, task: None };

@@ -24,6 +24,27 @@ pub enum Error {
     /// The TLS configuration was refused by the transport.
     #[error("settings key tls: {0}")]
     TlsConfig(String),
+    /// `tls.cert` or `tls.key` is not set: without its certificate the control plane would take the
+    /// gateway for an anonymous caller.
+    #[error("settings key {0} is required: the gateway authenticates to the control plane with its certificate")]
+    MissingIdentity(&'static str),
+}
+
+/// Checks the gateway's identity before anything else starts: `tls.cert` and `tls.key` must be set
+/// (the gateway's `spiffe://legion/gateway/<name>` certificate and its key), readable PEM, and a
+/// matching pair; `tls.ca` must hold a certificate ([`legion_common::tls::check_identity`]).
+///
+/// # Errors
+/// [`Error::MissingIdentity`] naming the unset key, or [`Error::Tls`] naming the unusable one.
+pub fn check_identity(settings: &Settings) -> Result<(), Error> {
+    if settings.tls.cert.is_none() {
+        return Err(Error::MissingIdentity("tls.cert"));
+    }
+    if settings.tls.key.is_none() {
+        return Err(Error::MissingIdentity("tls.key"));
+    }
+    legion_common::tls::check_identity(&settings.tls)?;
+    Ok(())
 }
 
 /// How long establishing a TCP and TLS connection to the control plane may take, in ms.
@@ -35,6 +56,7 @@ pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 /// A channel to `control_plane.url` over TLS, trusting `tls.ca` and presenting `tls.cert`/`tls.key`
 /// (the gateway's `spiffe://legion/gateway/<name>` certificate). It connects on first use and
 /// reconnects by itself; calls made while the control plane is unreachable fail with `UNAVAILABLE`.
+/// [`crate::run`] calls [`check_identity`] first; this function does not require a certificate.
 ///
 /// # Errors
 /// [`Error`] naming the setting at fault.

@@ -43,7 +43,8 @@ pub struct SubmitTask {
     /// A second submit with the same key returns the first task (status 200 instead of 201).
     #[serde(default)]
     pub idempotency_key: Option<String>,
-    /// Region whose executors run the task.
+    /// Region whose executors run the task (executors with `executor.region` = this value); any
+    /// executor with the extension when absent.
     #[serde(default)]
     pub region: Option<String>,
 }

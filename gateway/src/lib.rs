@@ -110,8 +110,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The REST API over `channel` (see [`client::connect_lazy`]), with its middleware: request ids
 /// (`x-request-id`, generated when absent, echoed in the response), a tracing span per request,
 /// metrics, the `api.allowed_hosts` check, the `api.max_body_bytes` limit and the
-/// `api.request_timeout_ms` timeout. `shutdown` ends open event streams so that a graceful shutdown
-/// completes. Serve it with `axum::serve`.
+/// `api.request_timeout_ms` timeout. `shutdown` ends open event streams, each with a final
+/// `event: error` problem (503 `UNAVAILABLE`, "gateway shutting down"), so that a graceful shutdown
+/// completes and clients know to reconnect. Serve it with `axum::serve`.
 pub fn router(api: &ApiSettings, channel: Channel, shutdown: CancellationToken) -> Router {
     let (routes, document) = api_routes(Duration::from_millis(api.request_timeout_ms));
     let openapi = document.to_json().unwrap_or_else(|e| {
@@ -146,16 +147,17 @@ fn request_span(request: &axum::http::Request<Body>) -> tracing::Span {
     tracing::info_span!("http_request", method = %request.method(), route, path = %request.uri().path(), request_id)
 }
 
-/// Runs the gateway until `shutdown` is cancelled: connects (lazily) to the control plane, binds
-/// `api.listen` and serves [`router`], then drains in-flight requests.
+/// Runs the gateway until `shutdown` is cancelled: checks its identity ([`client::check_identity`]:
+/// `tls.cert` and `tls.key` are required), connects (lazily) to the control plane, binds `api.listen`
+/// and serves [`router`], then drains in-flight requests; open event streams end with a final
+/// `503 UNAVAILABLE` "gateway shutting down" problem.
 ///
 /// # Errors
-/// [`Error::Settings`] for unusable `control_plane.url` or `tls.*`, [`Error::Bind`], [`Error::Serve`].
+/// [`Error::Settings`] for unset or unusable `tls.*` or an unusable `control_plane.url`,
+/// [`Error::Bind`], [`Error::Serve`].
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    client::check_identity(&settings).map_err(Error::from)?;
     let channel = client::connect_lazy(&settings).map_err(Error::from)?;
-    if settings.tls.cert.is_none() {
-        tracing::warn!("tls.cert is not set: the gateway presents no client certificate to the control plane");
-    }
     let app = router(&settings.api, channel, shutdown.clone());
     let addr = settings.api.listen;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;

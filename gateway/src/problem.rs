@@ -2,7 +2,9 @@
 //!
 //! A gRPC status from the control plane keeps its meaning over REST through
 //! [`legion_common::ErrorCode`]: `INVALID_ARGUMENT` is 400, `NOT_FOUND` 404, `UNAVAILABLE` 503, and so
-//! on. Failures the gateway finds itself (a malformed body, an unknown route) use the same shape.
+//! on. A failure of the connection to the control plane is 503 `UNAVAILABLE` on every route and on
+//! the event stream, whatever code tonic gave it ([`meaning`]). Failures the gateway finds itself (a
+//! malformed body, an unknown route) use the same shape.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -48,10 +50,12 @@ impl Problem {
         Self::new(ErrorCode::InvalidArgument, format!("{field}: {reason}"))
     }
 
-    /// The problem for a gRPC status from the control plane. The message is passed on, except for
-    /// `INTERNAL` (and codes Legion does not emit), whose details stay in the gateway's log.
+    /// The problem for a gRPC status from the control plane. Its meaning is [`meaning`]: a failure of
+    /// the connection to the control plane is `503 UNAVAILABLE`, whatever code tonic gave it. The
+    /// message is passed on, except for `INTERNAL` (and codes Legion does not emit), whose details stay
+    /// in the gateway's log.
     pub fn from_status(status: &tonic::Status) -> Self {
-        let code = ErrorCode::from_grpc(status.code());
+        let code = meaning(status);
         let detail = match code {
             ErrorCode::Internal => {
                 tracing::error!(grpc_code = ?status.code(), message = %status.message(), "control plane call failed");
@@ -71,6 +75,33 @@ impl Problem {
     pub fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
+}
+
+/// Whether `status` was made by tonic from a failure of the connection (connect, TLS, HTTP/2 or I/O
+/// error, a stream cut mid-way) rather than sent by the control plane. A status decoded from the
+/// control plane's `grpc-status` never has a source; one built from a transport or body error keeps
+/// that error as its source. Such statuses come as `UNAVAILABLE`, but also as `UNKNOWN` (a stream whose
+/// connection dropped: "h2 protocol error: error reading a body from connection"), `INTERNAL` (an
+/// HTTP/2 reset) or `CANCELLED` (a request dropped with its connection).
+pub fn is_transport_failure(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
+        && matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled
+        )
+}
+
+/// The meaning of a status from the control plane: [`ErrorCode::Unavailable`] for a
+/// [transport failure](is_transport_failure), else [`ErrorCode::from_grpc`] of its code. Every REST
+/// route and the event stream map statuses through it, so an unreachable control plane is always 503.
+pub fn meaning(status: &tonic::Status) -> ErrorCode {
+    if is_transport_failure(status) { ErrorCode::Unavailable } else { ErrorCode::from_grpc(status.code()) }
+}
+
+/// The gRPC code a caller should act on: `UNAVAILABLE` for a [transport failure](is_transport_failure)
+/// (retry later), else the status's own code.
+pub fn effective_code(status: &tonic::Status) -> tonic::Code {
+    if is_transport_failure(status) { tonic::Code::Unavailable } else { status.code() }
 }
 
 /// A status's message followed by the chain of its sources (`tcp connect error: Connection refused`),
@@ -162,6 +193,46 @@ mod tests {
         assert!(!p.detail.contains("relation"), "{}", p.detail);
         let p = Problem::from_status(&tonic::Status::unavailable("tcp connect error"));
         assert!(p.detail.starts_with("control plane unavailable") && p.detail.contains("tcp connect"), "{}", p.detail);
+    }
+
+    /// Regression: a watch whose connection dropped mid-stream came back as `UNKNOWN` with the I/O
+    /// error as its source, and was answered as 500 `INTERNAL` instead of 503 `UNAVAILABLE`.
+    #[test]
+    fn transport_failures_are_unavailable_whatever_their_code() {
+        let cut = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset by peer");
+        let status = tonic::Status::from_error(Box::new(cut));
+        assert_eq!(status.code(), tonic::Code::Unknown, "tonic's code for a bare i/o error");
+        assert!(is_transport_failure(&status));
+        assert_eq!(effective_code(&status), tonic::Code::Unavailable);
+        let p = Problem::from_status(&status);
+        assert_eq!((p.status, p.code.as_str()), (503, "UNAVAILABLE"));
+        assert!(p.detail.starts_with("control plane unavailable") && p.detail.contains("connection reset"), "{p}");
+
+        for code in [tonic::Code::Internal, tonic::Code::Cancelled, tonic::Code::Unavailable] {
+            let mut status = tonic::Status::new(code, "h2 protocol error: stream reset");
+            status.set_source(std::sync::Arc::new(std::io::Error::other("connection closed")));
+            let p = Problem::from_status(&status);
+            assert_eq!((p.status, p.code.as_str()), (503, "UNAVAILABLE"), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn statuses_sent_by_the_control_plane_keep_their_meaning() {
+        for (code, http) in [
+            (tonic::Code::Unknown, 500),
+            (tonic::Code::Internal, 500),
+            (tonic::Code::Cancelled, 500),
+            (tonic::Code::NotFound, 404),
+        ] {
+            let status = tonic::Status::new(code, "from the control plane");
+            assert!(!is_transport_failure(&status), "{code:?}");
+            assert_eq!(effective_code(&status), code);
+            assert_eq!(Problem::from_status(&status).status, http, "{code:?}");
+        }
+        // A refusal that carries a source keeps its meaning: only failure codes are transport failures.
+        let mut status = tonic::Status::permission_denied("inadequate security");
+        status.set_source(std::sync::Arc::new(std::io::Error::other("h2")));
+        assert_eq!(Problem::from_status(&status).status, 403);
     }
 
     #[test]

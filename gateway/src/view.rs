@@ -163,6 +163,10 @@ pub struct Task {
     /// The node that runs or ran the current attempt.
     #[schema(required = true)]
     pub node: Option<String>,
+    /// The region whose executors run the task (executors with `executor.region` = this value); null
+    /// when any executor with the extension may run it.
+    #[schema(required = true, example = "eu-west")]
+    pub region: Option<String>,
     /// When the task was accepted (RFC 3339, UTC).
     #[schema(required = true)]
     pub created_at: Option<DateTime<Utc>>,
@@ -193,6 +197,7 @@ impl From<&v1::Task> for Task {
             parent_id: t.parent_id.clone(),
             relationship_id: t.relationship_id.clone(),
             node: t.node.clone(),
+            region: t.region.clone(),
             created_at: time(t.created_at.as_ref()),
             started_at: time(t.started_at.as_ref()),
             finished_at: time(t.finished_at.as_ref()),

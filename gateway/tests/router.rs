@@ -209,6 +209,14 @@ async fn the_openapi_document_covers_every_route() {
     {
         assert!(schemas[schema].is_object(), "schema {schema} missing");
     }
+    // The task object: `region` (string or null) is always present, next to `node`.
+    let task = &schemas["Task"];
+    for key in ["node", "region"] {
+        assert!(task["properties"][key].is_object(), "Task.{key} missing: {task}");
+        assert!(task["required"].as_array().is_some_and(|r| r.contains(&key.into())), "Task.{key} not required");
+    }
+    let region_type = &task["properties"]["region"]["type"];
+    assert_eq!(region_type, &serde_json::json!(["string", "null"]), "{task}");
     let submit = &doc["paths"]["/api/v1/tasks"]["post"];
     assert!(submit["requestBody"]["content"]["application/json"].is_object());
     assert!(submit["responses"]["201"].is_object() && submit["responses"]["200"].is_object());

@@ -1,4 +1,4 @@
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use super::*;
 
@@ -138,4 +138,19 @@ fn submit_and_list_requests_carry_the_flags() {
     assert_eq!(request.status, Some(legion_proto::v1::TaskStatus::Failed as i32));
     assert_eq!(request.root_id.as_deref(), Some(ID));
     assert_eq!((request.page_size, request.page_token.as_str()), (0, "t"));
+}
+
+#[test]
+fn region_help_says_which_executors_run_the_task() {
+    let mut cli = Cli::command();
+    let submit = cli
+        .find_subcommand_mut("task")
+        .and_then(|task| task.find_subcommand_mut("submit"))
+        .expect("task submit")
+        .clone();
+    let region = submit.get_arguments().find(|a| a.get_id() == "region").expect("--region");
+    assert_eq!(
+        region.get_help().map(ToString::to_string).as_deref(),
+        Some("Region whose executors run the task (executors with executor.region = REGION)")
+    );
 }

@@ -52,12 +52,23 @@ fn a_task_converts_to_the_rest_shape() {
             "parent_id": null,
             "relationship_id": null,
             "node": "exec-1",
+            "region": "eu",
             "created_at": "2026-01-01T00:00:00Z",
             "started_at": "2026-01-01T00:00:01.250Z",
             "finished_at": null,
             "timeout_ms": 500
         })
     );
+}
+
+#[test]
+fn region_follows_node_and_is_null_without_one() {
+    let text = serde_json::to_string(&Task::from(&proto_task())).expect("serializes");
+    assert!(text.contains(r#""node":"exec-1","region":"eu","created_at""#), "{text}");
+    let task = v1::Task { region: None, ..proto_task() };
+    let json = serde_json::to_value(Task::from(&task)).expect("serializes");
+    assert_eq!(json["region"], serde_json::Value::Null);
+    assert!(json.as_object().is_some_and(|o| o.contains_key("region")), "region is always present");
 }
 
 #[test]
