@@ -26,10 +26,11 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::delivery::complete::ResultLimits;
 use crate::dispatch::backoff::Backoff;
-use crate::dispatch::lease::LeaseSettings;
+use crate::dispatch::lease::{LeaseSettings, Sweeper};
+use crate::dispatch::promoter;
 use crate::dispatch::publisher::Publisher;
-use crate::dispatch::{lease, promoter};
 use crate::events::Events;
 use crate::grpc::auth::NoUserAuth;
 use crate::grpc::catalog::CatalogApi;
@@ -43,13 +44,39 @@ use crate::tasks::submit::{Signals, Submitter};
 /// How long startup keeps trying to reach PostgreSQL before it gives up.
 pub const DATABASE_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Checks what the control plane needs from settings beyond `Settings::validate`: the TLS files exist
-/// and parse. The binary exits 64 when this fails.
+/// Settings the control plane cannot run with, beyond `Settings::validate`.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// `tls.*`: a file is missing or unreadable, is not PEM, or the key does not belong to the
+    /// certificate. The message names the setting.
+    #[error(transparent)]
+    Tls(#[from] legion_common::tls::Error),
+    /// `limits.max_list_bytes` leaves no room in a gRPC message for the page.
+    #[error(
+        "settings key limits.max_list_bytes: {0} bytes is more than {max} (half the control plane's \
+         largest gRPC message, server::MAX_MESSAGE_BYTES)",
+        max = MAX_LIST_BYTES
+    )]
+    ListBytes(usize),
+}
+
+/// Largest accepted `limits.max_list_bytes`: half of [`server::MAX_MESSAGE_BYTES`], so a full page plus
+/// its first task (which may pass the limit alone) fits in one response.
+pub const MAX_LIST_BYTES: usize = server::MAX_MESSAGE_BYTES / 2;
+
+/// Checks what the control plane needs from settings beyond `Settings::validate`: the TLS identity
+/// (`tls.ca`, `tls.cert`, `tls.key` readable PEM, the key matching the certificate) and that
+/// `limits.max_list_bytes` fits in a gRPC message. The binary exits 64 when this fails.
 ///
 /// # Errors
-/// A message naming the setting at fault.
-pub fn check_settings(settings: &Settings) -> Result<(), legion_common::tls::Error> {
-    legion_common::tls::server_config(&settings.tls).map(|_| ())
+/// [`SettingsError`], whose message names the setting at fault.
+pub fn check_settings(settings: &Settings) -> Result<(), SettingsError> {
+    legion_common::tls::check_identity(&settings.tls)?;
+    legion_common::tls::server_config(&settings.tls)?;
+    if settings.limits.max_list_bytes > MAX_LIST_BYTES {
+        return Err(SettingsError::ListBytes(settings.limits.max_list_bytes));
+    }
+    Ok(())
 }
 
 /// Connects to PostgreSQL and applies the migrations, then returns.
@@ -71,6 +98,7 @@ pub async fn migrate(settings: &Settings, shutdown: &CancellationToken) -> anyho
 /// Startup failures (database unreachable, migrations, TLS material, a listen address in use) and a
 /// failing gRPC server.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    check_settings(&settings)?;
     let tls = legion_common::tls::server_config(&settings.tls).context("invalid TLS settings")?;
     let pool = migrate(&settings, &shutdown).await?;
     let pg = PgStore::new(pool.clone());
@@ -79,6 +107,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let listener = tokio::net::TcpListener::bind(settings.control_plane.listen)
         .await
         .with_context(|| format!("cannot bind control_plane.listen {}", settings.control_plane.listen))?;
+    // Nodes can reach this process from now on: the lease sweeper's grace starts here.
+    let listening_since = tokio::time::Instant::now();
     let (registry, metrics) = metrics::registry();
     let readiness = Readiness::default();
     let admin =
@@ -107,14 +137,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         lease: Duration::from_millis(settings.control_plane.node_lease_ms),
         delivery_limit: settings.transport.delivery_limit,
     };
-    loops.spawn(lease::run(
-        store.clone(),
-        lease_settings,
-        wake.clone(),
-        events.clone(),
-        metrics.clone(),
-        background.clone(),
-    ));
+    loops.spawn(
+        Sweeper::new(store.clone(), lease_settings, listening_since, wake.clone(), events.clone(), metrics.clone())
+            .run(background.clone()),
+    );
     loops.spawn(watch_readiness(store.clone(), broker_up, readiness, metrics.clone(), background.clone()));
 
     let writers = usize::try_from(settings.data.max_connections / 4).unwrap_or(1).clamp(1, 4);
@@ -139,8 +165,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             ExecutorConfig {
                 delivery_limit: settings.transport.delivery_limit,
                 commit_batch: settings.control_plane.commit_batch,
-                max_result_bytes: settings.limits.max_result_bytes,
+                result_limits: ResultLimits {
+                    max_bytes: settings.limits.max_result_bytes,
+                    max_depth: settings.limits.max_json_depth,
+                },
                 heartbeat_ms: u32::try_from(heartbeat_ms).unwrap_or(u32::MAX),
+                touch_interval: touch_interval(lease_settings.lease),
             },
             events.clone(),
             wake.clone(),
@@ -171,6 +201,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     served?;
     tracing::info!("control plane stopped");
     Ok(())
+}
+
+/// How stale a node's `last_heartbeat` may get before a StartTask or CompleteTask refreshes it: a
+/// quarter of the lease, at most a second, so busy nodes do not write their row on every call.
+pub fn touch_interval(lease: Duration) -> Duration {
+    (lease / 4).min(Duration::from_secs(1))
 }
 
 /// Opens the pool, retrying while PostgreSQL is unreachable (for up to [`DATABASE_STARTUP_TIMEOUT`]).
@@ -228,4 +264,62 @@ async fn watch_readiness(
         round += 1;
     }
     readiness.set(false);
+}
+
+#[cfg(test)]
+mod tests {
+    use legion_common::settings::TlsSettings;
+
+    use super::*;
+
+    fn settings_with(dir: &std::path::Path, cert: &str, key: &str) -> Settings {
+        Settings {
+            tls: TlsSettings { ca: Some(dir.join("ca.pem")), cert: Some(dir.join(cert)), key: Some(dir.join(key)) },
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn tls_material_is_checked_and_named() {
+        legion_common::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        legion_common::tls::write_dev_certs(dir.path(), "exec-1").expect("dev certs");
+        check_settings(&settings_with(dir.path(), "control-plane.pem", "control-plane-key.pem")).expect("valid");
+
+        // A key of another certificate: used to fail the first handshake with "KeyMismatch".
+        let err = check_settings(&settings_with(dir.path(), "control-plane.pem", "gateway-key.pem"))
+            .expect_err("mismatched key")
+            .to_string();
+        assert!(err.contains("tls.key"), "{err}");
+        // A key where the certificate belongs.
+        let err = check_settings(&settings_with(dir.path(), "control-plane-key.pem", "control-plane-key.pem"))
+            .expect_err("not a certificate")
+            .to_string();
+        assert!(err.contains("tls.cert"), "{err}");
+        // A file that is not PEM at all.
+        std::fs::write(dir.path().join("garbage.pem"), "not pem").expect("write");
+        let err = check_settings(&settings_with(dir.path(), "control-plane.pem", "garbage.pem"))
+            .expect_err("not pem")
+            .to_string();
+        assert!(err.contains("tls.key"), "{err}");
+    }
+
+    #[test]
+    fn a_list_page_must_fit_in_a_message() {
+        legion_common::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        legion_common::tls::write_dev_certs(dir.path(), "exec-1").expect("dev certs");
+        let mut settings = settings_with(dir.path(), "control-plane.pem", "control-plane-key.pem");
+        settings.limits.max_list_bytes = MAX_LIST_BYTES + 1;
+        let err = check_settings(&settings).expect_err("too large").to_string();
+        assert!(err.starts_with("settings key limits.max_list_bytes: "), "{err}");
+        settings.limits.max_list_bytes = MAX_LIST_BYTES;
+        check_settings(&settings).expect("the largest page fits");
+    }
+
+    #[test]
+    fn busy_nodes_refresh_their_row_at_most_once_a_second() {
+        assert_eq!(touch_interval(Duration::from_secs(30)), Duration::from_secs(1));
+        assert_eq!(touch_interval(Duration::from_millis(2000)), Duration::from_millis(500));
+    }
 }

@@ -56,13 +56,15 @@ fn main() -> ExitCode {
             return usage_exit();
         }
     };
+    legion_common::install_crypto_provider();
+    // TLS material is checked before anything starts: a key that does not match its certificate, or a
+    // file that is not PEM, is a settings error (exit 64) naming tls.key or tls.cert.
     if cli.command.is_none()
         && let Err(e) = legion_control_plane::check_settings(&settings)
     {
         eprintln!("legion-control-plane: {e}");
         return usage_exit();
     }
-    legion_common::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -1,6 +1,14 @@
 //! The gRPC server: TLS only (client certificates verified against `tls.ca`, optional at the TLS layer),
 //! the three Legion services, `grpc.health.v1` (every service SERVING, NOT_SERVING once draining) and
 //! reflection in both `grpc.reflection.v1` and `v1alpha` (grpcurl 1.8.6 speaks only v1alpha).
+//!
+//! Message sizes are set explicitly on each Legion service, in both directions, to
+//! [`MAX_MESSAGE_BYTES`]: tonic's defaults (4 MiB to decode, no limit to encode) would refuse a batch of
+//! completions with large results, and would let a response grow without bound. What fills a response
+//! is capped below that: a `ListTasks` page by `limits.max_list_bytes` (at most half of it, checked at
+//! start), a task by `limits.max_payload_bytes` and `limits.max_result_bytes`. Clients must accept
+//! responses that large (tonic clients default to 4 MiB: raise `max_decoding_message_size`). Health
+//! and reflection keep tonic's defaults; their messages are small.
 
 use std::future::Future;
 
@@ -18,8 +26,9 @@ use crate::grpc::catalog::CatalogApi;
 use crate::grpc::executor::ExecutorApi;
 use crate::grpc::tasks::TaskApi;
 
-/// Largest gRPC message accepted, in bytes: room for a `limits.max_result_bytes` result (4 MiB by
-/// default) or a batch of completions, with framing.
+/// Largest gRPC message the Legion services decode or encode, in bytes (64 MiB): room for a batch of
+/// completions with `limits.max_result_bytes` results (4 MiB by default), and for a `ListTasks` page of
+/// `limits.max_list_bytes` (16 MiB by default, at most half of this) plus one oversize task.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Server failures.
@@ -91,7 +100,11 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .add_service(CatalogServiceServer::new(services.catalog))
+        .add_service(
+            CatalogServiceServer::new(services.catalog)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .add_service(
             ExecutorServiceServer::new(services.executor)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

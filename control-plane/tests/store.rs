@@ -12,7 +12,7 @@ use legion_common::broker::TaskMessage;
 use legion_common::settings::Limits;
 use legion_control_plane::catalog::state::State;
 use legion_control_plane::delivery::AttemptStatus;
-use legion_control_plane::delivery::complete::{CompleteItem, FailureKind, Outcome, Verdict};
+use legion_control_plane::delivery::complete::{CompleteItem, FailureKind, Outcome, ResultLimits, Verdict};
 use legion_control_plane::delivery::start::{Decision, StartItem};
 use legion_control_plane::store::pg::PgStore;
 use legion_control_plane::store::{
@@ -81,6 +81,10 @@ fn done(id: Uuid, attempt: u32, outcome: Outcome) -> CompleteItem {
     CompleteItem { task_id: id.to_string(), attempt, outcome, duration_ms: 4 }
 }
 
+fn limits(max_bytes: usize) -> ResultLimits {
+    ResultLimits { max_bytes, max_depth: 32 }
+}
+
 fn failure(kind: FailureKind) -> Outcome {
     Outcome::Failure { kind, message: "it broke".into() }
 }
@@ -122,7 +126,7 @@ async fn a_submitted_task_is_published_started_and_completed() {
                 done(ids[0], 1, Outcome::Result(br#"{"answer":42}"#.to_vec())),
                 done(ids[1], 1, failure(FailureKind::Error)),
             ],
-            1024,
+            limits(1024),
         )
         .await
         .expect("complete");
@@ -167,7 +171,10 @@ async fn stale_and_duplicate_messages_are_dropped_and_redeliveries_take_over() {
 
     // The superseded attempt's completion is rejected harmlessly; the current one is recorded.
     let (verdicts, _) = store
-        .complete(&[done(id, 1, Outcome::Result(b"1".to_vec())), done(id, 2, Outcome::Result(b"2".to_vec()))], 1024)
+        .complete(
+            &[done(id, 1, Outcome::Result(b"1".to_vec())), done(id, 2, Outcome::Result(b"2".to_vec()))],
+            limits(1024),
+        )
         .await
         .expect("complete");
     assert_eq!(verdicts, vec![Verdict::Stale("stale attempt 1 (current 2)".into()), Verdict::Succeeded]);
@@ -201,7 +208,8 @@ async fn failures_are_retried_with_a_new_dispatch_until_max_attempts() {
     let id = insert(&store, &[task("core.util.fail", |r| r.max_attempts = Some(2))]).await[0];
     publish_all(&store).await;
     start(&store, &[start_item(id, 1, false)], 5).await;
-    let (verdicts, _) = store.complete(&[done(id, 1, failure(FailureKind::Error))], 1024).await.expect("complete");
+    let (verdicts, _) =
+        store.complete(&[done(id, 1, failure(FailureKind::Error))], limits(1024)).await.expect("complete");
     assert_eq!(verdicts, vec![Verdict::Retried]);
     let retried = get(&store, id).await;
     assert_eq!((retried.status, retried.dispatch, retried.failures), (TaskStatus::Pending, 2, 1));
@@ -214,7 +222,8 @@ async fn failures_are_retried_with_a_new_dispatch_until_max_attempts() {
     assert!(matches!(&start(&store, &[start_item(id, 1, true)], 5).await[0], Decision::Drop { .. }));
     assert_eq!(start(&store, &[start_item(id, 2, false)], 5).await, vec![Decision::Run { attempt: 2 }]);
 
-    let (verdicts, _) = store.complete(&[done(id, 2, failure(FailureKind::Timeout))], 1024).await.expect("complete");
+    let (verdicts, _) =
+        store.complete(&[done(id, 2, failure(FailureKind::Timeout))], limits(1024)).await.expect("complete");
     assert_eq!(verdicts, vec![Verdict::TimedOut]);
     let task = get(&store, id).await;
     assert_eq!((task.status, task.failures), (TaskStatus::TimedOut, 2));
@@ -230,7 +239,7 @@ async fn an_oversize_result_fails_the_attempt_with_the_reason() {
     publish_all(&store).await;
     start(&store, &[start_item(id, 1, false)], 5).await;
     let (verdicts, _) =
-        store.complete(&[done(id, 1, Outcome::Result(b"\"0123456789\"".to_vec()))], 8).await.expect("complete");
+        store.complete(&[done(id, 1, Outcome::Result(b"\"0123456789\"".to_vec()))], limits(8)).await.expect("complete");
     assert_eq!(verdicts, vec![Verdict::Failed]);
     let task = get(&store, id).await;
     assert_eq!(task.error.as_deref(), Some("result: 12 bytes exceeds limits.max_result_bytes (8)"));
@@ -326,9 +335,9 @@ async fn lost_nodes_release_their_running_attempts() {
         .await
         .expect("age the node");
 
-    assert_eq!(store.expire_nodes(Duration::from_secs(30)).await.expect("expire"), vec![NODE.to_owned()]);
-    let changes = store.recover_lost_attempts(5, 100).await.expect("recover");
-    assert_eq!(changes.len(), 1);
+    let expiry = store.expire_nodes(Duration::from_secs(30), 5).await.expect("expire");
+    assert_eq!(expiry.nodes, vec![NODE.to_owned()]);
+    assert_eq!(expiry.changes.len(), 1);
     let task = get(&store, ids[0]).await;
     assert_eq!((task.status, task.dispatch, task.redeliveries, task.failures), (TaskStatus::Pending, 2, 1, 0));
     assert_eq!(attempt_statuses(&store, ids[0]).await, vec![(1, AttemptStatus::Lost)]);
@@ -341,10 +350,10 @@ async fn lost_nodes_release_their_running_attempts() {
         .heartbeat(&Heartbeat { node: NODE.into(), draining: false, extensions: vec![], running: vec![(ids[0], 1)] })
         .await
         .expect("heartbeat");
-    assert_eq!(reply.abort_task_ids, vec![ids[0]]);
+    assert_eq!(reply.abort, vec![(ids[0], 1)]);
     let nodes = store.list_nodes().await.expect("nodes");
     assert!(nodes.iter().all(|n| n.status == legion_control_plane::store::NodeStatus::Active));
-    assert!(store.recover_lost_attempts(5, 100).await.expect("recover").is_empty());
+    assert_eq!(store.expire_nodes(Duration::from_secs(30), 5).await.expect("expire"), Default::default());
 }
 
 #[tokio::test]
@@ -358,7 +367,8 @@ async fn cancelling_ends_the_task_and_its_running_attempt() {
     let (cancelled, changes) = store.cancel_task(ids[0]).await.expect("cancel");
     assert_eq!((cancelled.status, changes.len()), (TaskStatus::Cancelled, 1));
     assert_eq!(attempt_statuses(&store, ids[0]).await, vec![(1, AttemptStatus::Cancelled)]);
-    let (verdicts, _) = store.complete(&[done(ids[0], 1, Outcome::Result(b"1".to_vec()))], 10).await.expect("complete");
+    let (verdicts, _) =
+        store.complete(&[done(ids[0], 1, Outcome::Result(b"1".to_vec()))], limits(10)).await.expect("complete");
     assert_eq!(verdicts, vec![Verdict::Stale("task is cancelled".into())]);
     assert!(matches!(store.cancel_task(ids[0]).await, Err(Error::FailedPrecondition(_))));
     assert!(matches!(store.cancel_task(Uuid::now_v7()).await, Err(Error::NotFound(_))));
@@ -369,7 +379,7 @@ async fn cancelling_ends_the_task_and_its_running_attempt() {
         .heartbeat(&Heartbeat { node: NODE.into(), draining: true, extensions: vec![], running: vec![(ids[0], 1)] })
         .await
         .expect("heartbeat");
-    assert_eq!(reply.abort_task_ids, vec![ids[0]]);
+    assert_eq!(reply.abort, vec![(ids[0], 1)]);
     assert_eq!(store.list_nodes().await.expect("nodes")[0].status, legion_control_plane::store::NodeStatus::Draining);
 }
 
@@ -407,14 +417,19 @@ async fn listing_pages_newest_first_with_filters() {
     insert(&store, &[task("core.util.fail", |_| {})]).await;
     let filter = TaskFilter { function: Some("core.util.echo".into()), limit: 2, ..TaskFilter::default() };
     let first = store.list_tasks(&filter).await.expect("list");
-    assert_eq!(first.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[4], ids[3]]);
+    assert_eq!(first.tasks.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[4], ids[3]]);
+    assert!(first.more);
     let next = TaskFilter { before: Some(ids[3]), ..filter.clone() };
     let second = store.list_tasks(&next).await.expect("list");
-    assert_eq!(second.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[2], ids[1]]);
+    assert_eq!(second.tasks.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[2], ids[1]]);
+    assert!(second.more);
+    let last = store.list_tasks(&TaskFilter { before: Some(ids[1]), ..filter.clone() }).await.expect("list");
+    assert_eq!((last.tasks.iter().map(|t| t.id).collect::<Vec<_>>(), last.more), (vec![ids[0]], false));
     let pending = TaskFilter { status: Some(TaskStatus::Pending), limit: 100, ..TaskFilter::default() };
-    assert_eq!(store.list_tasks(&pending).await.expect("list").len(), 6);
+    let all = store.list_tasks(&pending).await.expect("list");
+    assert_eq!((all.tasks.len(), all.more), (6, false));
     let queued = TaskFilter { status: Some(TaskStatus::Queued), limit: 100, ..TaskFilter::default() };
-    assert!(store.list_tasks(&queued).await.expect("list").is_empty());
+    assert_eq!(store.list_tasks(&queued).await.expect("list"), Default::default());
 }
 
 #[tokio::test]

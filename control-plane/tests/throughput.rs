@@ -48,7 +48,7 @@ async fn batched_paths_sustain_thousands_of_tasks_per_second() {
     let broker = stack.broker().await;
     // The queue exists once the publisher declared it; declare it here too so the consumer can start.
     legion_common::broker::declare_topology(&broker).await.expect("topology");
-    legion_common::broker::declare_extension_queue(&broker, "core").await.expect("queue");
+    legion_common::broker::declare_extension_queue(&broker, "core", None).await.expect("queue");
     broker.basic_qos(2_000, BasicQosOptions::default()).await.expect("qos");
     let mut consumer = broker
         .basic_consume(

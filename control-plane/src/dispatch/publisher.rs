@@ -8,6 +8,11 @@
 //! and is published again by a later round. Nothing is skipped or lost: a row leaves the outbox only
 //! after the broker confirmed it.
 //!
+//! Before the first publish to a queue, the publisher declares it (idempotently): the extension's
+//! queue for region-free routing keys, or the extension's queue of the region
+//! (`legion.ext.<extension>.<region>`) for a task bound to a region. Declared queues are remembered per
+//! `(extension, region)` for the life of the broker connection.
+//!
 //! The broker may be down at start or go away at any time: the publisher reconnects with capped
 //! exponential backoff and never gives up. Rounds run when a commit wakes the publisher, and at least
 //! every `transport.outbox_poll_ms`.
@@ -148,18 +153,19 @@ impl Publisher {
         let mut failed: Vec<(i64, String)> = Vec::new();
         let mut broken: Option<String> = None;
         let mut ready: Vec<&OutboxRow> = Vec::with_capacity(claimed);
-        let mut refused: HashSet<String> = HashSet::new();
+        let mut refused: HashSet<QueueKey> = HashSet::new();
         for row in claim.rows() {
-            let extension = extension_of(&row.routing_key);
-            if !session.declared.contains(extension)
-                && !refused.contains(extension)
-                && let Err(e) = session.declare(extension).await
+            let queue = queue_key(&row.routing_key);
+            if !session.declared.contains(&queue)
+                && !refused.contains(&queue)
+                && let Err(e) = session.declare(&queue).await
             {
-                tracing::warn!(extension, error = %e, "cannot declare the extension's queue");
-                refused.insert(extension.to_owned());
+                tracing::warn!(extension = %queue.0, region = queue.1.as_deref().unwrap_or(""), error = %e, "cannot declare the queue");
+                refused.insert(queue.clone());
             }
-            if refused.contains(extension) {
-                failed.push((row.id, format!("cannot declare the queue of extension {extension}")));
+            if refused.contains(&queue) {
+                let name = legion_common::broker::extension_queue(&queue.0, queue.1.as_deref());
+                failed.push((row.id, format!("cannot declare the queue {name}")));
             } else {
                 ready.push(row);
             }
@@ -208,7 +214,7 @@ impl Publisher {
                         Ok(Confirmation::Ack(None)) => published.push(row.id),
                         Ok(Confirmation::Ack(Some(returned))) => {
                             // Unroutable: the queue may have been deleted; declare it again next time.
-                            session.declared.remove(extension_of(&row.routing_key));
+                            session.declared.remove(&queue_key(&row.routing_key));
                             failed.push((
                                 row.id,
                                 format!("unroutable: {} {}", returned.reply_code, returned.reply_text.as_str()),
@@ -243,9 +249,13 @@ impl Publisher {
     }
 }
 
-/// The extension of a routing key `extension.runner.function`.
-fn extension_of(routing_key: &str) -> &str {
-    routing_key.split('.').next().unwrap_or(routing_key)
+/// A queue to declare: `(extension, region)`.
+type QueueKey = (String, Option<String>);
+
+/// The queue a routing key reaches, see [`super::message::queue_of`].
+fn queue_key(routing_key: &str) -> QueueKey {
+    let (extension, region) = super::message::queue_of(routing_key);
+    (extension.to_owned(), region.map(str::to_owned))
 }
 
 async fn sleep_or_cancel(delay: Duration, shutdown: &CancellationToken) {
@@ -261,7 +271,7 @@ struct Session {
     connection: Connection,
     channel: Channel,
     topology: Option<Channel>,
-    declared: HashSet<String>,
+    declared: HashSet<QueueKey>,
 }
 
 impl Session {
@@ -280,15 +290,15 @@ impl Session {
         self.connection.status().connected() && self.channel.status().connected()
     }
 
-    async fn declare(&mut self, extension: &str) -> Result<(), lapin::Error> {
+    async fn declare(&mut self, queue: &QueueKey) -> Result<(), lapin::Error> {
         let channel = match self.topology.take() {
             Some(channel) if channel.status().connected() => channel,
             _ => self.connection.create_channel().await?,
         };
-        let result = legion_common::broker::declare_extension_queue(&channel, extension).await;
+        let result = legion_common::broker::declare_extension_queue(&channel, &queue.0, queue.1.as_deref()).await;
         self.topology = Some(channel);
         result?;
-        self.declared.insert(extension.to_owned());
+        self.declared.insert(queue.clone());
         Ok(())
     }
 
@@ -304,8 +314,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_extension_is_the_first_segment() {
-        assert_eq!(extension_of("http.request.get"), "http");
-        assert_eq!(extension_of("core"), "core");
+    fn queues_are_declared_per_extension_and_region() {
+        assert_eq!(queue_key("http.request.get"), ("http".to_owned(), None));
+        assert_eq!(queue_key("http.request.get.eu-west"), ("http".to_owned(), Some("eu-west".to_owned())));
+        assert_ne!(queue_key("http.request.get"), queue_key("http.request.post.eu-west"));
+        assert_eq!(queue_key("http.request.get.eu-west"), queue_key("http.request.post.eu-west"));
     }
 }

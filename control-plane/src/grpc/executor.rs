@@ -1,6 +1,8 @@
 //! `legion.v1.ExecutorService`: node certificates only (mTLS).
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use legion_common::function::validate_segment;
 use legion_proto::v1;
@@ -11,12 +13,11 @@ use uuid::Uuid;
 
 use super::auth::node_principal;
 use super::{convert, invalid, store_status};
-use crate::delivery::complete::{CompleteItem, FailureKind, Outcome, Verdict};
+use crate::delivery::complete::{CompleteItem, FailureKind, Outcome, ResultLimits, Verdict};
 use crate::delivery::start::{Decision, StartItem, is_dead_letter};
 use crate::events::Events;
 use crate::metrics::{DecisionLabel, Metrics, OutcomeLabel};
 use crate::store::{ExtensionManifest, FunctionInfo, Heartbeat, NodeRegistration, ReportedState, RunnerInfo, Store};
-use crate::tasks::validate::validate_label;
 
 /// Longest version string or function description accepted from an executor, in bytes.
 pub const MAX_TEXT_BYTES: usize = 1024;
@@ -28,10 +29,13 @@ pub struct ExecutorConfig {
     pub delivery_limit: u32,
     /// `control_plane.commit_batch`: most items per transaction.
     pub commit_batch: usize,
-    /// `limits.max_result_bytes`.
-    pub max_result_bytes: usize,
+    /// `limits.max_result_bytes` and `limits.max_json_depth`.
+    pub result_limits: ResultLimits,
     /// Heartbeat interval told to nodes, in ms.
     pub heartbeat_ms: u32,
+    /// A StartTask or CompleteTask refreshes the node's `last_heartbeat` once it is older than this
+    /// (see `crate::touch_interval`); a lost node is made active by any call.
+    pub touch_interval: Duration,
 }
 
 /// The executor API over the store.
@@ -54,6 +58,29 @@ impl ExecutorApi {
     ) -> Self {
         Self { store, config, events, wake, metrics }
     }
+
+    /// Records that `node` is alive (it called): one cheap UPDATE per call, see
+    /// [`crate::store::CatalogStore::touch_node`].
+    async fn touch(&self, node: &str) -> Result<(), Status> {
+        if self.store.touch_node(node, self.config.touch_interval).await.map_err(store_status)? {
+            tracing::info!(node = %node, "lost node is calling again, marked active");
+        }
+        Ok(())
+    }
+}
+
+/// The attempts a heartbeat answers with `abort`: the reported ones the store found stale (`stale`,
+/// see [`crate::store::HeartbeatReply::abort`]) and those with a malformed task id, each as reported,
+/// in the order of the report.
+fn abort_list(running: &[v1::RunningAttempt], stale: &HashSet<(Uuid, u32)>) -> Vec<v1::RunningAttempt> {
+    running
+        .iter()
+        .filter(|reported| match Uuid::parse_str(&reported.task_id) {
+            Ok(id) => stale.contains(&(id, reported.attempt)),
+            Err(_) => true,
+        })
+        .cloned()
+        .collect()
 }
 
 /// Checks that the name in a request is the certificate's.
@@ -79,7 +106,7 @@ fn registration(name: String, req: &v1::RegisterNodeRequest) -> Result<NodeRegis
         return Err(invalid("concurrency", format!("must be 1 to 65535, got {}", req.concurrency)));
     }
     let region = if req.region.is_empty() { "default".to_owned() } else { req.region.clone() };
-    validate_label(&region).map_err(|e| invalid("region", e))?;
+    legion_common::broker::validate_region(&region).map_err(|e| invalid("region", e))?;
     let mut extensions = Vec::with_capacity(req.extensions.len());
     for (i, ext) in req.extensions.iter().enumerate() {
         validate_segment(&ext.name).map_err(|e| invalid(&format!("extensions[{i}].name"), e))?;
@@ -143,14 +170,11 @@ impl ExecutorService for ExecutorApi {
         let node = node_principal(&request)?;
         let req = request.get_ref();
         same_node(&node, &req.name)?;
-        let mut running = Vec::with_capacity(req.running.len());
-        let mut malformed = Vec::new();
-        for attempt in &req.running {
-            match Uuid::parse_str(&attempt.task_id) {
-                Ok(id) => running.push((id, attempt.attempt)),
-                Err(_) => malformed.push(attempt.task_id.clone()),
-            }
-        }
+        let running: Vec<(Uuid, u32)> = req
+            .running
+            .iter()
+            .filter_map(|reported| Uuid::parse_str(&reported.task_id).ok().map(|id| (id, reported.attempt)))
+            .collect();
         let mut extensions = Vec::with_capacity(req.extensions.len());
         for (i, status) in req.extensions.iter().enumerate() {
             let state = v1::ExtensionState::try_from(status.state)
@@ -164,12 +188,11 @@ impl ExecutorService for ExecutorApi {
         }
         let heartbeat = Heartbeat { node, draining: req.draining, extensions, running };
         let reply = self.store.heartbeat(&heartbeat).await.map_err(store_status)?;
-        let mut abort_task_ids: Vec<String> = reply.abort_task_ids.iter().map(Uuid::to_string).collect();
-        abort_task_ids.extend(malformed);
-        if !abort_task_ids.is_empty() {
-            tracing::info!(node = %heartbeat.node, tasks = abort_task_ids.len(), "node told to abort attempts");
+        let abort = abort_list(&req.running, &reply.abort.into_iter().collect());
+        if !abort.is_empty() {
+            tracing::info!(node = %heartbeat.node, attempts = abort.len(), "node told to abort attempts");
         }
-        Ok(Response::new(v1::HeartbeatResponse { abort_task_ids, disabled_extensions: reply.disabled_extensions }))
+        Ok(Response::new(v1::HeartbeatResponse { abort, disabled_extensions: reply.disabled_extensions }))
     }
 
     async fn start_task(
@@ -177,6 +200,7 @@ impl ExecutorService for ExecutorApi {
         request: Request<v1::StartTaskRequest>,
     ) -> Result<Response<v1::StartTaskResponse>, Status> {
         let node = node_principal(&request)?;
+        self.touch(&node).await?;
         let items: Vec<StartItem> = request
             .into_inner()
             .items
@@ -226,11 +250,12 @@ impl ExecutorService for ExecutorApi {
         request: Request<v1::CompleteTaskRequest>,
     ) -> Result<Response<v1::CompleteTaskResponse>, Status> {
         let node = node_principal(&request)?;
+        self.touch(&node).await?;
         let items: Vec<CompleteItem> = request.into_inner().items.into_iter().map(completion).collect();
         let mut acks = Vec::with_capacity(items.len());
         for chunk in items.chunks(self.config.commit_batch.max(1)) {
             let (verdicts, changes) =
-                self.store.complete(chunk, self.config.max_result_bytes).await.map_err(store_status)?;
+                self.store.complete(chunk, self.config.result_limits).await.map_err(store_status)?;
             self.metrics.observe_batch("complete", chunk.len());
             if verdicts.contains(&Verdict::Retried) {
                 self.wake.notify_one();
@@ -305,6 +330,22 @@ mod tests {
         assert!(err.message().starts_with("extensions[0].runners[0].functions[0].name: "), "{}", err.message());
         let err = registration("n1".into(), &v1::RegisterNodeRequest { concurrency: 0, ..ok }).expect_err("slots");
         assert!(err.message().starts_with("concurrency: "));
+    }
+
+    #[test]
+    fn heartbeats_abort_the_named_attempts_only() {
+        let task = Uuid::now_v7();
+        let reported = |task_id: &str, attempt: u32| v1::RunningAttempt { task_id: task_id.into(), attempt };
+        let running = vec![
+            reported(&task.to_string(), 1),
+            reported(&task.to_string(), 2),
+            reported("not-a-uuid", 7),
+            reported(&Uuid::now_v7().to_string(), 1),
+        ];
+        // Attempt 1 of the task was superseded by attempt 2, which runs on the same node.
+        let stale: HashSet<(Uuid, u32)> = [(task, 1)].into_iter().collect();
+        assert_eq!(abort_list(&running, &stale), vec![reported(&task.to_string(), 1), reported("not-a-uuid", 7)]);
+        assert!(abort_list(&[], &stale).is_empty());
     }
 
     #[test]

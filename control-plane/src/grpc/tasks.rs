@@ -107,16 +107,19 @@ impl TaskService for TaskApi {
             chain: req.chain.clone(),
             root_id,
             before,
-            limit: limit + 1,
+            limit,
+            max_bytes: Some(self.limits.max_list_bytes),
         };
-        let mut tasks = self.store.list_tasks(&filter).await.map_err(store_status)?;
-        let next_page_token = if tasks.len() > limit as usize {
-            tasks.truncate(limit as usize);
-            tasks.last().map(|t| page::encode(t.id)).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok(Response::new(v1::ListTasksResponse { tasks: tasks.iter().map(convert::task).collect(), next_page_token }))
+        let page = self.store.list_tasks(&filter).await.map_err(store_status)?;
+        let mut tasks: Vec<v1::Task> = page.tasks.iter().map(convert::task).collect();
+        // The store measured JSON text; protobuf may spell the same values larger (a number is 9 bytes
+        // or more), so the page is cut again by encoded size.
+        let fits = page::fitting(tasks.iter().map(prost::Message::encoded_len), self.limits.max_list_bytes);
+        let more = page.more || fits < tasks.len();
+        tasks.truncate(fits);
+        let last = fits.checked_sub(1).and_then(|i| page.tasks.get(i));
+        let next_page_token = last.filter(|_| more).map(|t| page::encode(t.id)).unwrap_or_default();
+        Ok(Response::new(v1::ListTasksResponse { tasks, next_page_token }))
     }
 
     async fn cancel_task(&self, request: Request<v1::CancelTaskRequest>) -> Result<Response<v1::Task>, Status> {

@@ -18,7 +18,7 @@ use uuid::Uuid;
 pub use error::{Error, Result};
 pub use model::*;
 
-use crate::delivery::complete::{CompleteItem, Verdict};
+use crate::delivery::complete::{CompleteItem, ResultLimits, Verdict};
 use crate::delivery::start::{Decision, StartItem};
 use crate::events::StatusChange;
 
@@ -30,15 +30,18 @@ pub trait TaskStore: Send + Sync {
     async fn function_status(&self, functions: &[String]) -> Result<HashMap<String, bool>>;
 
     /// Inserts `tasks` in one transaction: each task, and for each task without delay an outbox row
-    /// (dispatch 1). A task whose idempotency key exists (or repeats an earlier key of the batch) is
-    /// not inserted; the existing task is returned with `created = false`. One result per task, in order.
+    /// (dispatch 1, routing key `NewTask::routing_key`). A task whose idempotency key exists (or repeats
+    /// an earlier key of the batch) is not inserted; the existing task is returned with
+    /// `created = false`, whatever its parameters (the caller compares them). One result per task, in
+    /// order.
     async fn insert_tasks(&self, tasks: &[NewTask]) -> Result<Vec<Inserted>>;
 
     /// The task, or `None`.
     async fn get_task(&self, id: Uuid) -> Result<Option<Task>>;
 
-    /// Tasks matching `filter`, newest first, at most `filter.limit`.
-    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
+    /// Tasks matching `filter`, newest first: at most `filter.limit`, and no more than fit in
+    /// `filter.max_bytes` (but at least one). Only the page's rows leave the database.
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<TaskPage>;
 
     /// Cancels a task that has not finished (its running attempt becomes `cancelled`) and returns it.
     ///
@@ -68,18 +71,15 @@ pub trait DeliveryStore: Send + Sync {
     ) -> Result<(Vec<Decision>, Vec<StatusChange>)>;
 
     /// Decides and records a batch of completions in one transaction ([`crate::delivery::complete`]),
-    /// with the outbox rows of retries.
-    async fn complete(
-        &self,
-        items: &[CompleteItem],
-        max_result_bytes: usize,
-    ) -> Result<(Vec<Verdict>, Vec<StatusChange>)>;
+    /// with the outbox rows of retries. Results are checked against `limits`.
+    async fn complete(&self, items: &[CompleteItem], limits: ResultLimits)
+    -> Result<(Vec<Verdict>, Vec<StatusChange>)>;
 
-    /// Marks `lost` every node whose last heartbeat is older than `lease`; returns their names.
-    async fn expire_nodes(&self, lease: Duration) -> Result<Vec<String>>;
-
-    /// Recovers up to `limit` running tasks of lost nodes ([`crate::delivery::lost`]).
-    async fn recover_lost_attempts(&self, delivery_limit: u32, limit: u32) -> Result<Vec<StatusChange>>;
+    /// In one transaction: marks `lost` every executor node (not already lost) whose last call is older
+    /// than `lease`, and recovers the running tasks of exactly those nodes ([`crate::delivery::lost`]).
+    /// A node's attempts are therefore swept once per loss: a node that is already `lost` is not swept
+    /// again, and a node that calls again is `active` (see [`CatalogStore::touch_node`]).
+    async fn expire_nodes(&self, lease: Duration, delivery_limit: u32) -> Result<Expiry>;
 }
 
 /// The transactional outbox.
@@ -113,11 +113,18 @@ pub trait CatalogStore: Send + Sync {
     async fn register_node(&self, registration: &NodeRegistration) -> Result<Vec<String>>;
 
     /// Records a heartbeat: `last_heartbeat`, `active` or `draining`, reported extension states (invalid
-    /// transitions are logged, not applied); answers the attempts to abort and the disabled extensions.
+    /// transitions are logged, not applied); answers the reported attempts to abort (see
+    /// [`HeartbeatReply::abort`]) and the disabled extensions.
     ///
     /// # Errors
     /// [`Error::NotFound`] for a node that never registered.
     async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<HeartbeatReply>;
+
+    /// Records that `node` called (`StartTask`, `CompleteTask`): sets `last_heartbeat` to now and a
+    /// `lost` node `active` (a `draining` node stays draining). To keep busy nodes cheap, the row is
+    /// only written when the node is lost or its `last_heartbeat` is older than `min_interval`. Returns
+    /// true when the node was `lost`. An unknown node is ignored (false).
+    async fn touch_node(&self, node: &str, min_interval: Duration) -> Result<bool>;
 
     /// Every extension with runners, functions and node states, by name.
     async fn list_extensions(&self) -> Result<Vec<ExtensionInfo>>;

@@ -81,8 +81,10 @@ pub struct NewTask {
     pub delay_ms: u64,
     /// Deduplication key.
     pub idempotency_key: Option<String>,
-    /// Region label.
+    /// Region the task must run in (`legion_common::broker::validate_region`); `None` for any region.
     pub region: Option<String>,
+    /// Routing key of its broker messages: `legion_common::broker::routing_key(function, region)`.
+    pub routing_key: String,
     /// The broker message of dispatch 1 (JSON `TaskMessage`), written to the outbox when `delay_ms` is 0.
     pub payload: Vec<u8>,
 }
@@ -109,8 +111,21 @@ pub struct TaskFilter {
     pub root_id: Option<Uuid>,
     /// Only ids smaller than this (the page token).
     pub before: Option<Uuid>,
-    /// Most rows to return.
+    /// Most tasks on the page.
     pub limit: u32,
+    /// Most bytes of task data on the page: the JSON text of `args` and `result` plus `error`, in bytes
+    /// (`limits.max_list_bytes`). The page ends before the task that would pass it, but holds at least
+    /// one task. `None` for no byte limit.
+    pub max_bytes: Option<usize>,
+}
+
+/// One page of a task list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskPage {
+    /// Newest first.
+    pub tasks: Vec<Task>,
+    /// Whether more tasks match after the last one (the page was cut by `limit` or `max_bytes`).
+    pub more: bool,
 }
 
 /// One attempt of a task.
@@ -134,6 +149,15 @@ pub struct Attempt {
     pub duration_ms: Option<u64>,
 }
 
+/// What one lease sweep did: the nodes it declared `lost` and the status changes of their tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expiry {
+    /// Nodes that were `active` or `draining` and are now `lost`, by name.
+    pub nodes: Vec<String>,
+    /// Their running tasks, dispatched again (`pending`) or dead-lettered.
+    pub changes: Vec<crate::events::StatusChange>,
+}
+
 /// An outbox row claimed for publishing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRow {
@@ -143,7 +167,7 @@ pub struct OutboxRow {
     pub task_id: Uuid,
     /// Exchange to publish to.
     pub exchange: String,
-    /// Routing key: the function name.
+    /// Routing key: `<extension>.<runner>.<function>`, plus `.<region>` for a task bound to a region.
     pub routing_key: String,
     /// Message priority, 0 to 9.
     pub priority: u8,
@@ -300,8 +324,10 @@ pub struct Heartbeat {
 /// What a heartbeat tells the node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeartbeatReply {
-    /// Tasks whose running attempt must be aborted.
-    pub abort_task_ids: Vec<Uuid>,
+    /// Reported attempts `(task_id, attempt)` the node must abort: the task is unknown, finished,
+    /// cancelled or waiting for another dispatch, the attempt is not the current one, or the current
+    /// attempt belongs to another node. In the order of the report.
+    pub abort: Vec<(Uuid, u32)>,
     /// Extensions an operator disabled.
     pub disabled_extensions: Vec<String>,
 }

@@ -1,5 +1,7 @@
-//! Tasks: statuses, submit validation, the group-commit submit writer, page tokens and watching.
+//! Tasks: statuses, submit validation, idempotent submits, the group-commit submit writer, list pages
+//! and watching.
 
+pub mod idempotency;
 pub mod page;
 pub mod status;
 pub mod submit;

@@ -1,4 +1,10 @@
-//! Page tokens of `ListTasks`: keyset paging by task id, newest first.
+//! Pages of `ListTasks`: keyset paging by task id, newest first, and pages cut by size.
+//!
+//! A page holds at most `page_size` tasks and at most `limits.max_list_bytes` of task data, so that
+//! listing tasks with large args or results never builds a response larger than a gRPC message (nor
+//! holds more than that in memory): the store cuts the page by the JSON text of args, result and
+//! error, and [`fitting`] cuts it again by the encoded size of each task. A page always holds at
+//! least one task, so paging always moves on.
 //!
 //! A token is opaque to callers. It holds a format version and the id of the last task of the previous
 //! page (`v1.<32 hex digits>`); the next page lists tasks with a smaller id. Any other text is refused,
@@ -46,6 +52,21 @@ pub fn page_size(requested: u32) -> Result<u32, String> {
     }
 }
 
+/// How many of the leading items, of encoded sizes `sizes` (bytes), fit in `budget` bytes: at least one
+/// (if there is one), then as long as the running total stays within the budget.
+pub fn fitting(sizes: impl IntoIterator<Item = usize>, budget: usize) -> usize {
+    let mut total = 0_usize;
+    let mut count = 0;
+    for size in sizes {
+        total = total.saturating_add(size);
+        if count > 0 && total > budget {
+            break;
+        }
+        count += 1;
+    }
+    count
+}
+
 /// Page size when none is given.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page size.
@@ -76,6 +97,16 @@ mod tests {
         ] {
             assert_eq!(decode(&bad), Err(MalformedToken), "{bad}");
         }
+    }
+
+    #[test]
+    fn pages_are_cut_by_size_but_hold_one_task() {
+        assert_eq!(fitting([400, 400, 400], 1000), 2);
+        assert_eq!(fitting([400, 600, 1], 1000), 2);
+        assert_eq!(fitting([5000, 1], 1000), 1, "a task larger than the budget still gets a page");
+        assert_eq!(fitting([1; 10], 1000), 10);
+        assert_eq!(fitting([], 1000), 0);
+        assert_eq!(fitting([usize::MAX, usize::MAX], 1000), 1);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::idempotency::same_parameters;
 use super::validate::{InvalidArgument, SubmitSpec};
 use crate::dispatch::message;
 use crate::events::{Events, StatusChange};
@@ -35,6 +36,13 @@ pub enum Error {
     /// Storage failed; nothing was written for this submit.
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// The idempotency key belongs to a task submitted with other parameters
+    /// ([`super::idempotency::same_parameters`]).
+    #[error("idempotency_key: already used by task {existing} with other parameters")]
+    IdempotencyConflict {
+        /// The task that holds the key.
+        existing: Uuid,
+    },
     /// The writer stopped (the process is shutting down).
     #[error("the control plane is shutting down")]
     ShuttingDown,
@@ -47,6 +55,7 @@ impl Error {
         match self {
             Self::Invalid(_) => ErrorCode::InvalidArgument,
             Self::Disabled { .. } => ErrorCode::FailedPrecondition,
+            Self::IdempotencyConflict { .. } => ErrorCode::AlreadyExists,
             Self::Store(e) => e.code(),
             Self::ShuttingDown => ErrorCode::Unavailable,
         }
@@ -91,11 +100,12 @@ impl Submitter {
         (Self { sender }, writer)
     }
 
-    /// Submits a validated task and waits for its commit.
+    /// Submits a validated task and waits for its commit. A task whose idempotency key exists is not
+    /// written: the existing task is returned (`created = false`) if it has the same parameters.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for an unknown function, [`Error::Disabled`], [`Error::Store`],
-    /// [`Error::ShuttingDown`].
+    /// [`Error::Invalid`] for an unknown function, [`Error::Disabled`], [`Error::IdempotencyConflict`],
+    /// [`Error::Store`], [`Error::ShuttingDown`].
     pub async fn submit(&self, spec: SubmitSpec) -> Result<Inserted, Error> {
         let (reply, answer) = oneshot::channel();
         self.sender.send(Pending { task: new_task(spec), reply }).await.map_err(|_| Error::ShuttingDown)?;
@@ -103,10 +113,12 @@ impl Submitter {
     }
 }
 
-/// The task to insert for a validated submit: a new UUIDv7 and the broker message of dispatch 1.
+/// The task to insert for a validated submit: a new UUIDv7, its routing key (with the region, if any)
+/// and the broker message of dispatch 1.
 pub fn new_task(spec: SubmitSpec) -> NewTask {
     let id = Uuid::now_v7();
     let function = spec.function.to_string();
+    let routing_key = legion_common::broker::routing_key(&spec.function, spec.region.as_deref());
     let payload =
         if spec.delay_ms == 0 { message::payload(id, 1, &function, &spec.args, spec.timeout_ms) } else { Vec::new() };
     NewTask {
@@ -120,6 +132,7 @@ pub fn new_task(spec: SubmitSpec) -> NewTask {
         delay_ms: spec.delay_ms,
         idempotency_key: spec.idempotency_key,
         region: spec.region,
+        routing_key,
         payload,
     }
 }
@@ -205,13 +218,13 @@ async fn write_batch(store: &dyn Store, items: Vec<Pending>, signals: &Signals) 
         return;
     }
     match store.insert_tasks(&tasks).await {
-        Ok(results) => answer(results, replies, signals),
+        Ok(results) => answer(&tasks, results, replies, signals),
         Err(e) if tasks.len() > 1 && !matches!(e, store::Error::Unavailable(_)) => {
             // One bad task must not fail the others: write each alone.
             tracing::warn!(error = %e, submits = tasks.len(), "batch insert failed, inserting one by one");
             for (task, reply) in tasks.into_iter().zip(replies) {
                 match store.insert_tasks(std::slice::from_ref(&task)).await {
-                    Ok(results) => answer(results, vec![reply], signals),
+                    Ok(results) => answer(std::slice::from_ref(&task), results, vec![reply], signals),
                     Err(e) => {
                         let _ = reply.send(Err(Error::Store(e)));
                     }
@@ -229,7 +242,14 @@ async fn write_batch(store: &dyn Store, items: Vec<Pending>, signals: &Signals) 
     }
 }
 
-fn answer(results: Vec<Inserted>, replies: Vec<oneshot::Sender<Result<Inserted, Error>>>, signals: &Signals) {
+/// Answers each submit of a committed batch: its task, or [`Error::IdempotencyConflict`] when its key
+/// found a task with other parameters.
+fn answer(
+    tasks: &[NewTask],
+    results: Vec<Inserted>,
+    replies: Vec<oneshot::Sender<Result<Inserted, Error>>>,
+    signals: &Signals,
+) {
     let changes: Vec<StatusChange> = results
         .iter()
         .filter(|r| r.created)
@@ -241,9 +261,22 @@ fn answer(results: Vec<Inserted>, replies: Vec<oneshot::Sender<Result<Inserted, 
         signals.wake.notify_one();
         signals.events.publish(&changes);
     }
-    for (result, reply) in results.into_iter().zip(replies) {
-        let _ = reply.send(Ok(result));
+    for ((task, result), reply) in tasks.iter().zip(results).zip(replies) {
+        let _ = reply.send(check_reuse(task, result));
     }
+}
+
+/// The answer to a submit whose insert returned `inserted`: a reused key must carry the same parameters.
+fn check_reuse(task: &NewTask, inserted: Inserted) -> Result<Inserted, Error> {
+    if inserted.created || same_parameters(task, &inserted.task) {
+        return Ok(inserted);
+    }
+    tracing::debug!(
+        task_id = %inserted.task.id,
+        idempotency_key = task.idempotency_key.as_deref().unwrap_or_default(),
+        "idempotency key reused with other parameters"
+    );
+    Err(Error::IdempotencyConflict { existing: inserted.task.id })
 }
 
 /// Whether a function may be submitted: known to the catalog and its extension not disabled.
@@ -293,7 +326,60 @@ mod tests {
         let task = new_task(validate_submit(&req, &Limits::default()).expect("valid"));
         let message: legion_common::broker::TaskMessage = serde_json::from_slice(&task.payload).expect("message");
         assert_eq!((message.task_id, message.dispatch, message.timeout_ms), (task.id, 1, 30_000));
-        let delayed = SubmitTaskRequest { delay_ms: 10, ..req };
+        let delayed = SubmitTaskRequest { delay_ms: 10, ..req.clone() };
         assert!(new_task(validate_submit(&delayed, &Limits::default()).expect("valid")).payload.is_empty());
+        assert_eq!(task.routing_key, "core.util.echo");
+        let regional = SubmitTaskRequest { region: Some("eu-west".into()), ..req };
+        let regional = new_task(validate_submit(&regional, &Limits::default()).expect("valid"));
+        assert_eq!(regional.routing_key, "core.util.echo.eu-west");
+    }
+
+    #[test]
+    fn a_reused_key_with_other_parameters_is_a_conflict() {
+        let req = SubmitTaskRequest {
+            function: "core.util.echo".into(),
+            idempotency_key: Some("k".into()),
+            ..SubmitTaskRequest::default()
+        };
+        let first = new_task(validate_submit(&req, &Limits::default()).expect("valid"));
+        let stored = Inserted {
+            task: crate::store::Task {
+                id: first.id,
+                function: first.function.clone(),
+                status: crate::tasks::TaskStatus::Pending,
+                args: first.args.clone(),
+                result: None,
+                error: None,
+                attempt: 0,
+                failures: 0,
+                max_attempts: first.max_attempts,
+                dispatch: 1,
+                redeliveries: 0,
+                priority: first.priority,
+                timeout_ms: first.timeout_ms,
+                chain: None,
+                root_id: None,
+                parent_id: None,
+                relationship_id: None,
+                node: None,
+                region: None,
+                idempotency_key: first.idempotency_key.clone(),
+                not_before: None,
+                created_at: chrono::Utc::now(),
+                started_at: None,
+                finished_at: None,
+            },
+            created: false,
+        };
+        let again = new_task(validate_submit(&req, &Limits::default()).expect("valid"));
+        assert_eq!(check_reuse(&again, stored.clone()).expect("same parameters").task.id, first.id);
+        let other =
+            new_task(validate_submit(&SubmitTaskRequest { priority: 5, ..req }, &Limits::default()).expect("valid"));
+        let err = check_reuse(&other, stored).expect_err("other parameters");
+        assert_eq!(err.code(), ErrorCode::AlreadyExists);
+        assert_eq!(
+            err.to_string(),
+            format!("idempotency_key: already used by task {} with other parameters", first.id)
+        );
     }
 }

@@ -5,11 +5,8 @@
 //! checked by the submit writer.
 
 use legion_common::FunctionName;
-use legion_common::settings::Limits;
+use legion_common::settings::{Limits, json_depth};
 use legion_proto::v1::SubmitTaskRequest;
-
-/// Longest region label, in bytes.
-pub const MAX_REGION_BYTES: usize = 64;
 
 /// A request field that is not acceptable: `field: reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,7 +44,7 @@ pub struct SubmitSpec {
     pub delay_ms: u64,
     /// Deduplication key, 1 to `limits.max_idempotency_key_bytes` bytes.
     pub idempotency_key: Option<String>,
-    /// Region label.
+    /// Region the task must run in (`legion_common::broker::validate_region`); `None` for any region.
     pub region: Option<String>,
 }
 
@@ -76,6 +73,13 @@ pub fn validate_submit(req: &SubmitTaskRequest, limits: &Limits) -> Result<Submi
         return Err(InvalidArgument::new(
             "args",
             "strings must not contain NUL (\\u0000), which PostgreSQL cannot store",
+        ));
+    }
+    let depth = json_depth(&args);
+    if depth > limits.max_json_depth {
+        return Err(InvalidArgument::new(
+            "args",
+            format!("nested {depth} levels deep, more than limits.max_json_depth ({})", limits.max_json_depth),
         ));
     }
     let args_json = args.to_string();
@@ -133,7 +137,7 @@ pub fn validate_submit(req: &SubmitTaskRequest, limits: &Limits) -> Result<Submi
     let region = match &req.region {
         None => None,
         Some(region) => {
-            validate_label(region).map_err(|reason| InvalidArgument::new("region", reason))?;
+            legion_common::broker::validate_region(region).map_err(|reason| InvalidArgument::new("region", reason))?;
             Some(region.clone())
         }
     };
@@ -148,20 +152,6 @@ pub fn validate_submit(req: &SubmitTaskRequest, limits: &Limits) -> Result<Submi
         idempotency_key,
         region,
     })
-}
-
-/// Checks a region label: 1 to [`MAX_REGION_BYTES`] bytes of `a-z`, `0-9`, `_` and `-`.
-///
-/// # Errors
-/// The reason, for an `INVALID_ARGUMENT`.
-pub fn validate_label(label: &str) -> Result<(), String> {
-    if label.is_empty() || label.len() > MAX_REGION_BYTES {
-        return Err(format!("must be 1 to {MAX_REGION_BYTES} bytes, got {}", label.len()));
-    }
-    if !label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-') {
-        return Err(format!("{label:?} may hold only a-z, 0-9, _ and -"));
-    }
-    Ok(())
 }
 
 /// Whether any string or key in `value` holds a NUL character (PostgreSQL's JSONB and TEXT refuse it).
@@ -251,7 +241,10 @@ mod tests {
             (SubmitTaskRequest { idempotency_key: Some("k".repeat(256)), ..base.clone() }, "idempotency_key"),
             (SubmitTaskRequest { idempotency_key: Some("a\0b".into()), ..base.clone() }, "idempotency_key"),
             (SubmitTaskRequest { region: Some(String::new()), ..base.clone() }, "region"),
-            (SubmitTaskRequest { region: Some("EU".into()), ..base }, "region"),
+            (SubmitTaskRequest { region: Some("EU".into()), ..base.clone() }, "region"),
+            (SubmitTaskRequest { region: Some("eu.west".into()), ..base.clone() }, "region"),
+            (SubmitTaskRequest { region: Some("1eu".into()), ..base.clone() }, "region"),
+            (SubmitTaskRequest { region: Some("eu#".into()), ..base }, "region"),
         ];
         for (req, field) in cases {
             assert_eq!(field_of(&req), field, "{req:?}");
@@ -270,6 +263,25 @@ mod tests {
         let err = validate_submit(&SubmitTaskRequest { priority: 12, ..request("core.util.echo") }, &limits)
             .expect_err("priority");
         assert_eq!(err.to_string(), "priority: must be 0 to 9, got 12");
+    }
+
+    /// `{"a":{"a":…{"a":1}…}}`, `levels` deep.
+    fn nested_args(levels: usize) -> serde_json::Value {
+        (1..levels).fold(json!({"a": 1}), |inner, _| json!({"a": inner}))
+    }
+
+    #[test]
+    fn args_nested_deeper_than_the_limit_are_refused() {
+        let req = |levels| SubmitTaskRequest {
+            args: Some(legion_proto::json_to_value(&nested_args(levels))),
+            ..request("core.util.echo")
+        };
+        let err = validate_submit(&req(33), &Limits::default()).expect_err("too deep");
+        assert_eq!(err.to_string(), "args: nested 33 levels deep, more than limits.max_json_depth (32)");
+        validate_submit(&req(32), &Limits::default()).expect("at the limit");
+        let limits = Limits { max_json_depth: 3, ..Limits::default() };
+        let err = validate_submit(&req(5), &limits).expect_err("too deep");
+        assert_eq!(err.to_string(), "args: nested 5 levels deep, more than limits.max_json_depth (3)");
     }
 
     #[test]

@@ -180,6 +180,31 @@ impl Stack {
         reqwest_like_get(self.settings.control_plane.admin_listen, path).await.expect("admin listener answers")
     }
 
+    /// Stops the control plane (as an operator would), waits `downtime`, and starts it again on the
+    /// same database, broker and ports.
+    pub async fn restart(&mut self, downtime: Duration) {
+        self.shutdown.cancel();
+        let server = std::mem::replace(&mut self.server, tokio::spawn(async { Ok(()) }));
+        tokio::time::timeout(Duration::from_secs(20), server)
+            .await
+            .expect("run() returns within 20 s of shutdown")
+            .expect("run() does not panic")
+            .expect("clean shutdown");
+        tokio::time::sleep(downtime).await;
+        self.shutdown = CancellationToken::new();
+        self.server = tokio::spawn(legion_control_plane::run(self.settings.clone(), self.shutdown.clone()));
+        let admin = self.settings.control_plane.admin_listen;
+        super::eventually("the restarted admin listener", Duration::from_secs(30), || async {
+            reqwest_like_get(admin, "/healthz").await.filter(|(code, _)| *code == 200)
+        })
+        .await;
+    }
+
+    /// A pool on the test database, for checks the API does not offer.
+    pub async fn pool(&self) -> sqlx::PgPool {
+        legion_control_plane::store::pg::connect(&self.db.data_settings()).await.expect("connect")
+    }
+
     /// Cancels the shutdown token and waits for `run` to return.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();

@@ -2,6 +2,7 @@
 //! state machine.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -142,10 +143,11 @@ impl CatalogStore for PgStore {
         persist_changes(&mut tx, &changes).await?;
         let ids: Vec<Uuid> = hb.running.iter().map(|(id, _)| *id).collect();
         let attempts: Vec<i32> = hb.running.iter().map(|(_, a)| int(*a)).collect();
-        let abort: Vec<(Uuid,)> = sqlx::query_as(
-            "SELECT u.id FROM UNNEST($1::uuid[], $2::int[]) AS u(id, attempt)
+        let abort: Vec<(Uuid, i32)> = sqlx::query_as(
+            "SELECT u.id, u.attempt FROM UNNEST($1::uuid[], $2::int[]) WITH ORDINALITY AS u(id, attempt, n)
              LEFT JOIN tasks t ON t.id = u.id
-             WHERE t.id IS NULL OR t.status <> 'running' OR t.attempt <> u.attempt OR t.node IS DISTINCT FROM $3",
+             WHERE t.id IS NULL OR t.status <> 'running' OR t.attempt <> u.attempt OR t.node IS DISTINCT FROM $3
+             ORDER BY u.n",
         )
         .bind(&ids)
         .bind(&attempts)
@@ -154,7 +156,27 @@ impl CatalogStore for PgStore {
         .await?;
         let disabled_extensions = disabled_extensions(&mut tx).await?;
         tx.commit().await?;
-        Ok(HeartbeatReply { abort_task_ids: abort.into_iter().map(|(id,)| id).collect(), disabled_extensions })
+        let abort = abort.into_iter().map(|(id, attempt)| (id, u32::try_from(attempt).unwrap_or(0))).collect();
+        Ok(HeartbeatReply { abort, disabled_extensions })
+    }
+
+    async fn touch_node(&self, node: &str, min_interval: Duration) -> Result<bool> {
+        #[allow(clippy::cast_precision_loss)]
+        let min_interval_ms = min_interval.as_millis() as f64;
+        // The CTE reads the status before the update (its snapshot), for the return value only.
+        let touched: Option<(String,)> = sqlx::query_as(
+            "WITH old AS (SELECT status FROM nodes WHERE name = $1)
+             UPDATE nodes SET last_heartbeat = now(),
+                 status = CASE WHEN status = 'lost' THEN 'active' ELSE status END
+             WHERE name = $1
+               AND (status = 'lost' OR last_heartbeat < now() - $2::float8 * interval '1 millisecond')
+             RETURNING (SELECT status FROM old)",
+        )
+        .bind(node)
+        .bind(min_interval_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(touched.is_some_and(|(previous,)| previous == NodeStatus::Lost.as_str()))
     }
 
     async fn list_extensions(&self) -> Result<Vec<ExtensionInfo>> {

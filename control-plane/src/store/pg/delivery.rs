@@ -7,14 +7,13 @@ use async_trait::async_trait;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::outbox::{NewOutbox, insert_outbox};
+use super::outbox::{DispatchRow, NewOutbox, dispatch_columns, insert_outbox};
 use super::{PgStore, StateRow, int, state_columns, with_retries};
-use crate::delivery::complete::{self, CompleteItem, Verdict};
+use crate::delivery::complete::{self, CompleteItem, ResultLimits, Verdict};
 use crate::delivery::start::{self, Decision, StartItem};
 use crate::delivery::{Plan, TaskState, lost};
-use crate::dispatch::message;
 use crate::events::StatusChange;
-use crate::store::{DeliveryStore, Result};
+use crate::store::{DeliveryStore, Expiry, Result};
 
 #[async_trait]
 impl DeliveryStore for PgStore {
@@ -38,12 +37,12 @@ impl DeliveryStore for PgStore {
     async fn complete(
         &self,
         items: &[CompleteItem],
-        max_result_bytes: usize,
+        limits: ResultLimits,
     ) -> Result<(Vec<Verdict>, Vec<StatusChange>)> {
         with_retries("complete tasks", || async {
             let mut tx = self.pool.begin().await?;
             let states = lock_states(&mut tx, &complete::task_ids(items)).await?;
-            let (verdicts, plan) = complete::plan(states, items, max_result_bytes);
+            let (verdicts, plan) = complete::plan(states, items, limits);
             apply_plan(&mut tx, &plan).await?;
             tx.commit().await?;
             Ok((verdicts, plan.changes))
@@ -51,40 +50,43 @@ impl DeliveryStore for PgStore {
         .await
     }
 
-    async fn expire_nodes(&self, lease: Duration) -> Result<Vec<String>> {
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        let rows: Vec<(String,)> = sqlx::query_as(
-            "UPDATE nodes SET status = 'lost'
-             WHERE status <> 'lost' AND last_heartbeat < now() - $1::float8 * interval '1 millisecond'
-             RETURNING name",
-        )
-        .bind(lease_ms as f64)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(|(name,)| name).collect())
-    }
-
-    async fn recover_lost_attempts(&self, delivery_limit: u32, limit: u32) -> Result<Vec<StatusChange>> {
-        with_retries("recover lost attempts", || async {
+    async fn expire_nodes(&self, lease: Duration, delivery_limit: u32) -> Result<Expiry> {
+        #[allow(clippy::cast_precision_loss)]
+        let lease_ms = lease.as_millis() as f64;
+        with_retries("expire nodes", || async {
             let mut tx = self.pool.begin().await?;
+            // A node row locked right now belongs to a call in progress: the node is alive, skip it.
+            let nodes: Vec<(String,)> = sqlx::query_as(
+                "UPDATE nodes n SET status = 'lost'
+                 FROM (SELECT name FROM nodes
+                       WHERE kind = 'executor' AND status <> 'lost'
+                         AND last_heartbeat < now() - $1::float8 * interval '1 millisecond'
+                       ORDER BY name FOR UPDATE SKIP LOCKED) AS silent
+                 WHERE n.name = silent.name
+                 RETURNING n.name",
+            )
+            .bind(lease_ms)
+            .fetch_all(&mut *tx)
+            .await?;
+            if nodes.is_empty() {
+                return Ok(Expiry::default());
+            }
+            let nodes: Vec<String> = nodes.into_iter().map(|(name,)| name).collect();
+            // Not SKIP LOCKED: every running task of a lost node must be recovered in this sweep, the
+            // only one for this loss. A task being completed meanwhile is re-checked after its commit.
             let rows: Vec<StateRow> = sqlx::query_as(concat!(
                 "SELECT ",
                 state_columns!(),
-                " FROM tasks WHERE status = 'running'
-                   AND node IN (SELECT name FROM nodes WHERE status = 'lost')
-                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+                " FROM tasks WHERE status = 'running' AND node = ANY($1) ORDER BY id FOR UPDATE"
             ))
-            .bind(i64::from(limit))
+            .bind(&nodes)
             .fetch_all(&mut *tx)
             .await?;
-            if rows.is_empty() {
-                return Ok(Vec::new());
-            }
             let states = rows.into_iter().map(TaskState::try_from).collect::<Result<Vec<_>>>()?;
             let plan = lost::plan(states, delivery_limit);
             apply_plan(&mut tx, &plan).await?;
             tx.commit().await?;
-            Ok(plan.changes)
+            Ok(Expiry { nodes, changes: plan.changes })
         })
         .await
     }
@@ -110,27 +112,12 @@ async fn apply_plan(conn: &mut PgConnection, plan: &Plan) -> Result<()> {
     end_attempts(conn, plan).await?;
     let redispatched: Vec<Uuid> = plan.updates.iter().filter(|u| u.redispatch).map(|u| u.state.id).collect();
     if !redispatched.is_empty() {
-        let rows: Vec<(Uuid, String, serde_json::Value, i32, i16, i32)> = sqlx::query_as(
-            "SELECT id, function, args, timeout_ms, priority, dispatch FROM tasks WHERE id = ANY($1) ORDER BY id",
-        )
-        .bind(&redispatched)
-        .fetch_all(&mut *conn)
-        .await?;
-        let outbox: Vec<NewOutbox> = rows
-            .into_iter()
-            .map(|(id, function, args, timeout_ms, priority, dispatch)| NewOutbox {
-                task_id: id,
-                payload: message::payload(
-                    id,
-                    u32::try_from(dispatch).unwrap_or(0),
-                    &function,
-                    &args,
-                    u32::try_from(timeout_ms).unwrap_or(0),
-                ),
-                routing_key: function,
-                priority,
-            })
-            .collect();
+        let rows: Vec<DispatchRow> =
+            sqlx::query_as(concat!("SELECT ", dispatch_columns!(), " FROM tasks WHERE id = ANY($1) ORDER BY id"))
+                .bind(&redispatched)
+                .fetch_all(&mut *conn)
+                .await?;
+        let outbox: Vec<NewOutbox> = rows.iter().map(DispatchRow::outbox).collect();
         insert_outbox(conn, &outbox).await?;
     }
     Ok(())

@@ -9,6 +9,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::PgStore;
+use crate::dispatch::message;
 use crate::events::StatusChange;
 use crate::store::{OutboxClaim, OutboxRow, OutboxStore, Result};
 use crate::tasks::TaskStatus;
@@ -17,10 +18,50 @@ use crate::tasks::TaskStatus;
 #[derive(Debug, Clone)]
 pub(crate) struct NewOutbox {
     pub task_id: Uuid,
-    /// The function name.
+    /// `<extension>.<runner>.<function>`, plus `.<region>` for a task bound to a region.
     pub routing_key: String,
     pub priority: i16,
     pub payload: Vec<u8>,
+}
+
+/// What a new dispatch of a task needs from its row: the broker message and its routing key.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct DispatchRow {
+    pub id: Uuid,
+    pub function: String,
+    pub args: serde_json::Value,
+    pub timeout_ms: i32,
+    pub priority: i16,
+    /// The new dispatch number.
+    pub dispatch: i32,
+    pub attempt: i32,
+    pub region: Option<String>,
+}
+
+/// The columns of [`DispatchRow`].
+macro_rules! dispatch_columns {
+    () => {
+        "id, function, args, timeout_ms, priority, dispatch, attempt, region"
+    };
+}
+pub(crate) use dispatch_columns;
+
+impl DispatchRow {
+    /// The outbox row of this dispatch: routing key with the task's region, message with its dispatch.
+    pub(crate) fn outbox(&self) -> NewOutbox {
+        NewOutbox {
+            task_id: self.id,
+            payload: message::payload(
+                self.id,
+                u32::try_from(self.dispatch).unwrap_or(0),
+                &self.function,
+                &self.args,
+                u32::try_from(self.timeout_ms).unwrap_or(0),
+            ),
+            routing_key: message::routing_key(&self.function, self.region.as_deref()),
+            priority: self.priority,
+        }
+    }
 }
 
 /// Inserts outbox rows on the task exchange, in the given order.

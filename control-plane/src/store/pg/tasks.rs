@@ -8,12 +8,11 @@ use legion_common::broker::TASK_EXCHANGE;
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::outbox::{NewOutbox, insert_outbox};
+use super::outbox::{DispatchRow, NewOutbox, insert_outbox};
 use super::{PgStore, TaskRow, int, task_columns, with_retries};
 use crate::delivery::AttemptStatus;
-use crate::dispatch::message;
 use crate::events::StatusChange;
-use crate::store::{Attempt, Error, Inserted, NewTask, Result, Task, TaskFilter, TaskStore};
+use crate::store::{Attempt, Error, Inserted, NewTask, Result, Task, TaskFilter, TaskPage, TaskStore};
 use crate::tasks::TaskStatus;
 
 #[async_trait]
@@ -54,9 +53,20 @@ impl TaskStore for PgStore {
         row.map(Task::try_from).transpose()
     }
 
-    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>> {
-        let mut query: QueryBuilder<Postgres> =
-            QueryBuilder::new(concat!("SELECT ", task_columns!(), " FROM tasks WHERE TRUE"));
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<TaskPage> {
+        // The newest `limit + 1` matching rows are sized (JSON text of args and result, plus error);
+        // only those that fit in `max_bytes` (and at least the first) leave the database.
+        let mut query: QueryBuilder<Postgres> = QueryBuilder::new(concat!(
+            "SELECT ",
+            task_columns!(),
+            ", scanned FROM (
+                 SELECT page.*, row_number() OVER w AS n, sum(size) OVER w AS running, count(*) OVER () AS scanned
+                 FROM (SELECT ",
+            task_columns!(),
+            ", octet_length(args::text) + COALESCE(octet_length(result::text), 0)
+                         + COALESCE(octet_length(error), 0) AS size
+                       FROM tasks WHERE TRUE"
+        ));
         if let Some(status) = filter.status {
             query.push(" AND status = ").push_bind(status.as_str());
         }
@@ -72,9 +82,23 @@ impl TaskStore for PgStore {
         if let Some(before) = filter.before {
             query.push(" AND id < ").push_bind(before);
         }
-        query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(filter.limit));
-        let rows: Vec<TaskRow> = query.build_query_as().fetch_all(&self.pool).await?;
-        rows.into_iter().map(Task::try_from).collect()
+        query.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(filter.limit) + 1);
+        query.push(
+            ") AS page
+                 WINDOW w AS (ORDER BY id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+             ) AS sized
+             WHERE n <= ",
+        );
+        query.push_bind(i64::from(filter.limit));
+        if let Some(max_bytes) = filter.max_bytes {
+            query.push(" AND (n = 1 OR running <= ").push_bind(i64::try_from(max_bytes).unwrap_or(i64::MAX)).push(")");
+        }
+        query.push(" ORDER BY id DESC");
+        let rows: Vec<PageRow> = query.build_query_as().fetch_all(&self.pool).await?;
+        let scanned = rows.first().map_or(0, |row| row.scanned);
+        let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) < scanned;
+        let tasks = rows.into_iter().map(|row| Task::try_from(row.task)).collect::<Result<Vec<_>>>()?;
+        Ok(TaskPage { tasks, more })
     }
 
     async fn cancel_task(&self, id: Uuid) -> Result<(Task, Vec<StatusChange>)> {
@@ -130,14 +154,15 @@ impl TaskStore for PgStore {
 
     async fn promote_due(&self, limit: u32) -> Result<Vec<StatusChange>> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(Uuid, String, serde_json::Value, i32, i16, i32, i32)> = sqlx::query_as(
+        // The columns of `DispatchRow`, qualified (`due` has an `id` too).
+        let rows: Vec<DispatchRow> = sqlx::query_as(
             "WITH due AS (
                  SELECT id FROM tasks WHERE status = 'scheduled' AND not_before <= now()
                  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
              )
              UPDATE tasks t SET status = 'pending', dispatch = t.dispatch + 1
              FROM due WHERE t.id = due.id
-             RETURNING t.id, t.function, t.args, t.timeout_ms, t.priority, t.dispatch, t.attempt",
+             RETURNING t.id, t.function, t.args, t.timeout_ms, t.priority, t.dispatch, t.attempt, t.region",
         )
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
@@ -145,20 +170,15 @@ impl TaskStore for PgStore {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let mut outbox = Vec::with_capacity(rows.len());
-        let mut changes = Vec::with_capacity(rows.len());
-        for (id, function, args, timeout_ms, priority, dispatch, attempt) in rows {
-            let dispatch = u32::try_from(dispatch).unwrap_or(0);
-            let timeout_ms = u32::try_from(timeout_ms).unwrap_or(0);
-            outbox.push(NewOutbox {
-                task_id: id,
-                payload: message::payload(id, dispatch, &function, &args, timeout_ms),
-                routing_key: function,
-                priority,
-            });
-            let attempt = u32::try_from(attempt).unwrap_or(0);
-            changes.push(StatusChange { task_id: id, status: TaskStatus::Pending, attempt });
-        }
+        let outbox: Vec<NewOutbox> = rows.iter().map(DispatchRow::outbox).collect();
+        let changes: Vec<StatusChange> = rows
+            .iter()
+            .map(|row| StatusChange {
+                task_id: row.id,
+                status: TaskStatus::Pending,
+                attempt: u32::try_from(row.attempt).unwrap_or(0),
+            })
+            .collect();
         insert_outbox(&mut tx, &outbox).await?;
         tx.commit().await?;
         Ok(changes)
@@ -190,9 +210,9 @@ impl PgStore {
         let inserted: Vec<(Uuid, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
             "WITH input AS (
                  SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::int[], $6::int[],
-                                      $7::int8[], $8::text[], $9::text[], $10::bytea[])
+                                      $7::int8[], $8::text[], $9::text[], $10::bytea[], $12::text[])
                      WITH ORDINALITY AS u(id, function, args, priority, max_attempts, timeout_ms, delay_ms,
-                                          idempotency_key, region, payload, n)
+                                          idempotency_key, region, payload, routing_key, n)
              ),
              ins AS (
                  INSERT INTO tasks (id, function, status, args, priority, max_attempts, timeout_ms, dispatch,
@@ -207,7 +227,7 @@ impl PgStore {
              ),
              queued AS (
                  INSERT INTO outbox (task_id, exchange, routing_key, priority, payload)
-                 SELECT input.id, $11, input.function, input.priority, input.payload
+                 SELECT input.id, $11, input.routing_key, input.priority, input.payload
                  FROM input JOIN ins ON ins.id = input.id
                  WHERE input.delay_ms = 0
                  ORDER BY input.id
@@ -225,6 +245,7 @@ impl PgStore {
         .bind(&columns.regions)
         .bind(&columns.payloads)
         .bind(TASK_EXCHANGE)
+        .bind(&columns.routing_keys)
         .fetch_all(&mut *tx)
         .await?;
         let created: HashMap<Uuid, (DateTime<Utc>, Option<DateTime<Utc>>)> =
@@ -276,6 +297,7 @@ struct InsertColumns {
     keys: Vec<Option<String>>,
     regions: Vec<Option<String>>,
     payloads: Vec<Vec<u8>>,
+    routing_keys: Vec<String>,
 }
 
 impl InsertColumns {
@@ -290,6 +312,7 @@ impl InsertColumns {
         self.keys.push(task.idempotency_key.clone());
         self.regions.push(task.region.clone());
         self.payloads.push(task.payload.clone());
+        self.routing_keys.push(task.routing_key.clone());
     }
 }
 
@@ -322,6 +345,14 @@ fn new_task(task: &NewTask, created_at: DateTime<Utc>, not_before: Option<DateTi
         started_at: None,
         finished_at: None,
     }
+}
+
+/// A row of a task list page: the task and how many rows the page query looked at.
+#[derive(Debug, sqlx::FromRow)]
+struct PageRow {
+    #[sqlx(flatten)]
+    task: TaskRow,
+    scanned: i64,
 }
 
 #[derive(Debug, sqlx::FromRow)]
