@@ -443,7 +443,7 @@ impl Settings {
                 return invalid(key, "must be at least 1");
             }
         }
-        if l.max_json_depth == 0 || l.max_json_depth > 32 {
+        if l.max_json_depth == 0 || l.max_json_depth > MAX_JSON_DEPTH_CEILING {
             return invalid("limits.max_json_depth", "must be 1 to 32 (protobuf decoders refuse deeper values)");
         }
         if l.default_timeout_ms == 0 || l.default_timeout_ms > l.max_timeout_ms {
@@ -626,6 +626,11 @@ pub fn redact_url(s: &str) -> Option<String> {
     let (user, _password) = userinfo.split_once(':')?;
     Some(format!("{scheme}://{user}:[REDACTED]@{host}"))
 }
+
+/// The deepest JSON nesting any Legion API carries: protobuf decoders stop at 100 nested messages, and
+/// one JSON level is three (`Value`, `Struct` or `ListValue`, map entry). `limits.max_json_depth` is at
+/// most this.
+pub const MAX_JSON_DEPTH_CEILING: usize = 32;
 
 /// The nesting depth of a JSON value: 0 for a scalar, 1 for `{"a":1}` or `[1]`, and so on.
 pub fn json_depth(value: &serde_json::Value) -> usize {

@@ -4,6 +4,7 @@
 //! The control plane validates every value again (ranges, limits, the catalog); the gateway only
 //! checks what it must to build a well-formed gRPC request, so the rules live in one place.
 
+use legion_common::settings::MAX_JSON_DEPTH_CEILING;
 use legion_proto::v1;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -77,7 +78,20 @@ impl SubmitTask {
         if !object.contains_key("function") {
             return Err(Problem::invalid("function", "required"));
         }
-        serde_path_to_error::deserialize(&value).map_err(|e| Problem::invalid(&e.path().to_string(), e.inner()))
+        let submit: Self =
+            serde_path_to_error::deserialize(&value).map_err(|e| Problem::invalid(&e.path().to_string(), e.inner()))?;
+        // Deeper values cannot cross the gRPC hop to the control plane (protobuf's recursion limit), so
+        // they are refused here by name; the control plane applies its own `limits.max_json_depth`.
+        if let Some(args) = &submit.args {
+            let depth = legion_common::settings::json_depth(args);
+            if depth > MAX_JSON_DEPTH_CEILING {
+                return Err(Problem::invalid(
+                    "args",
+                    format!("nested {depth} levels deep, more than {MAX_JSON_DEPTH_CEILING} (limits.max_json_depth)"),
+                ));
+            }
+        }
+        Ok(submit)
     }
 
     /// The gRPC request. Absent or null `args` become `{}`.

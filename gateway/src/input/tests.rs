@@ -140,3 +140,13 @@ fn json_content_types_are_recognized() {
         assert!(!is_json_content_type(bad), "{bad:?}");
     }
 }
+
+#[test]
+fn args_deeper_than_protobuf_carries_are_refused_by_name() {
+    let nest = |depth: usize| format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+    let ok = format!(r#"{{"function":"core.util.echo","args":{}}}"#, nest(32));
+    SubmitTask::parse(ok.as_bytes()).expect("32 levels are carried");
+    let deep = format!(r#"{{"function":"core.util.echo","args":{}}}"#, nest(33));
+    let detail = detail(SubmitTask::parse(deep.as_bytes()));
+    assert!(detail.starts_with("args: nested 33 levels deep"), "{detail}");
+}
