@@ -27,6 +27,9 @@ pub enum Error {
     /// The TLS material could not be loaded.
     #[error(transparent)]
     Tls(#[from] legion_common::tls::Error),
+    /// The TLS material was read but the client config could not be built from it.
+    #[error("tls.cert, tls.key: cannot build the TLS client config: {0}")]
+    TlsConfig(String),
     /// The control plane refused the registration for good (e.g. the name does not match the
     /// certificate).
     #[error("the control plane refused to register node {name}: {status}")]
@@ -89,12 +92,13 @@ impl GrpcControlPlane {
     /// A client of `url` (`https://host:port`). Does not connect until the first call.
     ///
     /// # Errors
-    /// [`Error::Url`] for a malformed URL, [`Error::Tls`] when the PEM files cannot be read.
+    /// [`Error::Url`] for a malformed URL, [`Error::Tls`] when the PEM files cannot be read,
+    /// [`Error::TlsConfig`] when they cannot be used.
     pub fn connect_lazy(url: &str, tls: &TlsSettings) -> Result<Self, Error> {
         let endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|e| Error::Url(e.to_string()))?
             .tls_config(legion_common::tls::client_config(tls)?)
-            .map_err(|e| Error::Url(e.to_string()))?
+            .map_err(|e| Error::TlsConfig(error_chain(&e)))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .tcp_nodelay(true)
@@ -128,8 +132,70 @@ fn is_credential_error(status: &Status) -> bool {
     matches!(status.code(), Code::PermissionDenied | Code::Unauthenticated)
 }
 
+/// Consecutive transport failures of the registration after which each retry log carries a hint
+/// (see [`transport_hint`]).
+pub const HINT_AFTER: u32 = 3;
+
+/// An error's message followed by its sources, joined with `": "` (each source once), so that the
+/// cause of a `transport error` is visible.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    chain_from(error.to_string(), error.source())
+}
+
+/// A status's message followed by its sources, as [`error_chain`].
+pub fn status_chain(status: &Status) -> String {
+    chain_from(status.message().to_owned(), std::error::Error::source(status))
+}
+
+fn chain_from(mut message: String, first: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut source = first;
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    message
+}
+
+/// What an operator should check when calls keep failing with `status` before reaching the control
+/// plane's service (a transport error), judged from the code and the error chain:
+/// - the TLS handshake or the first exchange fails (`UNKNOWN` or `CANCELLED` with a "transport error",
+///   e.g. the connection closed right after the handshake, or a chain naming a certificate, an alert
+///   or a handshake): the control plane may refuse this node's certificate (signed
+///   by another CA than the control plane's `tls.ca`, expired, or not a client certificate), or this
+///   node may refuse the control plane's (not signed by this node's `tls.ca`);
+/// - the connection is refused or times out: the control plane is down or `control_plane.url` is wrong.
+///
+/// `None` for answers of the service itself.
+pub fn transport_hint(status: &Status) -> Option<&'static str> {
+    let chain = status_chain(status).to_ascii_lowercase();
+    let tls = ["certificate", "alert", "handshake", "tls", "unknownissuer", "unknownca", "badcertificate"]
+        .iter()
+        .any(|word| chain.contains(word));
+    match status.code() {
+        Code::Unknown | Code::Unavailable | Code::Cancelled if tls => Some(
+            "the TLS exchange with the control plane fails: the control plane may refuse this node's certificate \
+             (tls.cert signed by another CA than the control plane's tls.ca, expired, or not a client certificate), \
+             or tls.ca here may not be the CA of the control plane's certificate",
+        ),
+        Code::Unknown | Code::Cancelled if chain.contains("transport error") => Some(
+            "the connection to the control plane fails after it was opened: the control plane may refuse this \
+             node's certificate (e.g. signed by another CA than its tls.ca) or close the connection",
+        ),
+        Code::Unavailable | Code::DeadlineExceeded => {
+            Some("the control plane does not answer: check that it runs and that control_plane.url points to it")
+        }
+        _ => None,
+    }
+}
+
 /// Registers the node, retrying transient failures with capped backoff (100 ms to 5 s) until the
-/// control plane answers. Returns `None` when `shutdown` is cancelled first.
+/// control plane answers. Returns `None` when `shutdown` is cancelled first. Each retry is logged with
+/// the error chain; after [`HINT_AFTER`] consecutive transport failures the log carries a hint
+/// ([`transport_hint`]), e.g. that the control plane may refuse this node's certificate.
 ///
 /// # Errors
 /// [`Error::Refused`] when the control plane refuses the registration itself (`INVALID_ARGUMENT`,
@@ -141,6 +207,7 @@ pub async fn register(
     shutdown: &CancellationToken,
 ) -> Result<Option<RegisterNodeResponse>, Error> {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut transport_failures = 0u32;
     loop {
         let answer = tokio::select! {
             answer = control_plane.register(request.clone()) => answer,
@@ -150,10 +217,19 @@ pub async fn register(
             Ok(response) => return Ok(Some(response)),
             Err(status) if is_transient(&status) && !is_credential_error(&status) => {
                 let delay = backoff.next_delay();
-                tracing::warn!(
-                    node = %request.name, code = ?status.code(), error = %status.message(),
-                    retry_in_ms = delay.as_millis(), "control plane not answering registration, retrying"
-                );
+                let hint = transport_hint(&status);
+                transport_failures = if hint.is_some() { transport_failures.saturating_add(1) } else { 0 };
+                let error = status_chain(&status);
+                match hint.filter(|_| transport_failures >= HINT_AFTER) {
+                    Some(hint) => tracing::warn!(
+                        node = %request.name, code = ?status.code(), %error, failures = transport_failures, hint,
+                        retry_in_ms = delay.as_millis(), "control plane not answering registration, retrying"
+                    ),
+                    None => tracing::warn!(
+                        node = %request.name, code = ?status.code(), %error,
+                        retry_in_ms = delay.as_millis(), "control plane not answering registration, retrying"
+                    ),
+                }
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = shutdown.cancelled() => return Ok(None),
@@ -236,6 +312,69 @@ mod tests {
             stop.cancel();
         });
         assert!(register(&cp, &request(), &shutdown).await.expect("no error").is_none());
+    }
+
+    #[test]
+    fn hints_follow_the_kind_of_transport_failure() {
+        let refused = Status::unavailable("tcp connect error: Connection refused (os error 111)");
+        assert!(transport_hint(&refused).is_some_and(|h| h.contains("control_plane.url")));
+        let tls = Status::unavailable("invalid peer certificate: UnknownIssuer");
+        assert!(transport_hint(&tls).is_some_and(|h| h.contains("certificate")));
+        let closed = Status::unknown("transport error");
+        assert!(transport_hint(&closed).is_some_and(|h| h.contains("certificate")));
+        let cancelled = Status::cancelled("operation was canceled: transport error: connection closed");
+        assert!(transport_hint(&cancelled).is_some_and(|h| h.contains("certificate")));
+        let alert = Status::unknown("transport error: connection error: received fatal alert: DecryptError");
+        assert!(transport_hint(&alert).is_some_and(|h| h.contains("refuse this node's certificate")));
+        assert_eq!(transport_hint(&Status::cancelled("request dropped")), None);
+        for answered in [Status::invalid_argument("x"), Status::internal("database"), Status::not_found("node")] {
+            assert_eq!(transport_hint(&answered), None, "{answered}");
+        }
+    }
+
+    /// Regression: an executor whose certificate the control plane refuses (signed by another CA)
+    /// logged only "code=Unknown transport error". Against a real TLS server: the failure is a
+    /// transport error whose hint names the certificate.
+    #[tokio::test]
+    async fn a_certificate_the_server_refuses_gets_a_certificate_hint() {
+        legion_common::install_crypto_provider();
+        let ours = tempfile::tempdir().expect("tempdir");
+        let other = tempfile::tempdir().expect("tempdir");
+        legion_common::tls::write_dev_certs(ours.path(), "exec-1").expect("certs");
+        legion_common::tls::write_dev_certs(other.path(), "exec-1").expect("other CA");
+        let server_tls = TlsSettings {
+            ca: Some(ours.path().join("ca.pem")),
+            cert: Some(ours.path().join("control-plane.pem")),
+            key: Some(ours.path().join("control-plane-key.pem")),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let server = tonic::transport::Server::builder()
+            .tls_config(legion_common::tls::server_config(&server_tls).expect("server tls"))
+            .expect("tls config")
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        let server = tokio::spawn(server);
+        let url = format!("https://localhost:{port}");
+        let client = |dir: &std::path::Path| {
+            let tls = TlsSettings {
+                ca: Some(ours.path().join("ca.pem")),
+                cert: Some(dir.join("executor.pem")),
+                key: Some(dir.join("executor-key.pem")),
+            };
+            GrpcControlPlane::connect_lazy(&url, &tls).expect("client")
+        };
+        // A certificate of the server's CA gets through TLS (this server has no executor service).
+        let through = client(ours.path()).register(request()).await.expect_err("service not served");
+        assert_eq!(through.code(), Code::Unimplemented, "{through}");
+        assert_eq!(transport_hint(&through), None);
+        // A certificate of another CA is refused in the TLS exchange.
+        let refused = client(other.path()).register(request()).await.expect_err("certificate refused");
+        assert!(is_transient(&refused), "{refused}");
+        let hint = transport_hint(&refused).unwrap_or_else(|| panic!("no hint for {}", status_chain(&refused)));
+        assert!(hint.contains("refuse this node's certificate"), "{hint}");
+        server.abort();
     }
 
     #[tokio::test]

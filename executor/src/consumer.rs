@@ -1,19 +1,26 @@
 //! The broker side: one connection and ONE channel with `basic_qos(concurrency, global: true)`, one
-//! consumer per loaded extension queue on it, and a delivery task per message (see
-//! [`crate::handler`]).
+//! consumer per queue on it, and a delivery task per message (see [`crate::handler`]).
 //!
-//! RabbitMQ shares a global prefetch across all consumers of the channel, so unacked deliveries, which
-//! are the attempts in flight, never exceed `executor.concurrency`, and the broker's priority queues
-//! decide which message comes next: a priority-9 task overtakes a backlog.
+//! Queues: for every loaded extension, its region-free queue `legion.ext.<ext>` and the queue of this
+//! executor's region `legion.ext.<ext>.<executor.region>` (tasks submitted for that region), each
+//! declared before it is consumed. RabbitMQ shares a global prefetch across all consumers of the
+//! channel, so unacked deliveries, which are the attempts in flight, never exceed
+//! `executor.concurrency` whatever the number of queues, and the broker's priority queues decide which
+//! message comes next: a priority-9 task overtakes a backlog.
 //!
-//! Extensions the operator disabled are not consumed; their consumer is cancelled when they become
-//! disabled and started again when enabled. After a connection loss the consumer reconnects with
-//! capped backoff (200 ms to 10 s; reset by a session that lasted 30 s); runners of the old
-//! connection finish and report, but their deliveries can no longer be acked, which is fine: the
-//! broker redelivers them and the control plane fences the redelivery. On stop, consumers are
-//! cancelled and deliveries still buffered are requeued.
+//! Extensions the operator disabled are not consumed; their consumers are cancelled when they become
+//! disabled and started again when enabled. A consumer the broker cancels (its queue was deleted, for
+//! instance) is noticed by the end of its stream without our own cancel: its extension is reported
+//! `stopped` (so the node is not ready), and the queue is declared and consumed again after a capped
+//! backoff (200 ms to 10 s, reset by a consumer that lasted 30 s), then the extension is `running`
+//! again. After a connection loss the consumer reconnects with capped backoff (200 ms to 10 s; reset by
+//! a session that lasted 30 s); runners of the old connection finish and report, but their deliveries
+//! can no longer be acked: the broker redelivers them, and a redelivery that reaches this executor
+//! while its attempt still runs is attached to that attempt (see [`crate::deliveries`]); elsewhere the
+//! control plane fences it. On stop, consumers are cancelled and deliveries still buffered are
+//! requeued.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +39,10 @@ use tokio_util::task::TaskTracker;
 use crate::backoff::Backoff;
 use crate::handler::{Handler, Settlement};
 use crate::state::NodeState;
+
+mod subscriptions;
+
+use subscriptions::{Queue, Status, Subscriptions};
 
 /// Broker failures while setting up a session.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +70,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// Whether both the connection and the channel are open.
+    pub fn connected(&self) -> bool {
+        self.connection.status().connected() && self.channel.status().connected()
+    }
+
     /// Closes the channel (the broker requeues anything still unacked) and the connection.
     pub async fn close(self) {
         if let Err(e) = self.channel.close(200, "executor stopping".into()).await {
@@ -86,6 +102,8 @@ pub struct Options {
     pub prefetch: u16,
     /// The loaded extensions, whose queues are declared and consumed.
     pub extensions: Vec<String>,
+    /// `executor.region`: the region queue of each extension is consumed too.
+    pub region: String,
 }
 
 /// The consumer of every loaded extension's queue.
@@ -94,6 +112,7 @@ pub struct Consumer {
     node: String,
     prefetch: u16,
     extensions: Vec<String>,
+    region: String,
     handler: Arc<Handler>,
     state: Arc<NodeState>,
     disabled: watch::Receiver<BTreeSet<String>>,
@@ -110,8 +129,8 @@ impl Consumer {
         disabled: watch::Receiver<BTreeSet<String>>,
         tracker: TaskTracker,
     ) -> Self {
-        let Options { transport, node, prefetch, extensions } = options;
-        Self { transport, node, prefetch, extensions, handler, state, disabled, tracker }
+        let Options { transport, node, prefetch, extensions, region } = options;
+        Self { transport, node, prefetch, extensions, region, handler, state, disabled, tracker }
     }
 
     /// Consumes until `stop` is cancelled, reconnecting after connection loss. Returns the open
@@ -165,37 +184,35 @@ impl Consumer {
             .map_err(|e| Error::Connect(format!("{e:#}")))?;
         let channel = connection.create_channel().await?;
         broker::declare_topology(&channel).await?;
-        for extension in &self.extensions {
-            broker::declare_extension_queue(&channel, extension).await?;
-        }
         channel.basic_qos(self.prefetch, BasicQosOptions { global: true }).await?;
-        tracing::info!(prefetch = self.prefetch, extensions = ?self.extensions, "connected to the broker");
+        tracing::info!(
+            prefetch = self.prefetch, extensions = ?self.extensions, region = %self.region,
+            "connected to the broker"
+        );
         Ok(Session { connection, channel })
     }
 
     async fn serve(&mut self, session: &Session, stop: &CancellationToken) -> Ended {
-        let (lost_tx, mut lost_rx) = mpsc::channel::<String>(self.extensions.len() + 1);
+        let (events_tx, mut events) = mpsc::unbounded_channel::<StreamEvent>();
         let mut streams = JoinSet::new();
-        let mut tags: HashMap<String, String> = HashMap::new();
+        let mut subs = Subscriptions::new(&self.extensions, &self.region);
         let mut disabled = self.disabled.borrow_and_update().clone();
         for extension in self.extensions.clone() {
             if disabled.contains(&extension) {
                 self.state.set_extension(&extension, ExtensionState::Disabled);
                 continue;
             }
-            match self.consume(session, &extension, &mut streams, &lost_tx).await {
-                Ok(tag) => {
-                    tags.insert(extension, tag);
-                }
-                Err(e) => return Ended::Lost(e.to_string()),
+            if let Err(e) = self.consume_extension(session, &extension, &mut subs, &mut streams, &events_tx).await {
+                return Ended::Lost(e.to_string());
             }
         }
         let mut check = tokio::time::interval(STATUS_CHECK);
         loop {
+            let next_due = subs.next_due();
             tokio::select! {
                 () = stop.cancelled() => {
-                    for (extension, tag) in tags.drain() {
-                        cancel(session, &extension, &tag).await;
+                    for (queue, tag) in subs.consumers() {
+                        cancel(session, &queue, &tag).await;
                     }
                     // Buffered deliveries reach their stream loop, which requeues them while draining.
                     let drained = tokio::time::timeout(CANCEL_DRAIN, async {
@@ -211,26 +228,36 @@ impl Consumer {
                     for extension in self.extensions.clone() {
                         let (was, is) = (disabled.contains(&extension), now.contains(&extension));
                         if !was && is {
-                            if let Some(tag) = tags.remove(&extension) {
-                                cancel(session, &extension, &tag).await;
+                            for (queue, tag) in subs.turn_off(&extension) {
+                                cancel(session, &queue, &tag).await;
                             }
                             self.state.set_extension(&extension, ExtensionState::Disabled);
-                            tracing::info!(%extension, "extension disabled, stopped consuming its queue");
+                            tracing::info!(%extension, "extension disabled, stopped consuming its queues");
                         } else if was && !is {
-                            match self.consume(session, &extension, &mut streams, &lost_tx).await {
-                                Ok(tag) => {
-                                    tags.insert(extension.clone(), tag);
-                                    tracing::info!(%extension, "extension enabled, consuming its queue again");
-                                }
-                                Err(e) => return Ended::Lost(e.to_string()),
+                            if let Err(e) =
+                                self.consume_extension(session, &extension, &mut subs, &mut streams, &events_tx).await
+                            {
+                                return Ended::Lost(e.to_string());
                             }
+                            tracing::info!(%extension, "extension enabled, consuming its queues again");
                         }
                     }
                     disabled = now;
                 }
-                Some(reason) = lost_rx.recv() => return Ended::Lost(reason),
+                Some(event) = events.recv() => {
+                    if let Err(reason) = self.on_stream_end(session, &mut subs, event) {
+                        return Ended::Lost(reason);
+                    }
+                }
+                () = sleep_until(next_due) => {
+                    for queue in subs.due(tokio::time::Instant::now()) {
+                        if let Err(e) = self.resubscribe(session, &queue, &mut subs, &mut streams, &events_tx).await {
+                            return Ended::Lost(e);
+                        }
+                    }
+                }
                 _ = check.tick() => {
-                    if !session.connection.status().connected() || !session.channel.status().connected() {
+                    if !session.connected() {
                         return Ended::Lost("connection or channel closed".into());
                     }
                 }
@@ -238,34 +265,111 @@ impl Consumer {
         }
     }
 
-    /// Starts consuming `extension`'s queue; returns the consumer tag.
-    async fn consume(
+    /// Handles the end of a consumer stream.
+    ///
+    /// # Errors
+    /// The reason, when the session is lost (the stream failed, or ended with its channel).
+    fn on_stream_end(&self, session: &Session, subs: &mut Subscriptions, event: StreamEvent) -> Result<(), String> {
+        let StreamEvent { queue, tag, error } = event;
+        let now = tokio::time::Instant::now();
+        if let Some(error) = error {
+            return Err(format!("consumer of {queue}: {error}"));
+        }
+        if !subs.consumer_ended(&queue, &tag, now) {
+            return Ok(()); // cancelled by us, or an old consumer of the queue
+        }
+        if !session.connected() {
+            return Err(format!("consumer of {queue} ended with its channel"));
+        }
+        let Some(q) = subs.queue(&queue) else { return Ok(()) };
+        let delay = subs.status(&queue).and_then(|s| match s {
+            Status::Waiting { due } => Some(due.saturating_duration_since(now)),
+            _ => None,
+        });
+        self.state.set_extension(&q.extension, subs.extension_state(&q.extension));
+        tracing::warn!(
+            extension = %q.extension, %queue, consumer_tag = %tag, retry_in_ms = delay.unwrap_or_default().as_millis(),
+            "the broker cancelled the consumer (queue deleted?), consuming the queue again after a delay"
+        );
+        Ok(())
+    }
+
+    /// Declares and consumes a queue whose consumer the broker cancelled; on failure, schedules the
+    /// next try. Returns the reason when the session is lost.
+    async fn resubscribe(
+        &self,
+        session: &Session,
+        queue: &Queue,
+        subs: &mut Subscriptions,
+        streams: &mut JoinSet<()>,
+        events: &mpsc::UnboundedSender<StreamEvent>,
+    ) -> Result<(), String> {
+        match self.subscribe(session, queue, streams, events).await {
+            Ok(tag) => {
+                subs.consuming(&queue.name, tag, tokio::time::Instant::now());
+                self.state.set_extension(&queue.extension, subs.extension_state(&queue.extension));
+                tracing::info!(extension = %queue.extension, queue = %queue.name, "consuming the queue again");
+                Ok(())
+            }
+            Err(e) if session.connected() => {
+                let delay = subs.retry_later(&queue.name, tokio::time::Instant::now());
+                tracing::warn!(
+                    extension = %queue.extension, queue = %queue.name, error = %e, retry_in_ms = delay.as_millis(),
+                    "consuming the queue again failed, retrying"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Starts consuming every queue of `extension` and reports it `running`.
+    async fn consume_extension(
         &self,
         session: &Session,
         extension: &str,
+        subs: &mut Subscriptions,
         streams: &mut JoinSet<()>,
-        lost: &mpsc::Sender<String>,
+        events: &mpsc::UnboundedSender<StreamEvent>,
+    ) -> Result<(), Error> {
+        for queue in subs.queues_of(extension) {
+            let tag = self.subscribe(session, &queue, streams, events).await?;
+            subs.consuming(&queue.name, tag, tokio::time::Instant::now());
+        }
+        self.state.set_extension(extension, subs.extension_state(extension));
+        Ok(())
+    }
+
+    /// Declares `queue` (it may have been deleted) and consumes it; returns the consumer tag. Each
+    /// delivery is handled in its own task; the end of the stream is sent to `events`.
+    async fn subscribe(
+        &self,
+        session: &Session,
+        queue: &Queue,
+        streams: &mut JoinSet<()>,
+        events: &mpsc::UnboundedSender<StreamEvent>,
     ) -> Result<String, Error> {
+        broker::declare_extension_queue(&session.channel, &queue.extension, queue.region.as_deref()).await?;
         let short = uuid::Uuid::new_v4().simple().to_string();
-        let tag = format!("{}.{extension}.{}", self.node, &short[..8]);
-        let queue = broker::extension_queue(extension);
+        let tag = format!("{}.{}.{}", self.node, queue.name.trim_start_matches("legion.ext."), &short[..8]);
         let mut consumer = session
             .channel
             .basic_consume(
-                queue.as_str().into(),
+                queue.name.as_str().into(),
                 tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await?;
-        self.state.set_extension(extension, ExtensionState::Running);
-        tracing::info!(%extension, %queue, consumer_tag = %tag, "consuming");
+        tracing::info!(extension = %queue.extension, queue = %queue.name, consumer_tag = %tag, "consuming");
         let handler = self.handler.clone();
         let state = self.state.clone();
         let tracker = self.tracker.clone();
-        let lost = lost.clone();
-        let extension: Arc<str> = Arc::from(extension);
+        let events = events.clone();
+        let extension: Arc<str> = Arc::from(queue.extension.as_str());
+        let (queue_name, stream_tag) = (queue.name.clone(), tag.clone());
         streams.spawn(async move {
+            let mut error = None;
             while let Some(next) = consumer.next().await {
                 match next {
                     Ok(delivery) if state.draining() => {
@@ -275,18 +379,36 @@ impl Consumer {
                         tracker.spawn(handler.clone().handle(delivery, extension.clone()));
                     }
                     Err(e) => {
-                        let _ = lost.send(format!("consumer of {extension}: {e}")).await;
-                        return;
+                        error = Some(e.to_string());
+                        break;
                     }
                 }
             }
+            let _ = events.send(StreamEvent { queue: queue_name, tag: stream_tag, error });
         });
         Ok(tag)
     }
 }
 
-async fn cancel(session: &Session, extension: &str, tag: &str) {
+/// The end of a consumer stream: the broker cancelled it or we did (`error` none), or the channel
+/// failed.
+#[derive(Debug)]
+struct StreamEvent {
+    queue: String,
+    tag: String,
+    error: Option<String>,
+}
+
+/// Sleeps until `deadline`; never resolves for `None`.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn cancel(session: &Session, queue: &str, tag: &str) {
     if let Err(e) = session.channel.basic_cancel(tag.into(), BasicCancelOptions::default()).await {
-        tracing::warn!(%extension, consumer_tag = %tag, error = %e, "cancelling consumer failed");
+        tracing::warn!(%queue, consumer_tag = %tag, error = %e, "cancelling consumer failed");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use legion_proto::v1::{
     CompleteTaskRequest, CompleteTaskResponse, Completion, CompletionAck, HeartbeatRequest, HeartbeatResponse,
-    RegisterNodeRequest, RegisterNodeResponse, StartDecision, StartItem, StartResult, StartTaskRequest,
+    RegisterNodeRequest, RegisterNodeResponse, RunningAttempt, StartDecision, StartItem, StartResult, StartTaskRequest,
     StartTaskResponse, completion,
 };
 use tonic::Status;
@@ -32,8 +32,8 @@ pub struct Fake {
     pub stale: Mutex<HashSet<String>>,
     /// Refuse (INVALID_ARGUMENT) completions that carry a result.
     pub refuse_results: Mutex<bool>,
-    /// Task ids to abort in the next heartbeat answer.
-    pub abort: Mutex<Vec<String>>,
+    /// Attempts to abort in the next heartbeat answer.
+    pub abort: Mutex<Vec<RunningAttempt>>,
     /// Disabled extensions, answered in every heartbeat.
     pub disabled: Mutex<Vec<String>>,
     attempts: Mutex<HashMap<String, u32>>,
@@ -76,7 +76,7 @@ impl ControlPlane for Fake {
     async fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatResponse, Status> {
         lock(&self.heartbeats).push(request);
         Ok(HeartbeatResponse {
-            abort_task_ids: std::mem::take(&mut *lock(&self.abort)),
+            abort: std::mem::take(&mut *lock(&self.abort)),
             disabled_extensions: lock(&self.disabled).clone(),
         })
     }

@@ -3,6 +3,11 @@
 //! run it in the pool, report `CompleteTask`, and ack only once the completion was answered (accepted
 //! or stale).
 //!
+//! A delivery of a message whose `(task_id, dispatch)` is already in flight here (typically the
+//! broker's redelivery after the connection dropped while the attempt kept running) neither starts nor
+//! runs: it is attached to the attempt in flight and settled like it, so that the redelivery is acked
+//! once that attempt's completion is answered. The rule and its races are in [`crate::deliveries`].
+//!
 //! Settlements:
 //! - malformed message → reject without requeue, so the broker dead-letters it;
 //! - a start or completion the control plane refuses (not a transient error, which the reporter
@@ -21,6 +26,7 @@ use legion_common::broker::TaskMessage;
 use legion_proto::v1::{Completion, FailureKind, StartDecision, StartItem, completion};
 use tokio_util::sync::CancellationToken;
 
+use crate::deliveries::{Claim, Deliveries};
 use crate::extensions::Registry;
 use crate::metrics::{Metrics, label};
 use crate::pool::{Job, Outcome, Pool};
@@ -51,6 +57,7 @@ pub struct Handler {
     metrics: Metrics,
     default_timeout: Duration,
     hard_stop: CancellationToken,
+    deliveries: Deliveries<Settlement>,
 }
 
 /// Decrements the in-flight gauge when an attempt leaves the pool, however it leaves.
@@ -74,7 +81,7 @@ impl Handler {
         default_timeout: Duration,
         hard_stop: CancellationToken,
     ) -> Self {
-        Self { registry, pool, reporter, metrics, default_timeout, hard_stop }
+        Self { registry, pool, reporter, metrics, default_timeout, hard_stop, deliveries: Deliveries::default() }
     }
 
     /// Processes one delivery and settles it with the broker.
@@ -111,7 +118,9 @@ impl Handler {
         }
     }
 
-    /// Decodes, starts, runs and completes one message body; returns how to settle it.
+    /// Decodes, starts, runs and completes one message body; returns how to settle it. A body whose
+    /// `(task_id, dispatch)` is already in flight here is not started again: it waits for the delivery
+    /// in flight and returns its settlement (see [`crate::deliveries`]).
     pub async fn process(&self, body: &[u8], redelivered: bool) -> Settlement {
         let message: TaskMessage = match serde_json::from_slice(body) {
             Ok(m) => m,
@@ -121,6 +130,37 @@ impl Handler {
                 return Settlement::DeadLetter;
             }
         };
+        loop {
+            match self.deliveries.claim((message.task_id, message.dispatch)) {
+                Claim::Owner(owner) => {
+                    let settlement = self.start_and_run(&message, redelivered).await;
+                    let attached = owner.finish(settlement);
+                    if attached > 0 {
+                        tracing::info!(
+                            task_id = %message.task_id, dispatch = message.dispatch, attached, ?settlement,
+                            "settling the deliveries attached to the attempt"
+                        );
+                    }
+                    return settlement;
+                }
+                Claim::Attached(settled) => {
+                    self.metrics.attached.inc();
+                    tracing::info!(
+                        task_id = %message.task_id, dispatch = message.dispatch, redelivered,
+                        "task already in flight on this executor, attaching the delivery to it instead of running it again"
+                    );
+                    match settled.await {
+                        Ok(settlement) => return settlement,
+                        // The owner ended without a settlement: go through StartTask ourselves.
+                        Err(_) => continue,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts, runs and completes a decoded message; returns how to settle it.
+    async fn start_and_run(&self, message: &TaskMessage, redelivered: bool) -> Settlement {
         let task_id = message.task_id.to_string();
         let item = StartItem { task_id: task_id.clone(), dispatch: message.dispatch, redelivered };
         let start = tokio::select! {
@@ -147,7 +187,7 @@ impl Handler {
             },
             Err(e) => return self.refused("start", &task_id, &e),
         };
-        let outcome = self.run(&message, attempt).await;
+        let outcome = self.run(message, attempt).await;
         let Some((outcome, duration)) = outcome else { return Settlement::Requeue };
         self.metrics.runs.get_or_create(&label("outcome", outcome.label())).inc();
         self.metrics.run_duration.observe(duration.as_secs_f64());

@@ -1,4 +1,4 @@
-use legion_common::settings::{ExecutorSettings, Limits};
+use legion_common::Settings;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -8,7 +8,7 @@ use crate::fake::Fake;
 
 fn handler(fake: Arc<Fake>) -> (Handler, CancellationToken) {
     legion_common::install_crypto_provider();
-    let registry = Arc::new(Registry::load(&ExecutorSettings::default(), &Limits::default()).expect("registry"));
+    let registry = Arc::new(Registry::load(&Settings::default()).expect("registry"));
     let metrics = Metrics::default();
     let cp: Arc<dyn ControlPlane> = fake;
     let reporter = Reporter::spawn(cp, reporter::Options::default(), metrics.clone());
@@ -128,4 +128,99 @@ async fn zero_timeouts_get_the_default() {
     let (id, body) = message("core.util.sleep", json!({"ms": 20}), 0);
     assert_eq!(h.process(&body, false).await, Settlement::Ack);
     assert_eq!(fake.result(&id), Some(json!({"slept_ms": 20})));
+}
+
+fn encode(task_id: Uuid, dispatch: u32, function: &str, args: serde_json::Value, timeout_ms: u32) -> Vec<u8> {
+    let m = TaskMessage { task_id, dispatch, function: function.into(), args, timeout_ms };
+    serde_json::to_vec(&m).expect("encode")
+}
+
+fn spawn_process(h: &Arc<Handler>, body: &[u8], redelivered: bool) -> tokio::task::JoinHandle<Settlement> {
+    let (h, body) = (h.clone(), body.to_vec());
+    tokio::spawn(async move { h.process(&body, redelivered).await })
+}
+
+async fn wait_running(h: &Handler) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while h.pool.running().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the attempt never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn completions_of(fake: &Fake, id: &str) -> usize {
+    fake.completions.lock().expect("lock").iter().filter(|c| c.task_id == id).count()
+}
+
+/// Regression (operator repro): the broker connection dropped while a task ran; its message was
+/// redelivered to this executor, which started it again (a takeover, attempt 2) and ran its side effect
+/// twice. The redelivery must attach to the running attempt and be acked once that attempt completes.
+#[tokio::test]
+async fn a_redelivery_of_a_running_attempt_is_attached_not_run_again() {
+    let fake = Arc::new(Fake::default());
+    let (h, _) = handler(fake.clone());
+    let h = Arc::new(h);
+    let (id, body) = message("core.util.sleep", json!({"ms": 300}), 5000);
+    let first = spawn_process(&h, &body, false);
+    wait_running(&h).await;
+    let redelivery = spawn_process(&h, &body, true);
+    assert_eq!(redelivery.await.expect("join"), Settlement::Ack);
+    assert!(fake.completion(&id).is_some(), "the redelivery is settled only after the completion was answered");
+    assert_eq!(first.await.expect("join"), Settlement::Ack);
+    assert_eq!(fake.starts.lock().expect("lock").len(), 1, "no second StartTask");
+    assert_eq!(completions_of(&fake, &id), 1, "one run, one completion");
+    assert_eq!(fake.completion(&id).map(|c| c.attempt), Some(1));
+    assert_eq!(h.metrics.attached.get(), 1);
+    assert!(h.deliveries.is_empty());
+}
+
+#[tokio::test]
+async fn a_delivery_of_another_dispatch_goes_through_start_task() {
+    let fake = Arc::new(Fake::default());
+    let (h, _) = handler(fake.clone());
+    let h = Arc::new(h);
+    let task_id = Uuid::now_v7();
+    let id = task_id.to_string();
+    let first = spawn_process(&h, &encode(task_id, 1, "core.util.sleep", json!({"ms": 200}), 5000), false);
+    wait_running(&h).await;
+    fake.drop.lock().expect("lock").insert(id.clone());
+    let newer = spawn_process(&h, &encode(task_id, 2, "core.util.sleep", json!({"ms": 200}), 5000), false);
+    assert_eq!(newer.await.expect("join"), Settlement::Ack);
+    let dispatches: Vec<u32> = fake.starts.lock().expect("lock").iter().map(|s| s.dispatch).collect();
+    assert_eq!(dispatches, vec![1, 2], "a newer publish is decided by StartTask");
+    assert_eq!(first.await.expect("join"), Settlement::Ack);
+    assert_eq!(h.metrics.attached.get(), 0);
+}
+
+#[tokio::test]
+async fn a_redelivery_after_the_attempt_was_answered_goes_through_start_task() {
+    let fake = Arc::new(Fake::default());
+    let (h, _) = handler(fake.clone());
+    let (id, body) = message("core.util.echo", json!({"once": true}), 1000);
+    assert_eq!(h.process(&body, false).await, Settlement::Ack);
+    // The control plane drops a redelivery of a finished task.
+    fake.drop.lock().expect("lock").insert(id.clone());
+    assert_eq!(h.process(&body, true).await, Settlement::Ack);
+    assert_eq!(fake.starts.lock().expect("lock").len(), 2);
+    assert_eq!(completions_of(&fake, &id), 1);
+}
+
+#[tokio::test]
+async fn attached_deliveries_are_requeued_with_their_attempt_on_hard_stop() {
+    let fake = Arc::new(Fake::default());
+    let (h, hard_stop) = handler(fake.clone());
+    let h = Arc::new(h);
+    let (id, body) = message("core.util.sleep", json!({"ms": 60_000}), 120_000);
+    let first = spawn_process(&h, &body, false);
+    wait_running(&h).await;
+    let redelivery = spawn_process(&h, &body, true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while h.metrics.attached.get() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the redelivery was not attached");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    hard_stop.cancel();
+    assert_eq!(first.await.expect("join"), Settlement::Requeue);
+    assert_eq!(redelivery.await.expect("join"), Settlement::Requeue);
+    assert!(fake.completion(&id).is_none());
 }

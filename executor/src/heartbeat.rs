@@ -1,8 +1,9 @@
 //! The heartbeat loop: every `executor.heartbeat_ms` (or the interval the control plane asked for at
 //! registration) it sends `Heartbeat{name, running, free_slots, draining, extensions}` and applies the
-//! answer: it aborts the runners named in `abort_task_ids` (their completion, the failure `aborted`,
-//! is then stale at the control plane and the message is acked) and publishes `disabled_extensions`
-//! to the consumer, which stops or resumes consuming their queues.
+//! answer: it aborts the attempts named in `abort`, each a `(task_id, attempt)` pair, and only those
+//! (their completion, the failure `aborted`, is then stale at the control plane and the message is
+//! acked), and publishes `disabled_extensions` to the consumer, which stops or resumes consuming their
+//! queues.
 //!
 //! A failed heartbeat is logged and the next one is sent on schedule; the control plane declares the
 //! node lost only after `control_plane.node_lease_ms` of silence. A `NOT_FOUND` answer (the control
@@ -88,17 +89,20 @@ impl Heartbeat {
         }
     }
 
-    /// Applies a heartbeat answer: aborts and disabled extensions.
+    /// Applies a heartbeat answer: aborts and disabled extensions. Each entry of `abort` names one
+    /// `(task_id, attempt)`: exactly that attempt is aborted, never another attempt of the same task
+    /// (after a takeover, the stale attempt and the current one may both have run here).
     pub fn apply(&self, response: &HeartbeatResponse) {
-        for id in &response.abort_task_ids {
-            match Uuid::parse_str(id) {
+        for named in &response.abort {
+            match Uuid::parse_str(&named.task_id) {
                 Ok(task_id) => {
-                    let aborted = self.pool.abort(task_id);
-                    if aborted > 0 {
-                        tracing::info!(%task_id, "aborting runner at the control plane's request");
+                    if self.pool.abort(task_id, named.attempt) {
+                        tracing::info!(%task_id, attempt = named.attempt, "aborting runner at the control plane's request");
+                    } else {
+                        tracing::debug!(%task_id, attempt = named.attempt, "abort for an attempt not running here");
                     }
                 }
-                Err(_) => tracing::warn!(task_id = %id, "control plane asked to abort a malformed task id"),
+                Err(_) => tracing::warn!(task_id = %named.task_id, "control plane asked to abort a malformed task id"),
             }
         }
         let disabled: BTreeSet<String> = response.disabled_extensions.iter().cloned().collect();
@@ -179,10 +183,49 @@ mod tests {
         assert_eq!(states, vec![("core".into(), ExtensionState::Running), ("http".into(), ExtensionState::Loaded)]);
 
         // The answer aborts the runner; its outcome is the failure `aborted`.
-        fake.abort.lock().expect("lock").push(task_id.to_string());
+        fake.abort.lock().expect("lock").push(RunningAttempt { task_id: task_id.to_string(), attempt: 2 });
         hb.beat().await.expect("beat");
         let done = run.await.expect("join");
         assert_eq!(done.outcome, Outcome::failure(legion_proto::v1::FailureKind::Error, ABORTED));
+    }
+
+    fn sleep_forever(pool: &Pool, task_id: Uuid, attempt: u32) -> tokio::task::JoinHandle<crate::pool::Finished> {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let job = Job {
+                task_id,
+                attempt,
+                function: Arc::new(Sleep),
+                args: serde_json::json!({"ms": 60_000}),
+                timeout: Duration::from_secs(120),
+            };
+            pool.run(job).await
+        })
+    }
+
+    /// Regression (operator repro): after a takeover on the same node, the abort meant for the stale
+    /// attempt 1 killed attempt 2, and the task ended `failed: aborted`.
+    #[tokio::test]
+    async fn an_abort_for_a_stale_attempt_spares_the_current_one() {
+        let fake = Arc::new(Fake::default());
+        let pool = Pool::new(3, 1024);
+        let (hb, _rx) = heartbeat(fake.clone(), pool.clone());
+        let task_id = Uuid::now_v7();
+        let stale = sleep_forever(&pool, task_id, 1);
+        let current = sleep_forever(&pool, task_id, 2);
+        while pool.running().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        fake.abort.lock().expect("lock").push(RunningAttempt { task_id: task_id.to_string(), attempt: 1 });
+        hb.beat().await.expect("beat");
+        assert_eq!(stale.await.expect("join").outcome.label(), "aborted");
+        assert_eq!(hb.request().running, vec![RunningAttempt { task_id: task_id.to_string(), attempt: 2 }]);
+        assert!(!current.is_finished(), "attempt 2 keeps running");
+        // An abort naming an attempt that is not running here changes nothing.
+        fake.abort.lock().expect("lock").push(RunningAttempt { task_id: task_id.to_string(), attempt: 3 });
+        hb.beat().await.expect("beat");
+        assert_eq!(pool.running(), vec![(task_id, 2)]);
+        current.abort();
     }
 
     #[tokio::test]

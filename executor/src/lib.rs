@@ -5,12 +5,13 @@
 //!
 //! Modules, one concept each: [`extensions`] (the functions), [`pool`] (running them),
 //! [`client`] (the control plane), [`reporter`] (batched starts and completions), [`handler`] (one
-//! delivery), [`consumer`] (the broker), [`heartbeat`], [`state`] (what the node reports),
-//! [`metrics`], [`backoff`].
+//! delivery), [`deliveries`] (deliveries in flight; redeliveries attached to them), [`consumer`]
+//! (the broker), [`heartbeat`], [`state`] (what the node reports), [`metrics`], [`backoff`].
 
 pub mod backoff;
 pub mod client;
 pub mod consumer;
+pub mod deliveries;
 pub mod extensions;
 pub mod handler;
 pub mod heartbeat;
@@ -55,11 +56,14 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[error("{0}")]
 pub struct SettingsError(pub String);
 
-/// Checks that `tls.ca`, `tls.cert` and `tls.key` are set and that the certificate names the node
-/// `executor.name` (`spiffe://legion/node/<name>`), as the control plane requires.
+/// Checks that `tls.ca`, `tls.cert` and `tls.key` are set, that the certificate names the node
+/// `executor.name` (`spiffe://legion/node/<name>`), as the control plane requires, and that the files
+/// are usable ([`legion_common::tls::check_identity`]): `tls.ca` and `tls.cert` hold PEM certificates
+/// and `tls.key` is the PEM private key of the certificate.
 ///
 /// # Errors
-/// [`SettingsError`] naming the key.
+/// [`SettingsError`] naming the key, e.g. `settings key tls.key: <path> does not belong to the
+/// certificate <path>: …`.
 pub fn check_node_certificate(settings: &Settings) -> Result<(), SettingsError> {
     let tls = &settings.tls;
     if tls.ca.is_none() {
@@ -75,7 +79,7 @@ pub fn check_node_certificate(settings: &Settings) -> Result<(), SettingsError> 
         .map_err(|e| SettingsError(format!("tls.cert: cannot read a certificate from {}: {e}", path.display())))?;
     let name = &settings.executor.name;
     match legion_common::tls::principal_from_certs(&[der]) {
-        Some(Principal::Node(node)) if node == *name => Ok(()),
+        Some(Principal::Node(node)) if node == *name => check_tls_material(tls),
         Some(principal) => Err(SettingsError(format!(
             "executor.name: {name:?} does not match the certificate's principal {principal} ({})",
             path.display()
@@ -85,6 +89,20 @@ pub fn check_node_certificate(settings: &Settings) -> Result<(), SettingsError> 
             path.display()
         ))),
     }
+}
+
+/// [`legion_common::tls::check_identity`], with a file that cannot be read reported under its key.
+fn check_tls_material(tls: &legion_common::settings::TlsSettings) -> Result<(), SettingsError> {
+    legion_common::tls::check_identity(tls).map_err(|e| match &e {
+        legion_common::tls::Error::Read { path, .. } => {
+            let key = [(&tls.ca, "tls.ca"), (&tls.cert, "tls.cert"), (&tls.key, "tls.key")]
+                .into_iter()
+                .find(|(setting, _)| setting.as_deref() == Some(path.as_path()))
+                .map_or("tls", |(_, key)| key);
+            SettingsError(format!("{key}: {e}"))
+        }
+        _ => SettingsError(e.to_string()),
+    })
 }
 
 /// Runs the executor until `shutdown` is cancelled, then drains (see [`run_with`]), talking gRPC with
@@ -120,7 +138,7 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     legion_common::install_crypto_provider();
     let ex = &settings.executor;
-    let registry = Arc::new(Registry::load(ex, &settings.limits).map_err(|e| SettingsError(e.to_string()))?);
+    let registry = Arc::new(Registry::load(&settings).map_err(|e| SettingsError(e.to_string()))?);
     let prefetch = u16::try_from(ex.concurrency)
         .ok()
         .filter(|c| *c > 0)
@@ -190,7 +208,13 @@ pub async fn run_with(
     let heartbeat_task = tokio::spawn(heartbeat.clone().run(heartbeat_stop.clone()));
     let tracker = TaskTracker::new();
     let consumer = Consumer::new(
-        consumer::Options { transport: settings.transport.clone(), node: ex.name.clone(), prefetch, extensions },
+        consumer::Options {
+            transport: settings.transport.clone(),
+            node: ex.name.clone(),
+            prefetch,
+            extensions,
+            region: ex.region.clone(),
+        },
         handler,
         state.clone(),
         disabled_rx,
@@ -275,6 +299,38 @@ mod tests {
         let mut unreadable = other;
         unreadable.tls.cert = Some(dir.path().join("nope.pem"));
         assert!(check_node_certificate(&unreadable).expect_err("unreadable").0.starts_with("tls.cert: cannot read"));
+    }
+
+    /// Regression: a key that does not belong to the certificate passed the start-up check and was
+    /// then reported as a `control_plane.url` error.
+    #[tokio::test]
+    async fn unusable_tls_material_is_a_settings_error_naming_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ok = settings_with_certs(dir.path(), "exec-1", "exec-1");
+        let mut mismatch = ok.clone();
+        mismatch.tls.key = Some(dir.path().join("gateway-key.pem"));
+        mismatch.executor.admin_listen = ([127, 0, 0, 1], 0).into();
+        let err = check_node_certificate(&mismatch).expect_err("mismatched key");
+        assert!(err.0.starts_with("settings key tls.key: ") && err.0.contains("does not belong"), "{err}");
+        let err = tokio::time::timeout(Duration::from_secs(10), run(mismatch, CancellationToken::new()))
+            .await
+            .expect("refused at once")
+            .expect_err("refused");
+        let settings_error = err.downcast_ref::<SettingsError>().expect("a settings error (exit 64)");
+        assert!(
+            settings_error.0.contains("tls.key") && !settings_error.0.contains("control_plane.url"),
+            "{settings_error}"
+        );
+
+        let mut not_a_key = ok.clone();
+        not_a_key.tls.key = Some(dir.path().join("ca.pem"));
+        assert!(check_node_certificate(&not_a_key).expect_err("not a key").0.starts_with("settings key tls.key: "));
+        let mut missing_key = ok.clone();
+        missing_key.tls.key = Some(dir.path().join("nope-key.pem"));
+        assert!(check_node_certificate(&missing_key).expect_err("no file").0.starts_with("tls.key: cannot read"));
+        let mut not_a_ca = ok;
+        not_a_ca.tls.ca = Some(dir.path().join("executor-key.pem"));
+        assert!(check_node_certificate(&not_a_ca).expect_err("not a ca").0.starts_with("settings key tls.ca: "));
     }
 
     #[tokio::test]

@@ -10,7 +10,9 @@
 //! - `legion_executor_report_batch_size{kind}`: items per StartTask/CompleteTask call (`start`,
 //!   `complete`), histogram;
 //! - `legion_executor_report_retries_total{kind}`: report calls retried after a transient error;
-//! - `legion_executor_requeued_total`: deliveries requeued at shutdown or after a refused report.
+//! - `legion_executor_requeued_total`: deliveries requeued at shutdown or after a refused report;
+//! - `legion_executor_attached_deliveries_total`: deliveries of a task already in flight here (same
+//!   task and dispatch, typically a redelivery after a connection loss) attached to it, not run again.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -49,6 +51,8 @@ pub struct Metrics {
     pub report_retries: Family<Labels, Counter>,
     /// Requeued deliveries.
     pub requeued: Counter,
+    /// Deliveries attached to an attempt already in flight.
+    pub attached: Counter,
 }
 
 impl Default for Metrics {
@@ -64,6 +68,7 @@ impl Default for Metrics {
             report_batch: Family::new_with_constructor(batch_histogram),
             report_retries: Family::default(),
             requeued: Counter::default(),
+            attached: Counter::default(),
         }
     }
 }
@@ -86,6 +91,11 @@ impl Metrics {
         r.register("report_batch_size", "Items per StartTask or CompleteTask call", self.report_batch.clone());
         r.register("report_retries", "Report calls retried after a transient error", self.report_retries.clone());
         r.register("requeued", "Deliveries requeued", self.requeued.clone());
+        r.register(
+            "attached_deliveries",
+            "Deliveries attached to an attempt already in flight instead of being run again",
+            self.attached.clone(),
+        );
     }
 }
 

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::extensions::{Context, Function, FunctionError};
 
-/// Message of a failure whose runner was aborted (`abort_task_ids` of a heartbeat).
+/// Message of a failure whose runner was aborted (`abort` of a heartbeat answer).
 pub const ABORTED: &str = "aborted";
 
 /// One attempt to run.
@@ -192,19 +192,19 @@ impl Pool {
         }
     }
 
-    /// Aborts every running attempt of `task_id`: cancels its token and aborts its task. Their
-    /// [`Pool::run`] ends with the failure `aborted`. Returns how many were aborted.
-    pub fn abort(&self, task_id: Uuid) -> usize {
-        let Ok(running) = self.inner.running.lock() else { return 0 };
-        let mut aborted = 0;
-        for ((id, _), r) in running.iter() {
-            if *id == task_id {
+    /// Aborts the running attempt `attempt` of `task_id`, and no other attempt of the task: cancels its
+    /// token and aborts its task; its [`Pool::run`] ends with the failure `aborted`. Returns whether
+    /// such an attempt was running.
+    pub fn abort(&self, task_id: Uuid, attempt: u32) -> bool {
+        let Ok(running) = self.inner.running.lock() else { return false };
+        match running.get(&(task_id, attempt)) {
+            Some(r) => {
                 r.cancel.cancel();
                 r.abort.abort();
-                aborted += 1;
+                true
             }
+            None => false,
         }
-        aborted
     }
 
     /// The running `(task_id, attempt)` pairs, for heartbeats.

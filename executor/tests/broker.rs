@@ -11,7 +11,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
 use legion_common::Settings;
 use legion_common::broker::{self, DEAD_LETTER_QUEUE, TaskMessage};
-use legion_proto::v1::{ExtensionState, FailureKind};
+use legion_proto::v1::{ExtensionState, FailureKind, RunningAttempt};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -111,7 +111,7 @@ async fn channel(vhost: &Vhost) -> (Connection, Channel) {
     let channel = connection.create_channel().await.expect("channel");
     broker::declare_topology(&channel).await.expect("topology");
     for ext in ["core", "log"] {
-        broker::declare_extension_queue(&channel, ext).await.expect("queue");
+        broker::declare_extension_queue(&channel, ext, None).await.expect("queue");
     }
     (connection, channel)
 }
@@ -149,6 +149,23 @@ async fn depth(channel: &Channel, queue: &str) -> u32 {
         .await
         .expect("passive declare");
     q.message_count()
+}
+
+/// Closes the executor's broker connection (only ours: named, in our vhost), as a network failure
+/// would; the broker requeues its unacked messages and redelivers them.
+fn close_executor_connection(vhost: &Vhost) {
+    let out = Command::new("rabbitmqctl")
+        .args(["list_connections", "-q", "--no-table-headers", "pid", "vhost", "client_properties"])
+        .output()
+        .expect("list connections");
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let pid = listing
+        .lines()
+        .find(|l| l.contains(&vhost.0) && l.contains("legion-executor exec-test"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("executor connection not found in\n{listing}"))
+        .to_owned();
+    rabbitmqctl(&["close_connection", &pid, "test closes the connection"]);
 }
 
 fn started(fake: &Fake, task_id: &str) -> bool {
@@ -288,7 +305,7 @@ async fn heartbeat_aborts_end_the_attempt_as_aborted() {
         fake.heartbeats.lock().expect("lock").iter().any(|h| h.running.iter().any(|r| r.task_id == id))
     })
     .await;
-    fake.abort.lock().expect("lock").push(id.clone());
+    fake.abort.lock().expect("lock").push(RunningAttempt { task_id: id.clone(), attempt: 1 });
     eventually("the aborted completion", Duration::from_secs(10), async || fake.completion(&id).is_some()).await;
     assert_eq!(fake.failure(&id), Some((FailureKind::Error as i32, "aborted".into())));
     executor.stop().await;
@@ -323,22 +340,124 @@ async fn consumption_resumes_after_the_broker_closes_the_connection() {
     let executor = start(settings(&vhost, 2), &fake);
     let first = publish(&ch, "core.util.echo", json!(1), 5000, 0).await;
     eventually("the first task", Duration::from_secs(10), async || fake.completion(&first).is_some()).await;
-    // Close the executor's connection (only ours: named, in our vhost).
-    let out = Command::new("rabbitmqctl")
-        .args(["list_connections", "-q", "--no-table-headers", "pid", "vhost", "client_properties"])
-        .output()
-        .expect("list connections");
-    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
-    let pid = listing
-        .lines()
-        .find(|l| l.contains(&vhost.0) && l.contains("legion-executor exec-test"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("executor connection not found in\n{listing}"))
-        .to_owned();
-    rabbitmqctl(&["close_connection", &pid, "test closes the connection"]);
+    close_executor_connection(&vhost);
     let (_conn2, ch2) = channel(&vhost).await;
     let second = publish(&ch2, "core.util.echo", json!(2), 5000, 0).await;
     eventually("the task after reconnecting", Duration::from_secs(30), async || fake.completion(&second).is_some())
         .await;
     executor.stop().await;
+}
+
+fn starts_of(fake: &Fake, task_id: &str) -> usize {
+    fake.starts.lock().expect("lock").iter().filter(|s| s.task_id == task_id).count()
+}
+
+async fn metric(admin: std::net::SocketAddr, name: &str) -> String {
+    let text = reqwest::get(format!("http://{admin}/metrics")).await.expect("metrics").text().await.expect("body");
+    text.lines().find(|l| l.starts_with(name)).map(str::to_owned).unwrap_or_default()
+}
+
+/// Regression (operator repro 1): the broker connection dropped while a task ran; after reconnecting
+/// the executor received the redelivered message, started it again (a takeover) and ran the side
+/// effect twice. Now the redelivery is attached to the running attempt and acked after its completion.
+#[tokio::test]
+async fn a_redelivery_while_the_attempt_runs_is_not_run_twice() {
+    legion_common::install_crypto_provider();
+    let vhost = Vhost::new();
+    let (_conn, ch) = channel(&vhost).await;
+    let fake = Arc::new(Fake::default());
+    let s = settings(&vhost, 4);
+    let admin = s.executor.admin_listen;
+    let executor = start(s, &fake);
+    let id = publish(&ch, "core.util.sleep", json!({"ms": 2500}), 30_000, 0).await;
+    eventually("the attempt running", Duration::from_secs(10), async || started(&fake, &id)).await;
+    close_executor_connection(&vhost);
+    eventually("the redelivery attached", Duration::from_secs(10), async || {
+        metric(admin, "legion_executor_attached_deliveries_total").await.ends_with(" 1")
+    })
+    .await;
+    eventually("the completion", Duration::from_secs(20), async || fake.completion(&id).is_some()).await;
+    // The redelivery was acked with the completion: nothing left in the queue, nothing unacked (a
+    // channel close would requeue an unacked message, which the final check would see).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    executor.stop().await;
+    assert_eq!(starts_of(&fake, &id), 1, "one StartTask: the redelivery was not started again");
+    assert_eq!(fake.completions.lock().expect("lock").iter().filter(|c| c.task_id == id).count(), 1);
+    assert_eq!(fake.result(&id), Some(json!({"slept_ms": 2500})));
+    assert_eq!(depth(&ch, "legion.ext.core").await, 0, "the redelivery was acked");
+}
+
+/// Regression (operator repro 3): deleting an extension's queue made the broker cancel the consumer;
+/// the executor never consumed again while reporting itself ready and the extension running.
+#[tokio::test]
+async fn a_consumer_cancelled_by_the_broker_consumes_again() {
+    legion_common::install_crypto_provider();
+    let vhost = Vhost::new();
+    let (_conn, ch) = channel(&vhost).await;
+    let fake = Arc::new(Fake::default());
+    let s = settings(&vhost, 2);
+    let admin = s.executor.admin_listen;
+    let executor = start(s, &fake);
+    let http = reqwest::Client::new();
+    let ready = async || http.get(format!("http://{admin}/readyz")).send().await.is_ok_and(|r| r.status() == 200);
+    eventually("readiness", Duration::from_secs(10), ready).await;
+    let beats_before = fake.heartbeats.lock().expect("lock").len();
+    ch.queue_delete("legion.ext.log".into(), lapin::options::QueueDeleteOptions::default()).await.expect("delete");
+    eventually("the extension reported stopped", Duration::from_secs(10), async || {
+        fake.heartbeats.lock().expect("lock")[beats_before..]
+            .iter()
+            .any(|h| h.extensions.iter().any(|e| e.name == "log" && e.state() == ExtensionState::Stopped))
+    })
+    .await;
+    // The control plane declares the queue again when it publishes.
+    broker::declare_extension_queue(&ch, "log", None).await.expect("queue");
+    let logged = publish(&ch, "log.entry.write", json!({"message": "after the queue came back"}), 5000, 0).await;
+    eventually("the task of the re-created queue", Duration::from_secs(20), async || {
+        fake.completion(&logged).is_some()
+    })
+    .await;
+    eventually("ready again", Duration::from_secs(10), ready).await;
+    let last = fake.heartbeats.lock().expect("lock").last().cloned().expect("heartbeat");
+    assert!(last.extensions.iter().any(|e| e.name == "log" && e.state() == ExtensionState::Running), "{last:?}");
+    executor.stop().await;
+}
+
+/// An executor consumes the queues of its own region besides the region-free ones, and never those of
+/// another region.
+#[tokio::test]
+async fn region_tasks_go_only_to_executors_of_their_region() {
+    let vhost = Vhost::new();
+    let (_conn, ch) = channel(&vhost).await;
+    broker::declare_extension_queue(&ch, "core", Some("eu-west")).await.expect("region queue");
+    let function = legion_common::FunctionName::parse("core.util.echo").expect("function");
+    let task_id = Uuid::now_v7();
+    let m = TaskMessage { task_id, dispatch: 1, function: function.to_string(), args: json!("eu"), timeout_ms: 5000 };
+    let routing_key = broker::routing_key(&function, Some("eu-west"));
+    publish_raw(&ch, &routing_key, &serde_json::to_vec(&m).expect("encode"), 0).await;
+    let regional = task_id.to_string();
+    eventually("the task in the region's queue", Duration::from_secs(10), async || {
+        depth(&ch, "legion.ext.core.eu-west").await == 1
+    })
+    .await;
+
+    let elsewhere = Arc::new(Fake::default());
+    let executor = start(settings(&vhost, 2), &elsewhere); // region `default`
+    let anywhere = publish(&ch, "core.util.echo", json!("any"), 5000, 0).await;
+    eventually("the region-free task", Duration::from_secs(10), async || elsewhere.completion(&anywhere).is_some())
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!started(&elsewhere, &regional), "an executor of another region does not take it");
+    executor.stop().await;
+    assert_eq!(depth(&ch, "legion.ext.core.eu-west").await, 1);
+
+    let local = Arc::new(Fake::default());
+    let mut s = settings(&vhost, 2);
+    s.executor.region = "eu-west".into();
+    let executor = start(s, &local);
+    eventually("the region task", Duration::from_secs(10), async || local.completion(&regional).is_some()).await;
+    assert_eq!(local.result(&regional), Some(json!("eu")));
+    let anywhere = publish(&ch, "core.util.echo", json!("any"), 5000, 0).await;
+    eventually("a region-free task too", Duration::from_secs(10), async || local.completion(&anywhere).is_some()).await;
+    executor.stop().await;
+    assert_eq!(depth(&ch, "legion.ext.core.eu-west").await, 0);
 }

@@ -11,9 +11,14 @@
 //! - `fail_on_status` (array of integers 100-599): statuses that fail the call.
 //!
 //! Result: `{"status": u16, "headers": {lowercase name: value}, "body": …}`. A repeated response header
-//! is joined with `", "`. The body is parsed JSON when the response's content type is
-//! `application/json` or `*+json` and it parses; otherwise it is the text (invalid UTF-8 replaced by
-//! U+FFFD). An empty body is `""`.
+//! is joined with `", "`. The body is:
+//! - parsed JSON when the response's content type is `application/json` or `*+json`, it parses, and
+//!   no string or key in it holds a NUL character;
+//! - otherwise the text, when the body is valid UTF-8 without a NUL character (an empty body is `""`);
+//! - otherwise (binary content: invalid UTF-8, or a NUL character, which PostgreSQL's JSONB cannot
+//!   store) `"body": null` plus `"body_base64": "<the bytes in standard base64, with padding>"`. The key
+//!   `body_base64` is present only then. Base64 is 4/3 of the body's size, and the whole result must
+//!   fit in `limits.max_result_bytes`.
 //!
 //! Any HTTP status is a success unless listed in `fail_on_status`. Transport errors (DNS, connect,
 //! TLS, reset), timeouts, and a response body larger than the cap (`limits.max_result_bytes`) fail
@@ -23,6 +28,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Method, Url};
 use serde_json::{Map, Value, json};
@@ -183,14 +190,39 @@ fn headers_to_json(headers: &HeaderMap) -> Map<String, Value> {
     out
 }
 
-/// The body as JSON when `content_type` says so and it parses, else as text.
-pub fn body_to_json(content_type: Option<&str>, bytes: &[u8]) -> Value {
-    if content_type.is_some_and(is_json_content_type)
-        && let Ok(value) = serde_json::from_slice(bytes)
-    {
-        return value;
+/// Whether a JSON value holds a NUL character in a string or an object key (PostgreSQL's JSONB cannot
+/// store `\u0000`).
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
     }
-    Value::String(String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// The body's fields of the result (see the module docs): `body` as JSON when `content_type` says so,
+/// it parses and holds no NUL; else as text when it is UTF-8 without NUL; else `body: null` and
+/// `body_base64`.
+pub fn body_fields(content_type: Option<&str>, bytes: &[u8]) -> Map<String, Value> {
+    let mut fields = Map::new();
+    if content_type.is_some_and(is_json_content_type)
+        && let Ok(value) = serde_json::from_slice::<Value>(bytes)
+        && !holds_nul(&value)
+    {
+        fields.insert("body".into(), value);
+        return fields;
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.contains('\0') => {
+            fields.insert("body".into(), Value::String(text.to_owned()));
+        }
+        _ => {
+            fields.insert("body".into(), Value::Null);
+            fields.insert("body_base64".into(), Value::String(BASE64.encode(bytes)));
+        }
+    }
+    fields
 }
 
 impl HttpRequest {
@@ -220,8 +252,10 @@ impl HttpRequest {
             return Err(FunctionError::Failed(format!("http status {status} is listed in args.fail_on_status")));
         }
         let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        let body = body_to_json(content_type, &body);
-        Ok(json!({ "status": status, "headers": headers_to_json(response.headers()), "body": body }))
+        let mut result = body_fields(content_type, &body);
+        result.insert("status".into(), json!(status));
+        result.insert("headers".into(), Value::Object(headers_to_json(response.headers())));
+        Ok(Value::Object(result))
     }
 
     fn too_large(&self, at_least: u64) -> FunctionError {

@@ -13,6 +13,8 @@ use uuid::Uuid;
 use super::*;
 
 const CAP: usize = 1024;
+/// The first bytes of a PNG file: not UTF-8, with NUL bytes.
+const PNG_HEAD: &[u8] = &[0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d];
 
 async fn serve() -> SocketAddr {
     let app = Router::new()
@@ -55,6 +57,9 @@ async fn serve() -> SocketAddr {
             }),
         )
         .route("/big", get(|| async { "x".repeat(CAP + 1) }))
+        .route("/png", get(|| async { ([("content-type", "image/png")], PNG_HEAD.to_vec()) }))
+        .route("/nul-text", get(|| async { ([("content-type", "text/plain")], "a\0b") }))
+        .route("/nul-json", get(|| async { ([("content-type", "application/json")], r#"{"a":"x\u0000y"}"#) }))
         .route("/empty", get(|| async { StatusCode::NO_CONTENT.into_response() }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -252,7 +257,46 @@ fn content_types_that_are_json() {
     for no in ["text/plain", "application/jsonl", "text/json+html", ""] {
         assert!(!is_json_content_type(no), "{no}");
     }
-    assert_eq!(body_to_json(Some("application/json"), b"[1]"), json!([1]));
-    assert_eq!(body_to_json(None, b"[1]"), json!("[1]"));
-    assert_eq!(body_to_json(Some("text/plain"), &[0xff, b'a']), json!("\u{fffd}a"));
+    let body = |ct: Option<&str>, bytes: &[u8]| Value::Object(body_fields(ct, bytes));
+    assert_eq!(body(Some("application/json"), b"[1]"), json!({"body": [1]}));
+    assert_eq!(body(None, b"[1]"), json!({"body": "[1]"}));
+    assert_eq!(body(Some("text/plain"), b""), json!({"body": ""}));
+}
+
+/// Regression: a binary body became a lossy string, and a body with a NUL character a result the
+/// control plane could not store (PostgreSQL's JSONB refuses `\u0000`) after the executor counted a
+/// success.
+#[test]
+fn binary_bodies_are_returned_as_base64() {
+    let body = |ct: Option<&str>, bytes: &[u8]| Value::Object(body_fields(ct, bytes));
+    assert_eq!(body(Some("text/plain"), &[0xff, b'a']), json!({"body": null, "body_base64": "/2E="}));
+    assert_eq!(body(Some("text/plain"), b"a\0b"), json!({"body": null, "body_base64": "YQBi"}));
+    // JSON whose strings hold NUL stays text: the escape sequence is plain ASCII.
+    assert_eq!(body(Some("application/json"), br#"["\u0000"]"#), json!({"body": r#"["\u0000"]"#}));
+    assert_eq!(body(Some("application/json"), br#"{"\u0000":1}"#), json!({"body": r#"{"\u0000":1}"#}));
+    assert!(holds_nul(&json!({"a": [{"b": "x\u{0}"}]})));
+    assert!(!holds_nul(&json!({"a": [{"b": "x"}]})));
+}
+
+#[tokio::test]
+async fn binary_responses_carry_body_base64() {
+    use base64::Engine;
+    let addr = serve().await;
+    let png = call(Method::GET, json!({"url": format!("http://{addr}/png")})).await.expect("png");
+    assert_eq!(png["body"], Value::Null);
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(png["body_base64"].as_str().expect("base64 string"))
+        .expect("standard base64");
+    assert_eq!(decoded, PNG_HEAD);
+    assert_eq!(png["headers"]["content-type"], "image/png");
+    let nul = call(Method::GET, json!({"url": format!("http://{addr}/nul-text")})).await.expect("nul");
+    assert_eq!((nul["body"].clone(), nul["body_base64"].clone()), (Value::Null, json!("YQBi")));
+    let nul_json = call(Method::GET, json!({"url": format!("http://{addr}/nul-json")})).await.expect("nul json");
+    assert_eq!(nul_json["body"], json!(r#"{"a":"x\u0000y"}"#));
+    let text = call(Method::GET, json!({"url": format!("http://{addr}/text")})).await.expect("text");
+    assert!(text.get("body_base64").is_none(), "only binary bodies carry body_base64");
+    // Every result is storable by PostgreSQL: no NUL character in any string.
+    for result in [&png, &nul, &nul_json] {
+        assert!(!holds_nul(result), "{result}");
+    }
 }

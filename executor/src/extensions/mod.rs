@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use legion_common::settings::{ExecutorSettings, Limits};
+use legion_common::Settings;
 use legion_proto::v1;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -202,12 +202,14 @@ pub struct Registry {
 
 impl Registry {
     /// Loads the built-in extensions chosen by `executor.extensions` and `executor.profile` (see
-    /// [`select`]). `limits.max_result_bytes` caps what `http.request.*` reads of a response body.
+    /// [`select`]). `limits.max_result_bytes` caps what `http.request.*` reads of a response body;
+    /// `logging.format` tells `log.entry.write` whether to escape control characters (console logs).
     /// Needs the rustls crypto provider installed (for the HTTP client).
     ///
     /// # Errors
     /// [`Error`]; every variant is a settings error.
-    pub fn load(executor: &ExecutorSettings, limits: &Limits) -> Result<Self, Error> {
+    pub fn load(settings: &Settings) -> Result<Self, Error> {
+        let (executor, limits) = (&settings.executor, &settings.limits);
         let names = select(&executor.extensions, &executor.profile)?;
         for skipped in executor.extensions.iter().filter(|r| !names.contains(&r.as_str())) {
             tracing::warn!(extension = %skipped, profile = %executor.profile, "extension not allowed by profile, not loaded");
@@ -218,7 +220,7 @@ impl Registry {
                 "core" => core::extension(),
                 "http" => http::extension(limits.max_result_bytes)
                     .map_err(|e| Error::Build { name: "http", reason: e.to_string() })?,
-                _ => log::extension(),
+                _ => log::extension(log::Escaping::for_format(&settings.logging.format)),
             });
         }
         Ok(Self::from_extensions(extensions))
@@ -288,7 +290,7 @@ mod tests {
     #[test]
     fn registry_keys_functions_by_address_and_lists_manifests() {
         legion_common::install_crypto_provider();
-        let registry = Registry::load(&ExecutorSettings::default(), &Limits::default()).expect("load");
+        let registry = Registry::load(&Settings::default()).expect("load");
         assert_eq!(registry.extension_names(), vec!["core", "http", "log"]);
         assert_eq!(
             registry.function_names(),

@@ -108,6 +108,14 @@ async fn concurrency_is_capped() {
     assert_eq!(pool.free_slots(), 2);
 }
 
+async fn wait_running(pool: &Pool, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool.running().len() < count {
+        assert!(Instant::now() < deadline, "the runners never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn aborts_end_running_attempts_as_aborted() {
     let pool = Pool::new(2, 1024);
@@ -117,19 +125,37 @@ async fn aborts_end_running_attempts_as_aborted() {
         let pool = pool.clone();
         async move { pool.run(j).await }
     });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pool.running().is_empty() {
-        assert!(Instant::now() < deadline, "the runner never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_running(&pool, 1).await;
     assert_eq!(pool.running(), vec![(task_id, 1)]);
     assert_eq!((pool.in_flight(), pool.free_slots()), (1, 1));
-    assert_eq!(pool.abort(Uuid::now_v7()), 0, "other tasks are not touched");
-    assert_eq!(pool.abort(task_id), 1);
+    assert!(!pool.abort(Uuid::now_v7(), 1), "other tasks are not touched");
+    assert!(pool.abort(task_id, 1));
     let done = run.await.expect("join");
     assert_eq!(done.outcome, Outcome::failure(FailureKind::Error, ABORTED));
     assert_eq!(done.outcome.label(), "aborted");
     assert!(pool.running().is_empty());
+}
+
+/// Regression: an abort meant for a stale attempt killed the task's current attempt on the same node.
+#[tokio::test]
+async fn an_abort_ends_only_the_named_attempt_of_a_task() {
+    let pool = Pool::new(2, 1024);
+    let task_id = Uuid::now_v7();
+    let spawn = |attempt: u32| {
+        let pool = pool.clone();
+        let j = Job { attempt, task_id, ..job(Arc::new(Hangs), Value::Null, 60_000) };
+        tokio::spawn(async move { pool.run(j).await })
+    };
+    let stale = spawn(1);
+    let current = spawn(2);
+    wait_running(&pool, 2).await;
+    assert!(pool.abort(task_id, 1));
+    assert_eq!(stale.await.expect("join").outcome.label(), "aborted");
+    assert_eq!(pool.running(), vec![(task_id, 2)], "the current attempt keeps running");
+    assert!(!current.is_finished());
+    assert!(!pool.abort(task_id, 1), "attempt 1 is gone");
+    assert!(pool.abort(task_id, 2));
+    assert_eq!(current.await.expect("join").outcome.label(), "aborted");
 }
 
 #[tokio::test]
