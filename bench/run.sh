@@ -3,7 +3,7 @@
 #
 #   1. builds the release binaries (control plane, executor, legion-bench, legion CLI);
 #   2. makes dev certificates (`legion certs init`, plus a second node certificate signed by the same CA
-#      with `legion-bench certs node`), a fresh database `legion_bench` and a fresh vhost `legion-bench`;
+#      with `legion certs node`), a fresh database `legion_bench` and a fresh vhost `legion-bench`;
 #   3. starts a control plane (gRPC 127.0.0.1:54051, admin 54064) and ONE executor (admin 54065), runs
 #      legion-bench; starts a SECOND executor (admin 54066), runs legion-bench again;
 #   4. stops Legion, then measures the broker ceiling (/work/shared/bench/broker-limit, built in a copy
@@ -94,9 +94,9 @@ wait_services
 rm -rf "$work"
 mkdir -p "$work/logs"
 "$bin/legion" certs init "$work/certs" --executor-name "${ex_name[0]}" >/dev/null
-"$bin/legion-bench" certs node --dir "$work/certs" --name "${ex_name[1]}" >/dev/null
-cp "$work/certs/executor.pem" "$work/certs/${ex_name[0]}.pem"
-cp "$work/certs/executor-key.pem" "$work/certs/${ex_name[0]}-key.pem"
+"$bin/legion" certs node "$work/certs" --name "${ex_name[1]}" >/dev/null
+cp "$work/certs/executor.pem" "$work/certs/node-${ex_name[0]}.pem"
+cp "$work/certs/executor-key.pem" "$work/certs/node-${ex_name[0]}-key.pem"
 
 PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -U postgres -qX -v ON_ERROR_STOP=1 \
   -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
@@ -117,7 +117,7 @@ common_settings | jq --arg cert "$work/certs/control-plane.pem" --arg key "$work
   --arg api_key "$api_key" '.tls.cert = $cert | .tls.key = $key | .auth.bootstrap_admin_key = $api_key' \
   >"$work/control-plane.json"
 for i in 0 1; do
-  common_settings | jq --arg cert "$work/certs/${ex_name[$i]}.pem" --arg key "$work/certs/${ex_name[$i]}-key.pem" \
+  common_settings | jq --arg cert "$work/certs/node-${ex_name[$i]}.pem" --arg key "$work/certs/node-${ex_name[$i]}-key.pem" \
     --arg name "${ex_name[$i]}" --arg admin "127.0.0.1:${ex_admin[$i]}" --argjson conc "$exec_concurrency" \
     '.tls.cert = $cert | .tls.key = $key
      | .executor = {name: $name, admin_listen: $admin, concurrency: $conc}' \

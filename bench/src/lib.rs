@@ -10,7 +10,6 @@
 //! table and a JSON line), [`run`] (one benchmark run end to end), [`certs`] (extra node certificates
 //! signed by the dev CA, for a second executor), [`cpu`] (CPU time per process during the round).
 
-pub mod certs;
 pub mod client;
 pub mod cpu;
 pub mod nodes;

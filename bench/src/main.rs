@@ -3,7 +3,6 @@
 //! ```text
 //! legion-bench --control-plane https://localhost:54051 --ca certs/ca.pem \
 //!     --database-url postgres://postgres@127.0.0.1/legion_bench --executors 1 --tasks 10000
-//! legion-bench certs node --dir certs --name bench-exec-2
 //! ```
 //!
 //! Exit codes: 0 when every task succeeded, 1 when the run completed but some task did not succeed
@@ -14,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser};
 use legion_bench::client::ClientOptions;
 use legion_bench::run::{self, Options};
 use legion_bench::submit::Plan;
@@ -22,47 +21,10 @@ use legion_common::EXIT_USAGE;
 use legion_common::settings::LoggingSettings;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "legion-bench",
-    version,
-    about = "Legion end-to-end benchmark",
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "legion-bench", version, about = "Legion end-to-end benchmark")]
 struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
     #[command(flatten)]
     run: RunArgs,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Development certificates for benchmark runs.
-    #[command(subcommand)]
-    Certs(CertsCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum CertsCommand {
-    /// Writes a dev CA and certificates (as `legion certs init`).
-    Init {
-        /// Directory to write into.
-        #[arg(long)]
-        dir: PathBuf,
-        /// Node name of `executor.pem`.
-        #[arg(long, default_value = "executor")]
-        executor_name: String,
-    },
-    /// Signs `<name>.pem`/`<name>-key.pem`, an executor certificate for node NAME, with the CA in DIR
-    /// (`ca.pem` and `ca-key.pem`).
-    Node {
-        /// Directory holding the CA; the new files are written there.
-        #[arg(long)]
-        dir: PathBuf,
-        /// Node name (`spiffe://legion/node/<name>`).
-        #[arg(long)]
-        name: String,
-    },
 }
 
 #[derive(Debug, Args)]
@@ -155,33 +117,7 @@ fn main() -> ExitCode {
         eprintln!("legion-bench: cannot set up logging: {e}");
     }
     legion_common::install_crypto_provider();
-    match cli.command {
-        Some(Command::Certs(command)) => certs(command),
-        None => bench(cli.run),
-    }
-}
-
-fn certs(command: CertsCommand) -> ExitCode {
-    let result = match command {
-        CertsCommand::Init { dir, executor_name } => legion_common::tls::write_dev_certs(&dir, &executor_name)
-            .map(|()| legion_common::tls::DEV_CERT_FILES.iter().map(|f| dir.join(f)).collect::<Vec<_>>())
-            .map_err(anyhow::Error::from),
-        CertsCommand::Node { dir, name } => {
-            legion_bench::certs::write_node_cert(&dir, &name).map(|(c, k)| vec![c, k]).map_err(anyhow::Error::from)
-        }
-    };
-    match result {
-        Ok(files) => {
-            for file in files {
-                println!("{}", file.display());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("legion-bench certs: {e}");
-            ExitCode::from(1)
-        }
-    }
+    bench(cli.run)
 }
 
 fn options(args: RunArgs) -> Result<Options, String> {
@@ -277,13 +213,9 @@ mod tests {
         .expect("run flags");
         assert_eq!(cli.run.cpu.len(), 2);
         assert!(Cli::try_parse_from(["legion-bench", "--cpu", "cp"]).is_err(), "--cpu needs NAME=…");
-        assert!(cli.command.is_none());
         let o = options(cli.run).expect("options");
         assert_eq!((o.plan.tasks, o.plan.concurrency, o.connections), (5, 256, 2));
         assert_eq!(o.plan.function, "core.util.noop");
-
-        let cli = Cli::try_parse_from(["legion-bench", "certs", "node", "--dir", "d", "--name", "n"]).expect("certs");
-        assert!(matches!(cli.command, Some(Command::Certs(CertsCommand::Node { .. }))));
 
         let cli = Cli::try_parse_from(["legion-bench"]).expect("no flags");
         assert!(options(cli.run).expect_err("no ca").starts_with("--ca"));

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use legion_gateway::view::TaskStatus;
+use legion_common::TaskStatus;
 
 /// Legion's operator CLI.
 #[derive(Debug, Parser)]
@@ -72,6 +72,16 @@ pub enum CertsCommand {
         /// Node name in the executor certificate (`spiffe://legion/node/<NAME>`).
         #[arg(long, value_name = "NAME", default_value = "executor", value_parser = parse_node_name)]
         executor_name: String,
+    },
+    /// Signs a certificate for one more executor node with the CA of `certs init` in DIR (`ca.pem`,
+    /// `ca-key.pem`) and writes `DIR/node-<NAME>.pem` and `DIR/node-<NAME>-key.pem`; run that executor
+    /// with `executor.name` = NAME.
+    Node {
+        /// Directory holding the CA written by `legion certs init`; the new files are written there.
+        dir: PathBuf,
+        /// Node name in the certificate (`spiffe://legion/node/<NAME>`).
+        #[arg(long, value_name = "NAME", value_parser = parse_node_name)]
+        name: String,
     },
 }
 
@@ -141,7 +151,7 @@ pub struct Submit {
 #[derive(Debug, Clone, Args)]
 pub struct List {
     /// Only tasks with this status.
-    #[arg(long, value_name = "STATUS", value_parser = parse_status)]
+    #[arg(long, value_name = "STATUS")]
     pub status: Option<TaskStatus>,
     /// Only tasks of this function.
     #[arg(long, value_name = "FUNCTION")]
@@ -163,14 +173,6 @@ pub struct List {
 /// A task id: a hyphenated UUID, returned in canonical lowercase.
 pub fn parse_task_id(value: &str) -> Result<String, String> {
     legion_gateway::input::parse_uuid("id", value).map_err(|p| p.detail)
-}
-
-/// A task status by its lowercase name.
-pub fn parse_status(value: &str) -> Result<TaskStatus, String> {
-    TaskStatus::parse(value).ok_or_else(|| {
-        let names: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
-        format!("expected one of {}", names.join(", "))
-    })
 }
 
 /// JSON given inline, or `@FILE` to read it from a file.

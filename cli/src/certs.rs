@@ -1,9 +1,9 @@
-//! `legion certs init`: the development certificate set.
+//! `legion certs init` (the development certificate set) and `legion certs node` (one more executor).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use legion_common::tls::{DEV_CERT_FILES, write_dev_certs};
+use legion_common::tls::{DEV_CERT_FILES, write_dev_certs, write_node_cert};
 
 use crate::error::Error;
 
@@ -20,6 +20,20 @@ pub fn init(dir: &Path, executor_name: &str, out: &mut impl Write) -> Result<Vec
     }
     out.flush()?;
     Ok(files)
+}
+
+/// Signs a certificate for executor node `name` with the CA in `dir` (see [`write_node_cert`]) and
+/// prints the two files written. Returns their paths.
+///
+/// # Errors
+/// [`Error::Certs`] when the CA is missing, the name is invalid, or signing or writing fails;
+/// [`Error::Output`].
+pub fn node(dir: &Path, name: &str, out: &mut impl Write) -> Result<(PathBuf, PathBuf), Error> {
+    let (cert, key) = write_node_cert(dir, name).map_err(Error::Certs)?;
+    writeln!(out, "{}", cert.display())?;
+    writeln!(out, "{}", key.display())?;
+    out.flush()?;
+    Ok((cert, key))
 }
 
 #[cfg(test)]

@@ -31,6 +31,10 @@ pub enum Error {
     /// A watch ended before the task reached a terminal status (exit 1).
     #[error("UNAVAILABLE: {0}")]
     WatchEnded(String),
+    /// The control plane answered with a message that has no REST shape, such as a task whose status
+    /// is unspecified (exit 1); shown as `INTERNAL: …`, as the REST API shows it.
+    #[error("INTERNAL: {0}")]
+    Response(#[from] legion_gateway::view::Error),
     /// Writing the output failed (exit 1).
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -41,7 +45,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::Usage(_) | Self::Settings(_) | Self::Tls(_) => u8::try_from(EXIT_USAGE).unwrap_or(64),
-            Self::Certs(_) | Self::Grpc(_) | Self::WatchEnded(_) | Self::Output(_) => EXIT_FAILURE,
+            Self::Certs(_) | Self::Grpc(_) | Self::WatchEnded(_) | Self::Response(_) | Self::Output(_) => EXIT_FAILURE,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `legion`, Legion's operator CLI: development certificates (`legion certs init`) and the task
+//! `legion`, Legion's operator CLI: development certificates (`legion certs init|node`) and the task
 //! commands (`legion task submit|get|list|watch|cancel`), which talk gRPC to the control plane.
 //!
 //! Exit codes: 0 success; 1 a failed call (the gRPC code and message are printed on stderr) or I/O
@@ -25,6 +25,10 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<u8, Error> {
     match cli.command {
         Command::Certs { command: CertsCommand::Init { dir, executor_name } } => {
             certs::init(&dir, &executor_name, out)?;
+            Ok(0)
+        }
+        Command::Certs { command: CertsCommand::Node { dir, name } } => {
+            certs::node(&dir, &name, out)?;
             Ok(0)
         }
         Command::Task { command } => {

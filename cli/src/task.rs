@@ -8,7 +8,8 @@
 use std::io::Write;
 use std::time::Duration;
 
-use legion_gateway::view::{Task, TaskEvent, TaskPage, TaskStatus};
+use legion_common::TaskStatus;
+use legion_gateway::view::{Task, TaskEvent, TaskPage};
 use legion_proto::v1;
 use legion_proto::v1::task_service_client::TaskServiceClient;
 use serde::Serialize;
@@ -25,7 +26,8 @@ pub const WATCH_RECONNECTS: u32 = 10;
 ///
 /// # Errors
 /// [`Error::Grpc`] when the control plane refuses a call or cannot be reached; [`Error::WatchEnded`]
-/// when a watch loses the control plane for good; [`Error::Output`].
+/// when a watch loses the control plane for good; [`Error::Response`] when the control plane sends a
+/// task without a known status; [`Error::Output`].
 pub async fn run(command: TaskCommand, client: TaskServiceClient<Channel>, out: &mut impl Write) -> Result<u8, Error> {
     let mut client = client;
     match command {
@@ -36,20 +38,20 @@ pub async fn run(command: TaskCommand, client: TaskServiceClient<Channel>, out: 
             if wait {
                 return follow(&mut client, &task.id, true, out).await;
             }
-            print_pretty(out, &Task::from(&task))?;
+            print_pretty(out, &Task::try_from(&task)?)?;
         }
         TaskCommand::Get { id } => {
             let task = client.get_task(v1::GetTaskRequest { id }).await?.into_inner();
-            print_pretty(out, &Task::from(&task))?;
+            print_pretty(out, &Task::try_from(&task)?)?;
         }
         TaskCommand::List(list) => {
             let response = client.list_tasks(list_request(list)).await?.into_inner();
-            print_pretty(out, &TaskPage::from(&response))?;
+            print_pretty(out, &TaskPage::try_from(&response)?)?;
         }
         TaskCommand::Watch { id } => return follow(&mut client, &id, false, out).await,
         TaskCommand::Cancel { id } => {
             let task = client.cancel_task(v1::CancelTaskRequest { id }).await?.into_inner();
-            print_pretty(out, &Task::from(&task))?;
+            print_pretty(out, &Task::try_from(&task)?)?;
         }
     }
     Ok(0)
@@ -74,7 +76,7 @@ pub fn submit_request(submit: Submit) -> v1::SubmitTaskRequest {
 /// The gRPC request of `task list`.
 pub fn list_request(list: List) -> v1::ListTasksRequest {
     v1::ListTasksRequest {
-        status: list.status.map(|s| s.to_proto() as i32),
+        status: list.status.map(|s| s.to_proto().into()),
         function: list.function,
         chain: list.chain,
         root_id: list.root_id,
@@ -103,7 +105,7 @@ async fn follow(
                     match stream.message().await {
                         Ok(Some(event)) => {
                             failures = 0;
-                            let view = TaskEvent::from(&event);
+                            let view = TaskEvent::try_from(&event)?;
                             if last != Some((view.status, view.attempt)) {
                                 last = Some((view.status, view.attempt));
                                 print_line(out, &view)?;
@@ -201,14 +203,14 @@ mod tests {
     #[test]
     fn printed_tasks_carry_their_region() {
         let mut out = Vec::new();
-        print_pretty(&mut out, &Task::from(&task_in(Some("eu-west")))).expect("writes");
+        print_pretty(&mut out, &Task::try_from(&task_in(Some("eu-west"))).expect("converts")).expect("writes");
         let text = String::from_utf8(out).expect("utf-8");
         assert!(text.contains("\"node\": \"exec-1\",\n  \"region\": \"eu-west\",\n"), "{text}");
 
         let page =
             v1::ListTasksResponse { tasks: vec![task_in(None), task_in(Some("us"))], next_page_token: String::new() };
         let mut out = Vec::new();
-        print_pretty(&mut out, &TaskPage::from(&page)).expect("writes");
+        print_pretty(&mut out, &TaskPage::try_from(&page).expect("converts")).expect("writes");
         let json: serde_json::Value = serde_json::from_slice(&out).expect("json");
         assert_eq!(json["tasks"][0]["region"], serde_json::Value::Null);
         assert_eq!(json["tasks"][1]["region"], "us");

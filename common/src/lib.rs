@@ -1,5 +1,6 @@
 //! What every Legion process shares: the settings loader, TLS and principals, the error-code mapping,
-//! logging, graceful shutdown, the admin HTTP server, the broker topology and the broker message.
+//! logging, graceful shutdown, the admin HTTP server, the broker topology, the broker message and the
+//! status enums (task status, extension state, node status).
 
 pub mod admin;
 pub mod broker;
@@ -7,12 +8,14 @@ pub mod error;
 pub mod function;
 pub mod settings;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;
 pub mod tls;
 
 pub use error::ErrorCode;
 pub use function::FunctionName;
 pub use settings::Settings;
+pub use status::{ExtensionState, NodeStatus, TaskStatus};
 
 /// Exit code for bad settings or command-line usage (`EX_USAGE` in sysexits.h).
 pub const EXIT_USAGE: i32 = 64;

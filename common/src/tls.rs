@@ -193,12 +193,6 @@ pub const DEV_CERT_FILES: &[&str] = &[
 /// [`Error::Generate`] or [`Error::Write`].
 pub fn write_dev_certs(dir: &Path, executor_name: &str) -> Result<(), Error> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Write { path: dir.to_path_buf(), source })?;
-    let year = chrono::Utc::now().year();
-    let validity = |params: &mut CertificateParams| {
-        params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
-        params.not_after = rcgen::date_time_ymd(year + 1, 12, 31);
-    };
-
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -236,19 +230,62 @@ pub fn write_dev_certs(dir: &Path, executor_name: &str) -> Result<(), Error> {
         ),
     ];
     for (file, sans, cn, usage) in leaves {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.subject_alt_names = sans;
-        params.distinguished_name = dn(cn);
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages = vec![usage];
-        params.use_authority_key_identifier_extension = true;
-        validity(&mut params);
-        let cert = params.signed_by(&key, &issuer)?;
-        write(dir, &format!("{file}.pem"), &cert.pem(), false)?;
-        write(dir, &format!("{file}-key.pem"), &key.serialize_pem(), true)?;
+        write_leaf(dir, file, sans, cn, usage, &issuer)?;
     }
     Ok(())
+}
+
+/// Signs a certificate for executor node `name` with the CA in `dir` (`ca.pem` and `ca-key.pem`, as
+/// written by [`write_dev_certs`]) and writes it as `dir/node-<name>.pem` and `dir/node-<name>-key.pem`
+/// (PKCS#8, mode 0600), so that more executors, each under its own node name, can join the same
+/// control plane. Returns both paths. For development and tests, like [`write_dev_certs`].
+///
+/// # Errors
+/// [`Error::Invalid`] for a name the settings would refuse (`executor.name`: 1 to 64 bytes of a-z,
+/// 0-9, `_` and `-`, starting with a letter); [`Error::Read`] when the CA files are missing;
+/// [`Error::Generate`]; [`Error::Write`].
+pub fn write_node_cert(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), Error> {
+    crate::function::validate_segment(&name.replace('-', "_"))
+        .map_err(|reason| Error::Invalid { key: "executor.name", reason })?;
+    let read = |file: &str| -> Result<String, Error> {
+        let path = dir.join(file);
+        std::fs::read_to_string(&path).map_err(|source| Error::Read { path, source })
+    };
+    let ca_key = KeyPair::from_pem(&read("ca-key.pem")?)?;
+    let issuer = Issuer::from_ca_cert_pem(&read("ca.pem")?, ca_key)?;
+    let file = format!("node-{name}");
+    let san = SanType::URI(format!("spiffe://{TRUST_DOMAIN}/node/{name}").try_into()?);
+    write_leaf(dir, &file, vec![san], "legion executor", ExtendedKeyUsagePurpose::ClientAuth, &issuer)?;
+    Ok((dir.join(format!("{file}.pem")), dir.join(format!("{file}-key.pem"))))
+}
+
+/// Signs one leaf certificate (valid from January 1 of last year to December 31 of next year) and
+/// writes `dir/<file>.pem` and `dir/<file>-key.pem`.
+fn write_leaf(
+    dir: &Path,
+    file: &str,
+    sans: Vec<SanType>,
+    common_name: &str,
+    usage: ExtendedKeyUsagePurpose,
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<(), Error> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.subject_alt_names = sans;
+    params.distinguished_name = dn(common_name);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = vec![usage];
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params);
+    let cert = params.signed_by(&key, issuer)?;
+    write(dir, &format!("{file}.pem"), &cert.pem(), false)?;
+    write(dir, &format!("{file}-key.pem"), &key.serialize_pem(), true)
+}
+
+fn validity(params: &mut CertificateParams) {
+    let year = chrono::Utc::now().year();
+    params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
+    params.not_after = rcgen::date_time_ymd(year + 1, 12, 31);
 }
 
 fn dn(common_name: &str) -> DistinguishedName {
@@ -304,6 +341,47 @@ mod tests {
         assert_eq!(principal_from_certs(&[der("control-plane.pem")]), None);
         let empty: [Vec<u8>; 0] = [];
         assert_eq!(principal_from_certs(&empty), None);
+    }
+
+    #[test]
+    fn node_certificates_chain_to_the_dev_ca_and_name_their_node() {
+        use std::os::unix::fs::PermissionsExt;
+        crate::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_dev_certs(dir.path(), "exec-1").expect("dev certs");
+        let (cert, key) = write_node_cert(dir.path(), "exec-2").expect("node cert");
+        assert_eq!(cert, dir.path().join("node-exec-2.pem"));
+        assert_eq!(std::fs::metadata(&key).expect("meta").permissions().mode() & 0o777, 0o600);
+        let settings = TlsSettings { ca: Some(dir.path().join("ca.pem")), cert: Some(cert.clone()), key: Some(key) };
+        check_identity(&settings).expect("key matches certificate");
+
+        let der = |path: &Path| {
+            let pem = std::fs::read(path).expect("read");
+            let (_, p) = x509_parser::pem::parse_x509_pem(&pem).expect("pem");
+            rustls::pki_types::CertificateDer::from(p.contents)
+        };
+        let leaf = der(&cert);
+        assert_eq!(principal_from_certs(std::slice::from_ref(&leaf)), Some(Principal::Node("exec-2".into())));
+        let verifier = |ca: &Path| {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(der(ca)).expect("root");
+            rustls::server::WebPkiClientVerifier::builder(std::sync::Arc::new(roots)).build().expect("verifier")
+        };
+        let now = rustls::pki_types::UnixTime::now();
+        verifier(&dir.path().join("ca.pem")).verify_client_cert(&leaf, &[], now).expect("chains to the dev CA");
+        let other = tempfile::tempdir().expect("tempdir");
+        write_dev_certs(other.path(), "exec-1").expect("other dev certs");
+        assert!(verifier(&other.path().join("ca.pem")).verify_client_cert(&leaf, &[], now).is_err());
+    }
+
+    #[test]
+    fn node_certificates_refuse_bad_names_and_a_missing_ca() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for bad in ["", "Exec", "1exec", "a/b", "a.b"] {
+            assert!(matches!(write_node_cert(dir.path(), bad), Err(Error::Invalid { .. })), "{bad:?}");
+        }
+        let err = write_node_cert(dir.path(), "exec-2").expect_err("no ca").to_string();
+        assert!(err.contains("ca-key.pem"), "{err}");
     }
 
     #[test]

@@ -3,10 +3,9 @@
 //! every second to see them.
 
 use chrono::{DateTime, Utc};
+use legion_common::TaskStatus;
 use tokio::sync::broadcast;
 use uuid::Uuid;
-
-use crate::tasks::TaskStatus;
 
 /// Events kept for slow receivers; a receiver that falls further behind re-reads its task.
 pub const CAPACITY: usize = 16_384;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use legion_common::settings::Limits;
+use legion_common::{NodeStatus, TaskStatus};
 use legion_control_plane::delivery::AttemptStatus;
 use legion_control_plane::delivery::start::{Decision, StartItem};
 use legion_control_plane::dispatch::lease::{LeaseSettings, Sweeper};
@@ -20,10 +21,9 @@ use legion_control_plane::events::Events;
 use legion_control_plane::metrics::Metrics;
 use legion_control_plane::store::pg::PgStore;
 use legion_control_plane::store::{
-    CatalogStore, DeliveryStore, ExtensionManifest, FunctionInfo, Heartbeat, NodeRegistration, NodeStatus, OutboxStore,
-    RunnerInfo, Store, TaskStore,
+    CatalogStore, DeliveryStore, ExtensionManifest, FunctionInfo, Heartbeat, NodeRegistration, OutboxStore, RunnerInfo,
+    Store, TaskStore,
 };
-use legion_control_plane::tasks::TaskStatus;
 use legion_control_plane::tasks::submit::new_task;
 use legion_control_plane::tasks::validate::validate_submit;
 use legion_proto::v1;

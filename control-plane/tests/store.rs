@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use legion_common::broker::TaskMessage;
 use legion_common::settings::Limits;
-use legion_control_plane::catalog::state::State;
+use legion_common::{ExtensionState, NodeStatus, TaskStatus};
 use legion_control_plane::delivery::AttemptStatus;
 use legion_control_plane::delivery::complete::{CompleteItem, FailureKind, Outcome, ResultLimits, Verdict};
 use legion_control_plane::delivery::start::{Decision, StartItem};
@@ -19,7 +19,6 @@ use legion_control_plane::store::{
     CatalogStore, DeliveryStore, Error, ExtensionManifest, FunctionInfo, Heartbeat, NewTask, NodeRegistration,
     OutboxRow, OutboxStore, ReportedState, RunnerInfo, TaskFilter, TaskStore,
 };
-use legion_control_plane::tasks::TaskStatus;
 use legion_control_plane::tasks::submit::new_task;
 use legion_control_plane::tasks::validate::validate_submit;
 use legion_proto::v1::SubmitTaskRequest;
@@ -352,7 +351,7 @@ async fn lost_nodes_release_their_running_attempts() {
         .expect("heartbeat");
     assert_eq!(reply.abort, vec![(ids[0], 1)]);
     let nodes = store.list_nodes().await.expect("nodes");
-    assert!(nodes.iter().all(|n| n.status == legion_control_plane::store::NodeStatus::Active));
+    assert!(nodes.iter().all(|n| n.status == NodeStatus::Active));
     assert_eq!(store.expire_nodes(Duration::from_secs(30), 5).await.expect("expire"), Default::default());
 }
 
@@ -380,7 +379,7 @@ async fn cancelling_ends_the_task_and_its_running_attempt() {
         .await
         .expect("heartbeat");
     assert_eq!(reply.abort, vec![(ids[0], 1)]);
-    assert_eq!(store.list_nodes().await.expect("nodes")[0].status, legion_control_plane::store::NodeStatus::Draining);
+    assert_eq!(store.list_nodes().await.expect("nodes")[0].status, NodeStatus::Draining);
 }
 
 #[tokio::test]
@@ -443,35 +442,35 @@ async fn the_catalog_follows_the_state_machine_and_disabling_refuses_dispatch() 
         extensions[0].runners[0].functions.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
         ["echo", "fail"]
     );
-    assert_eq!(extensions[0].nodes[0].state, State::Loaded);
+    assert_eq!(extensions[0].nodes[0].state, ExtensionState::Loaded);
 
-    let report = |state: State, reason: Option<&str>| Heartbeat {
+    let report = |state: ExtensionState, reason: Option<&str>| Heartbeat {
         node: NODE.into(),
         draining: false,
         extensions: vec![ReportedState { extension: "core".into(), state, reason: reason.map(Into::into) }],
         running: vec![],
     };
-    store.heartbeat(&report(State::Running, None)).await.expect("heartbeat");
+    store.heartbeat(&report(ExtensionState::Running, None)).await.expect("heartbeat");
     // `loaded` cannot follow `running`: logged, not applied.
-    store.heartbeat(&report(State::Loaded, None)).await.expect("heartbeat");
-    assert_eq!(store.list_nodes().await.expect("nodes")[0].extensions[0].state, State::Running);
-    store.heartbeat(&report(State::Failed, Some("boom"))).await.expect("heartbeat");
+    store.heartbeat(&report(ExtensionState::Loaded, None)).await.expect("heartbeat");
+    assert_eq!(store.list_nodes().await.expect("nodes")[0].extensions[0].state, ExtensionState::Running);
+    store.heartbeat(&report(ExtensionState::Failed, Some("boom"))).await.expect("heartbeat");
     let node_ext = &store.list_extensions().await.expect("extensions")[0].nodes[0];
-    assert_eq!((node_ext.state, node_ext.reason.as_deref()), (State::Failed, Some("boom")));
+    assert_eq!((node_ext.state, node_ext.reason.as_deref()), (ExtensionState::Failed, Some("boom")));
 
     let disabled = store.set_extension_disabled("core", true).await.expect("disable");
     assert!(disabled.disabled);
-    assert_eq!(disabled.nodes[0].state, State::Disabled);
+    assert_eq!(disabled.nodes[0].state, ExtensionState::Disabled);
     let status = store.function_status(&["core.util.echo".into(), "core.util.nope".into()]).await.expect("status");
     assert_eq!(status.get("core.util.echo"), Some(&true));
     assert!(!status.contains_key("core.util.nope"));
-    let reply = store.heartbeat(&report(State::Running, None)).await.expect("heartbeat");
+    let reply = store.heartbeat(&report(ExtensionState::Running, None)).await.expect("heartbeat");
     assert_eq!(reply.disabled_extensions, vec!["core".to_owned()]);
     // A restarted node re-registers; its extension stays disabled until an operator enables it.
     register(&store, NODE).await;
-    assert_eq!(store.list_nodes().await.expect("nodes")[0].extensions[0].state, State::Disabled);
+    assert_eq!(store.list_nodes().await.expect("nodes")[0].extensions[0].state, ExtensionState::Disabled);
     let enabled = store.set_extension_disabled("core", false).await.expect("enable");
-    assert_eq!(enabled.nodes[0].state, State::Loaded);
+    assert_eq!(enabled.nodes[0].state, ExtensionState::Loaded);
     assert!(matches!(store.set_extension_disabled("nope", true).await, Err(Error::NotFound(_))));
 
     let (history,): (i64,) =

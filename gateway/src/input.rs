@@ -4,13 +4,13 @@
 //! The control plane validates every value again (ranges, limits, the catalog); the gateway only
 //! checks what it must to build a well-formed gRPC request, so the rules live in one place.
 
+use legion_common::TaskStatus;
 use legion_common::settings::MAX_JSON_DEPTH_CEILING;
 use legion_proto::v1;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::problem::Problem;
-use crate::view::TaskStatus;
 
 /// Body of `POST /api/v1/tasks`.
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
@@ -150,7 +150,7 @@ pub struct ListTasksQuery {
 fn status_filter_schema() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
-        .enum_values(Some(TaskStatus::ALL.iter().map(|s| s.as_str())))
+        .enum_values(Some(TaskStatus::NAMES))
         .description(Some("Only tasks with this status"))
         .build()
 }
@@ -192,17 +192,7 @@ impl ListTasksQuery {
     pub fn into_request(self) -> Result<v1::ListTasksRequest, Problem> {
         let status = match self.status.as_deref() {
             None => None,
-            Some(s) => Some(
-                TaskStatus::parse(s)
-                    .ok_or_else(|| {
-                        let names: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
-                        Problem::invalid(
-                            "status",
-                            format!("unknown status {s:?}; expected one of {}", names.join(", ")),
-                        )
-                    })?
-                    .to_proto() as i32,
-            ),
+            Some(s) => Some(s.parse::<TaskStatus>().map_err(|e| Problem::invalid("status", e))?.to_proto().into()),
         };
         let page_size = match self.limit.as_deref() {
             None => 0,

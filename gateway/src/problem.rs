@@ -143,6 +143,14 @@ impl From<tonic::Status> for Problem {
     }
 }
 
+/// A control-plane response without a REST shape is the control plane's bug: `500 INTERNAL`, logged.
+impl From<crate::view::Error> for Problem {
+    fn from(error: crate::view::Error) -> Self {
+        tracing::error!(%error, "control plane response has no REST shape");
+        Self::new(ErrorCode::Internal, error.to_string())
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}: {}", self.status, self.code, self.detail)

@@ -3,125 +3,23 @@
 //! This is the one place that turns `legion.v1` messages into the JSON that REST callers and the
 //! `legion` CLI print, so both show the same object for the same task (DESIGN.md section 7). Enum
 //! values are lowercase strings (`timed_out`, `dead_lettered`), timestamps RFC 3339 in UTC, JSON
-//! values (`args`, `result`) plain JSON, and absent values JSON `null`.
+//! values (`args`, `result`) plain JSON, and absent values JSON `null`. The enums are
+//! [`legion_common::status`]'s; a message whose enum field is unspecified or unknown converts to an
+//! [`Error`], never to a made-up value.
 
 use chrono::{DateTime, Utc};
+use legion_common::TaskStatus;
 use legion_proto::v1;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Lifecycle status of a task, as a lowercase string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskStatus {
-    /// Accepted and durable; waiting to be published to the broker.
-    Pending,
-    /// Waiting for a delay or a retry backoff.
-    Scheduled,
-    /// Published; waiting for an executor.
-    Queued,
-    /// An executor runs the current attempt.
-    Running,
-    /// Terminal: the function returned a result.
-    Succeeded,
-    /// Terminal: the last attempt failed.
-    Failed,
-    /// Terminal: cancelled by a caller.
-    Cancelled,
-    /// Terminal: the last attempt ran out of time.
-    TimedOut,
-    /// Terminal: the message could not be delivered or kept killing its executor.
-    DeadLettered,
-    /// Terminal: a chain condition was false.
-    Skipped,
-    /// Not set; a healthy control plane never sends it.
-    Unspecified,
-}
-
-impl TaskStatus {
-    /// Every status a caller may filter on, in lifecycle order.
-    pub const ALL: [Self; 10] = [
-        Self::Pending,
-        Self::Scheduled,
-        Self::Queued,
-        Self::Running,
-        Self::Succeeded,
-        Self::Failed,
-        Self::Cancelled,
-        Self::TimedOut,
-        Self::DeadLettered,
-        Self::Skipped,
-    ];
-
-    /// The lowercase name, as in the JSON (`timed_out`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Scheduled => "scheduled",
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-            Self::TimedOut => "timed_out",
-            Self::DeadLettered => "dead_lettered",
-            Self::Skipped => "skipped",
-            Self::Unspecified => "unspecified",
-        }
-    }
-
-    /// Parses a lowercase name; `None` for anything but the ten statuses of [`TaskStatus::ALL`].
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-
-    /// Whether the status is final (succeeded, failed, cancelled, timed_out, dead_lettered, skipped).
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Self::Succeeded | Self::Failed | Self::Cancelled | Self::TimedOut | Self::DeadLettered | Self::Skipped
-        )
-    }
-
-    /// The status of a protobuf enum value; unknown numbers are [`TaskStatus::Unspecified`].
-    pub fn from_proto(value: i32) -> Self {
-        match v1::TaskStatus::try_from(value).unwrap_or(v1::TaskStatus::Unspecified) {
-            v1::TaskStatus::Unspecified => Self::Unspecified,
-            v1::TaskStatus::Pending => Self::Pending,
-            v1::TaskStatus::Scheduled => Self::Scheduled,
-            v1::TaskStatus::Queued => Self::Queued,
-            v1::TaskStatus::Running => Self::Running,
-            v1::TaskStatus::Succeeded => Self::Succeeded,
-            v1::TaskStatus::Failed => Self::Failed,
-            v1::TaskStatus::Cancelled => Self::Cancelled,
-            v1::TaskStatus::TimedOut => Self::TimedOut,
-            v1::TaskStatus::DeadLettered => Self::DeadLettered,
-            v1::TaskStatus::Skipped => Self::Skipped,
-        }
-    }
-
-    /// The protobuf enum value.
-    pub fn to_proto(self) -> v1::TaskStatus {
-        match self {
-            Self::Unspecified => v1::TaskStatus::Unspecified,
-            Self::Pending => v1::TaskStatus::Pending,
-            Self::Scheduled => v1::TaskStatus::Scheduled,
-            Self::Queued => v1::TaskStatus::Queued,
-            Self::Running => v1::TaskStatus::Running,
-            Self::Succeeded => v1::TaskStatus::Succeeded,
-            Self::Failed => v1::TaskStatus::Failed,
-            Self::Cancelled => v1::TaskStatus::Cancelled,
-            Self::TimedOut => v1::TaskStatus::TimedOut,
-            Self::DeadLettered => v1::TaskStatus::DeadLettered,
-            Self::Skipped => v1::TaskStatus::Skipped,
-        }
-    }
-}
-
-impl std::fmt::Display for TaskStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// A control-plane message that has no REST shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// An enum field holds its `*_UNSPECIFIED` value or a number this gateway does not know: a bug in
+    /// the control plane, or a newer one.
+    #[error("invalid control plane response: {0}")]
+    UnknownValue(#[from] legion_common::status::Error),
 }
 
 /// A task, as REST returns it and the CLI prints it.
@@ -180,12 +78,14 @@ pub struct Task {
     pub timeout_ms: u32,
 }
 
-impl From<&v1::Task> for Task {
-    fn from(t: &v1::Task) -> Self {
-        Self {
+impl TryFrom<&v1::Task> for Task {
+    type Error = Error;
+
+    fn try_from(t: &v1::Task) -> Result<Self, Error> {
+        Ok(Self {
             id: t.id.clone(),
             function: t.function.clone(),
-            status: TaskStatus::from_proto(t.status),
+            status: TaskStatus::from_wire(t.status)?,
             args: json(t.args.as_ref()),
             result: json(t.result.as_ref()),
             error: t.error.clone(),
@@ -202,7 +102,7 @@ impl From<&v1::Task> for Task {
             started_at: time(t.started_at.as_ref()),
             finished_at: time(t.finished_at.as_ref()),
             timeout_ms: t.timeout_ms,
-        }
+        })
     }
 }
 
@@ -216,12 +116,14 @@ pub struct TaskPage {
     pub next_page_token: Option<String>,
 }
 
-impl From<&v1::ListTasksResponse> for TaskPage {
-    fn from(r: &v1::ListTasksResponse) -> Self {
-        Self {
-            tasks: r.tasks.iter().map(Task::from).collect(),
+impl TryFrom<&v1::ListTasksResponse> for TaskPage {
+    type Error = Error;
+
+    fn try_from(r: &v1::ListTasksResponse) -> Result<Self, Error> {
+        Ok(Self {
+            tasks: r.tasks.iter().map(Task::try_from).collect::<Result<_, _>>()?,
             next_page_token: Some(r.next_page_token.clone()).filter(|t| !t.is_empty()),
-        }
+        })
     }
 }
 
@@ -241,14 +143,16 @@ pub struct TaskEvent {
     pub task: Option<Task>,
 }
 
-impl From<&v1::TaskEvent> for TaskEvent {
-    fn from(e: &v1::TaskEvent) -> Self {
-        Self {
-            status: TaskStatus::from_proto(e.status),
+impl TryFrom<&v1::TaskEvent> for TaskEvent {
+    type Error = Error;
+
+    fn try_from(e: &v1::TaskEvent) -> Result<Self, Error> {
+        Ok(Self {
+            status: TaskStatus::from_wire(e.status)?,
             attempt: e.attempt,
             at: time(e.at.as_ref()),
-            task: e.task.as_ref().map(Task::from),
-        }
+            task: e.task.as_ref().map(Task::try_from).transpose()?,
+        })
     }
 }
 
@@ -311,6 +215,4 @@ mod catalog;
 #[cfg(test)]
 mod tests;
 
-pub use catalog::{
-    Extension, ExtensionList, ExtensionState, Function, Node, NodeExtension, NodeList, NodeStatus, Runner,
-};
+pub use catalog::{Extension, ExtensionList, Function, Node, NodeExtension, NodeList, Runner};

@@ -105,7 +105,7 @@ async fn bad_ids_and_queries_are_named() {
     let r = send(&app, post_json("/api/v1/tasks/42/cancel", "")).await;
     assert_problem(&r, 400, "INVALID_ARGUMENT", "id: must be a UUID");
     let r = send(&app, get("/api/v1/tasks?status=done")).await;
-    assert_problem(&r, 400, "INVALID_ARGUMENT", "status: unknown status");
+    assert_problem(&r, 400, "INVALID_ARGUMENT", "status: unknown task status");
     let r = send(&app, get("/api/v1/tasks?limit=5000")).await;
     assert_problem(&r, 400, "INVALID_ARGUMENT", "limit: must be an integer from 1 to 1000");
 }

@@ -98,3 +98,26 @@ fn rustls_pemfile_der(pem: &[u8]) -> Vec<u8> {
     use rustls::pki_types::pem::PemObject;
     CertificateDer::pem_slice_iter(pem).next().expect("one certificate").expect("valid pem").to_vec()
 }
+
+#[tokio::test]
+async fn a_node_certificate_from_the_same_ca_carries_a_mutual_tls_connection() {
+    legion_common::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tempdir");
+    init(dir.path(), "exec-1", &mut Vec::new()).expect("init");
+    let mut out = Vec::new();
+    let (cert, key) = node(dir.path(), "exec-2", &mut out).expect("node");
+    assert_eq!(String::from_utf8(out).expect("utf-8").lines().count(), 2);
+    assert_eq!(cert, dir.path().join("node-exec-2.pem"));
+    let addr = serve_health(dir.path()).await;
+    let url = format!("https://localhost:{}", addr.port());
+    let settings = TlsSettings { ca: Some(dir.path().join("ca.pem")), cert: Some(cert.clone()), key: Some(key) };
+    assert_eq!(check(&url, &settings).await.ok(), Some(ServingStatus::Serving as i32));
+    let der = rustls_pemfile_der(&std::fs::read(&cert).expect("read"));
+    assert_eq!(
+        legion_common::tls::principal_from_certs(&[der]),
+        Some(legion_common::tls::Principal::Node("exec-2".into()))
+    );
+
+    let empty = tempfile::tempdir().expect("tempdir");
+    assert!(node(empty.path(), "exec-2", &mut Vec::new()).is_err(), "no CA in the directory");
+}

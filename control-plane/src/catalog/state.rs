@@ -19,28 +19,13 @@
 //! or a recovery between two heartbeats). Self-transitions are refused (callers skip a report equal to
 //! the current state) except `register` (a restarted node registers again) and `fail` (a new reason).
 //! A disabled extension stays disabled, whatever its nodes report, until an operator enables it.
+//!
+//! The states themselves, with their stored names and protobuf values, are
+//! [`legion_common::ExtensionState`], shared with the gateway.
 
 use std::fmt;
-use std::str::FromStr;
 
-/// The state of an extension on a node. Stored as the lowercase name (`node_extensions.state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum State {
-    /// The node announced the extension.
-    Registered,
-    /// The extension's code is loaded on the node.
-    Loaded,
-    /// The node consumes the extension's queue.
-    Running,
-    /// The node is stopping the extension.
-    Stopping,
-    /// The node stopped the extension.
-    Stopped,
-    /// The extension failed on the node.
-    Failed,
-    /// An operator disabled the extension: no dispatch.
-    Disabled,
-}
+use legion_common::ExtensionState;
 
 /// Something that happens to an extension on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,18 +55,11 @@ pub enum Error {
     #[error("event {event} is not allowed in state {state}")]
     InvalidTransition {
         /// The current state.
-        state: State,
+        state: ExtensionState,
         /// The refused event.
         event: Event,
     },
-    /// A state name that is not one of the seven states.
-    #[error("unknown extension state {0:?}")]
-    UnknownState(String),
 }
-
-/// Every state, in lifecycle order.
-pub const ALL_STATES: [State; 7] =
-    [State::Registered, State::Loaded, State::Running, State::Stopping, State::Stopped, State::Failed, State::Disabled];
 
 /// Every event.
 pub const ALL_EVENTS: [Event; 8] = [
@@ -99,9 +77,9 @@ pub const ALL_EVENTS: [Event; 8] = [
 ///
 /// # Errors
 /// [`Error::InvalidTransition`] when the event is not allowed in that state (see the module docs).
-pub fn transition(state: State, event: Event) -> Result<State, Error> {
+pub fn transition(state: ExtensionState, event: Event) -> Result<ExtensionState, Error> {
     use Event as E;
-    use State as S;
+    use ExtensionState as S;
     let next = match (state, event) {
         (S::Disabled, E::Enable) => S::Loaded,
         (S::Disabled, E::Fail) => S::Failed,
@@ -119,30 +97,15 @@ pub fn transition(state: State, event: Event) -> Result<State, Error> {
 }
 
 /// The event that leads to `state` when a node reports it (heartbeats report states).
-pub fn event_for_reported(state: State) -> Event {
+pub fn event_for_reported(state: ExtensionState) -> Event {
     match state {
-        State::Registered => Event::Register,
-        State::Loaded => Event::Load,
-        State::Running => Event::Start,
-        State::Stopping => Event::Stop,
-        State::Stopped => Event::Stopped,
-        State::Failed => Event::Fail,
-        State::Disabled => Event::Disable,
-    }
-}
-
-impl State {
-    /// The stored name, e.g. `running`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Registered => "registered",
-            Self::Loaded => "loaded",
-            Self::Running => "running",
-            Self::Stopping => "stopping",
-            Self::Stopped => "stopped",
-            Self::Failed => "failed",
-            Self::Disabled => "disabled",
-        }
+        ExtensionState::Registered => Event::Register,
+        ExtensionState::Loaded => Event::Load,
+        ExtensionState::Running => Event::Start,
+        ExtensionState::Stopping => Event::Stop,
+        ExtensionState::Stopped => Event::Stopped,
+        ExtensionState::Failed => Event::Fail,
+        ExtensionState::Disabled => Event::Disable,
     }
 }
 
@@ -162,20 +125,6 @@ impl Event {
     }
 }
 
-impl FromStr for State {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ALL_STATES.into_iter().find(|state| state.as_str() == s).ok_or_else(|| Error::UnknownState(s.to_owned()))
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -186,12 +135,12 @@ impl fmt::Display for Event {
 mod tests {
     use super::*;
     use Event as E;
-    use State as S;
+    use ExtensionState as S;
 
     /// The full table: `expected(state, event)` is the next state or `None` for a refused event.
     #[rustfmt::skip]
-    fn expected(state: State, event: Event) -> Option<State> {
-        let row: [Option<State>; 8] = match state {
+    fn expected(state: ExtensionState, event: Event) -> Option<ExtensionState> {
+        let row: [Option<ExtensionState>; 8] = match state {
             //                 register          load           start           stop             stopped          fail           disable           enable
             S::Registered => [Some(S::Registered), Some(S::Loaded), None, None, None, Some(S::Failed), Some(S::Disabled), None],
             S::Loaded => [Some(S::Registered), None, Some(S::Running), Some(S::Stopping), Some(S::Stopped), Some(S::Failed), Some(S::Disabled), None],
@@ -207,7 +156,7 @@ mod tests {
 
     #[test]
     fn every_state_event_pair_follows_the_table() {
-        for state in ALL_STATES {
+        for state in S::ALL {
             for event in ALL_EVENTS {
                 match (transition(state, event), expected(state, event)) {
                     (Ok(next), Some(want)) => assert_eq!(next, want, "{state} + {event}"),
@@ -231,7 +180,7 @@ mod tests {
 
     #[test]
     fn any_state_can_fail() {
-        for state in ALL_STATES {
+        for state in S::ALL {
             assert_eq!(transition(state, E::Fail), Ok(S::Failed), "{state}");
         }
     }
@@ -240,7 +189,7 @@ mod tests {
     fn disabled_only_leaves_by_enable_or_failure() {
         let allowed: Vec<Event> = ALL_EVENTS.into_iter().filter(|e| transition(S::Disabled, *e).is_ok()).collect();
         assert_eq!(allowed, vec![E::Fail, E::Enable]);
-        for state in ALL_STATES.into_iter().filter(|s| *s != S::Disabled) {
+        for state in S::ALL.into_iter().filter(|s| *s != S::Disabled) {
             assert_eq!(transition(state, E::Disable), Ok(S::Disabled), "{state}");
             assert!(transition(state, E::Enable).is_err(), "{state} + enable");
         }
@@ -248,17 +197,9 @@ mod tests {
 
     #[test]
     fn a_reported_state_maps_to_the_event_that_reaches_it() {
-        for state in ALL_STATES {
+        for state in S::ALL {
             let event = event_for_reported(state);
-            assert!(ALL_STATES.iter().any(|from| transition(*from, event) == Ok(state)), "{state}");
+            assert!(S::ALL.iter().any(|from| transition(*from, event) == Ok(state)), "{state}");
         }
-    }
-
-    #[test]
-    fn names_round_trip() {
-        for state in ALL_STATES {
-            assert_eq!(state.as_str().parse::<State>(), Ok(state));
-        }
-        assert_eq!("bogus".parse::<State>(), Err(Error::UnknownState("bogus".into())));
     }
 }

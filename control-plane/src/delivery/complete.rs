@@ -7,10 +7,10 @@
 //! against `max_attempts`: while `failures < max_attempts` the task gets a new dispatch and an outbox
 //! row in the same transaction; after the last attempt it ends `timed_out` (for a timeout) or `failed`.
 
+use legion_common::TaskStatus;
 use uuid::Uuid;
 
 use super::{AttemptEnd, AttemptStatus, Plan, Planner, TaskState, redispatch};
-use crate::tasks::TaskStatus;
 use crate::tasks::validate::contains_nul;
 
 /// How an attempt failed, as reported by the executor.

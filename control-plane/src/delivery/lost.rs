@@ -4,8 +4,9 @@
 //! takeovers they count as redeliveries, and past `transport.delivery_limit` the task ends
 //! `dead_lettered`.
 
+use legion_common::TaskStatus;
+
 use super::{AttemptEnd, AttemptStatus, Plan, Planner, TaskState, redispatch, within_delivery_limit};
-use crate::tasks::TaskStatus;
 
 /// Plans the recovery of `states`, the locked `running` tasks of lost nodes.
 pub fn plan(states: Vec<TaskState>, delivery_limit: u32) -> Plan {

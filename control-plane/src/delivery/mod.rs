@@ -13,10 +13,10 @@ pub mod start;
 use std::collections::HashMap;
 use std::fmt;
 
+use legion_common::TaskStatus;
 use uuid::Uuid;
 
 use crate::events::StatusChange;
-use crate::tasks::TaskStatus;
 
 /// What the decisions read and change of a locked task row.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,10 +8,10 @@
 //!   more than `transport.delivery_limit` times, which ends it `dead_lettered`;
 //! - task `running` and not a redelivery → a duplicate publish → drop.
 
+use legion_common::TaskStatus;
 use uuid::Uuid;
 
 use super::{AttemptEnd, AttemptStatus, NewAttempt, Plan, Planner, TaskState, within_delivery_limit};
-use crate::tasks::TaskStatus;
 
 /// One start request of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]

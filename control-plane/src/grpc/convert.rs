@@ -3,8 +3,7 @@
 use legion_proto::v1;
 use legion_proto::{json_to_value, timestamp};
 
-use crate::catalog::state::State;
-use crate::store::{Attempt, ExtensionInfo, NodeExtensionInfo, NodeInfo, NodeStatus, Task};
+use crate::store::{Attempt, ExtensionInfo, NodeExtensionInfo, NodeInfo, Task};
 
 /// A task as `legion.v1.Task`.
 pub fn task(task: &Task) -> v1::Task {
@@ -47,24 +46,6 @@ pub fn attempt(attempt: &Attempt) -> v1::TaskAttempt {
     }
 }
 
-/// A catalog state as the protobuf enum.
-pub fn state(state: State) -> v1::ExtensionState {
-    match state {
-        State::Registered => v1::ExtensionState::Registered,
-        State::Loaded => v1::ExtensionState::Loaded,
-        State::Running => v1::ExtensionState::Running,
-        State::Stopping => v1::ExtensionState::Stopping,
-        State::Stopped => v1::ExtensionState::Stopped,
-        State::Failed => v1::ExtensionState::Failed,
-        State::Disabled => v1::ExtensionState::Disabled,
-    }
-}
-
-/// The catalog state of a protobuf enum value; `None` for `EXTENSION_STATE_UNSPECIFIED`.
-pub fn state_from_proto(state: v1::ExtensionState) -> Option<State> {
-    crate::catalog::state::ALL_STATES.into_iter().find(|s| self::state(*s) == state)
-}
-
 /// An extension as `legion.v1.Extension`.
 pub fn extension(extension: &ExtensionInfo) -> v1::Extension {
     v1::Extension {
@@ -90,7 +71,7 @@ pub fn extension(extension: &ExtensionInfo) -> v1::Extension {
 fn node_extension(ne: &NodeExtensionInfo) -> v1::NodeExtension {
     v1::NodeExtension {
         node: ne.node.clone(),
-        state: state(ne.state).into(),
+        state: ne.state.to_proto().into(),
         updated_at: Some(timestamp(ne.updated_at)),
     }
 }
@@ -101,29 +82,10 @@ pub fn node(node: &NodeInfo) -> v1::Node {
         name: node.name.clone(),
         region: node.region.clone(),
         version: node.version.clone(),
-        status: match node.status {
-            NodeStatus::Active => v1::NodeStatus::Active,
-            NodeStatus::Draining => v1::NodeStatus::Draining,
-            NodeStatus::Lost => v1::NodeStatus::Lost,
-        }
-        .into(),
+        status: node.status.to_proto().into(),
         concurrency: node.concurrency,
         started_at: Some(timestamp(node.started_at)),
         last_heartbeat: Some(timestamp(node.last_heartbeat)),
-        extensions: node.extensions.iter().map(|e| (e.extension.clone(), state(e.state).into())).collect(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::catalog::state::ALL_STATES;
-
-    #[test]
-    fn every_state_has_a_distinct_proto_value() {
-        for s in ALL_STATES {
-            assert_eq!(state_from_proto(state(s)), Some(s));
-        }
-        assert_eq!(state_from_proto(v1::ExtensionState::Unspecified), None);
+        extensions: node.extensions.iter().map(|e| (e.extension.clone(), e.state.to_proto().into())).collect(),
     }
 }

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use legion_common::ExtensionState;
 use legion_common::function::validate_segment;
 use legion_proto::v1;
 use legion_proto::v1::executor_service_server::ExecutorService;
@@ -12,7 +13,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::auth::node_principal;
-use super::{convert, invalid, store_status};
+use super::{invalid, store_status};
 use crate::delivery::complete::{CompleteItem, FailureKind, Outcome, ResultLimits, Verdict};
 use crate::delivery::start::{Decision, StartItem, is_dead_letter};
 use crate::events::Events;
@@ -177,10 +178,8 @@ impl ExecutorService for ExecutorApi {
             .collect();
         let mut extensions = Vec::with_capacity(req.extensions.len());
         for (i, status) in req.extensions.iter().enumerate() {
-            let state = v1::ExtensionState::try_from(status.state)
-                .ok()
-                .and_then(convert::state_from_proto)
-                .ok_or_else(|| invalid(&format!("extensions[{i}].state"), "must be a known extension state"))?;
+            let state = ExtensionState::from_wire(status.state)
+                .map_err(|_| invalid(&format!("extensions[{i}].state"), "must be a known extension state"))?;
             let reason = (!status.reason.is_empty())
                 .then(|| text(&format!("extensions[{i}].reason"), &status.reason))
                 .transpose()?;

@@ -3,6 +3,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use legion_common::TaskStatus;
 use legion_common::settings::Limits;
 use legion_proto::v1;
 use legion_proto::v1::task_service_server::TaskService;
@@ -16,10 +17,10 @@ use super::auth::{Access, Authorizer};
 use super::{convert, invalid, parse_uuid, status, store_status};
 use crate::events::Events;
 use crate::store::{Store, TaskFilter};
+use crate::tasks::page;
 use crate::tasks::submit::{self, Submitter};
 use crate::tasks::validate::validate_submit;
 use crate::tasks::watch::{self, WatchEvent};
-use crate::tasks::{TaskStatus, page};
 
 /// The task API over the store, the submit writer and the status broadcast.
 pub struct TaskApi {
@@ -90,10 +91,8 @@ impl TaskService for TaskApi {
         let status = match req.status {
             None => None,
             Some(value) => {
-                let status = v1::TaskStatus::try_from(value)
-                    .ok()
-                    .and_then(TaskStatus::from_proto)
-                    .ok_or_else(|| invalid("status", format!("{value} is not a task status")))?;
+                let status = TaskStatus::from_wire(value)
+                    .map_err(|_| invalid("status", format!("{value} is not a task status")))?;
                 Some(status)
             }
         };

@@ -1,11 +1,10 @@
 //! What the stores read and write, independent of the backend.
 
 use chrono::{DateTime, Utc};
+use legion_common::{ExtensionState, NodeStatus, TaskStatus};
 use uuid::Uuid;
 
-use crate::catalog::state::State;
 use crate::delivery::AttemptStatus;
-use crate::tasks::TaskStatus;
 
 /// A task as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,33 +174,6 @@ pub struct OutboxRow {
     pub payload: Vec<u8>,
 }
 
-/// A node's status (`nodes.status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeStatus {
-    /// Heartbeating and taking tasks.
-    Active,
-    /// Shutting down: takes no new tasks.
-    Draining,
-    /// Silent for longer than `control_plane.node_lease_ms`.
-    Lost,
-}
-
-impl NodeStatus {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Draining => "draining",
-            Self::Lost => "lost",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Active, Self::Draining, Self::Lost].into_iter().find(|n| n.as_str() == s)
-    }
-}
-
 /// One function of a runner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionInfo {
@@ -239,7 +211,7 @@ pub struct NodeExtensionInfo {
     /// Extension name.
     pub extension: String,
     /// Catalog state.
-    pub state: State,
+    pub state: ExtensionState,
     /// Why it failed, for `failed`.
     pub reason: Option<String>,
     /// Last transition.
@@ -270,7 +242,7 @@ pub struct NodeInfo {
     pub region: String,
     /// Executor version.
     pub version: String,
-    /// Status.
+    /// Status (`nodes.status`).
     pub status: NodeStatus,
     /// Task slots.
     pub concurrency: u32,
@@ -302,8 +274,8 @@ pub struct NodeRegistration {
 pub struct ReportedState {
     /// Extension name.
     pub extension: String,
-    /// State as the executor sees it.
-    pub state: State,
+    /// ExtensionState as the executor sees it.
+    pub state: ExtensionState,
     /// Why it failed, for `failed`.
     pub reason: Option<String>,
 }

@@ -64,7 +64,7 @@ mod tests {
         Task {
             id: uuid::Uuid::now_v7(),
             function: new.function.clone(),
-            status: crate::tasks::TaskStatus::Queued,
+            status: legion_common::TaskStatus::Queued,
             // Stored as jsonb: keys come back in another order and whole numbers may carry a fraction.
             args: json!({"b": [1.5, "x"], "a": 1.0}),
             result: None,

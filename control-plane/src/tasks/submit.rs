@@ -346,7 +346,7 @@ mod tests {
             task: crate::store::Task {
                 id: first.id,
                 function: first.function.clone(),
-                status: crate::tasks::TaskStatus::Pending,
+                status: legion_common::TaskStatus::Pending,
                 args: first.args.clone(),
                 result: None,
                 error: None,

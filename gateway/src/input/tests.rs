@@ -103,7 +103,7 @@ fn empty_query_values_count_as_absent() {
 #[test]
 fn bad_list_parameters_are_named() {
     let d = detail(ListTasksQuery::from_pairs(pairs(&[("status", "done")])).expect("parses").into_request());
-    assert!(d.starts_with(r#"status: unknown status "done"; expected one of pending,"#), "{d}");
+    assert!(d.starts_with(r#"status: unknown task status "done"; expected one of pending,"#), "{d}");
     for limit in ["0", "1001", "ten", "-1"] {
         let d = detail(ListTasksQuery::from_pairs(pairs(&[("limit", limit)])).expect("parses").into_request());
         assert!(d.starts_with("limit: must be an integer from 1 to 1000"), "{d}");

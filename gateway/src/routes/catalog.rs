@@ -22,7 +22,8 @@ use crate::view::{Extension, ExtensionList, Node, NodeList};
 pub async fn list_extensions(State(state): State<AppState>, meta: CallMeta) -> Result<Json<ExtensionList>, Problem> {
     let response =
         state.catalog.clone().list_extensions(meta.request(v1::ListExtensionsRequest {})).await?.into_inner();
-    Ok(Json(ExtensionList { extensions: response.extensions.iter().map(Into::into).collect() }))
+    let extensions = response.extensions.iter().map(Extension::try_from).collect::<Result<_, _>>()?;
+    Ok(Json(ExtensionList { extensions }))
 }
 
 /// Disables an extension: it accepts no new tasks until enabled again.
@@ -44,7 +45,7 @@ pub async fn disable_extension(
 ) -> Result<Json<Extension>, Problem> {
     let request = meta.request(v1::SetExtensionDisabledRequest { name });
     let extension = state.catalog.clone().disable_extension(request).await?.into_inner();
-    Ok(Json(Extension::from(&extension)))
+    Ok(Json(Extension::try_from(&extension)?))
 }
 
 /// Enables a disabled extension.
@@ -66,7 +67,7 @@ pub async fn enable_extension(
 ) -> Result<Json<Extension>, Problem> {
     let request = meta.request(v1::SetExtensionDisabledRequest { name });
     let extension = state.catalog.clone().enable_extension(request).await?.into_inner();
-    Ok(Json(Extension::from(&extension)))
+    Ok(Json(Extension::try_from(&extension)?))
 }
 
 /// Lists the nodes (executors and control planes) with their status and loaded extensions.
@@ -81,5 +82,6 @@ pub async fn enable_extension(
 )]
 pub async fn list_nodes(State(state): State<AppState>, meta: CallMeta) -> Result<Json<NodeList>, Problem> {
     let response = state.catalog.clone().list_nodes(meta.request(v1::ListNodesRequest {})).await?.into_inner();
-    Ok(Json(NodeList { nodes: response.nodes.iter().map(Node::from).collect() }))
+    let nodes = response.nodes.iter().map(Node::try_from).collect::<Result<_, _>>()?;
+    Ok(Json(NodeList { nodes }))
 }

@@ -8,6 +8,8 @@
 //! - the control plane became unreachable or cut the watch: 503 `UNAVAILABLE` (see
 //!   [`crate::problem::meaning`]), or the control plane's own error (404 for an unknown task, …);
 //! - the control plane ended the watch before the task finished: 503 `UNAVAILABLE`;
+//! - the control plane sent an event without a REST shape (an unspecified or unknown status): 500
+//!   `INTERNAL`;
 //! - the gateway is shutting down: 503 `UNAVAILABLE` "gateway shutting down".
 //!
 //! The route has no request timeout; a comment line every 15 s keeps idle connections open.
@@ -96,11 +98,13 @@ where
             next = stream.next() => next,
         };
         match next {
-            Some(Ok(event)) => {
-                let view = Box::new(TaskEvent::from(&event));
-                let more = !view.status.is_terminal();
-                Some((WatchItem::Change(view), more.then_some((stream, shutdown))))
-            }
+            Some(Ok(event)) => match TaskEvent::try_from(&event) {
+                Ok(view) => {
+                    let more = !view.status.is_terminal();
+                    Some((WatchItem::Change(Box::new(view)), more.then_some((stream, shutdown))))
+                }
+                Err(e) => Some((WatchItem::Failure(Problem::from(e)), None)),
+            },
             Some(Err(status)) => Some((WatchItem::Failure(Problem::from_status(&status)), None)),
             None => {
                 tracing::warn!("control plane ended a watch before the task finished");

@@ -39,7 +39,7 @@ pub async fn submit_task(
 ) -> Result<Response, Problem> {
     let request = SubmitTask::parse(&body)?.into_request();
     let response = state.tasks.clone().submit_task(meta.request(request)).await?.into_inner();
-    let task = response.task.as_ref().map(Task::from).ok_or_else(|| missing("SubmitTaskResponse.task"))?;
+    let task = Task::try_from(response.task.as_ref().ok_or_else(|| missing("SubmitTaskResponse.task"))?)?;
     if !response.created {
         return Ok((StatusCode::OK, Json(task)).into_response());
     }
@@ -70,7 +70,7 @@ pub async fn list_tasks(
     let Query(pairs) = query.map_err(|e| Problem::invalid("query", e.body_text()))?;
     let request = ListTasksQuery::from_pairs(pairs)?.into_request()?;
     let response = state.tasks.clone().list_tasks(meta.request(request)).await?.into_inner();
-    Ok(Json(TaskPage::from(&response)))
+    Ok(Json(TaskPage::try_from(&response)?))
 }
 
 /// Gets one task.
@@ -93,7 +93,7 @@ pub async fn get_task(
 ) -> Result<Json<Task>, Problem> {
     let id = parse_uuid("id", &id)?;
     let task = state.tasks.clone().get_task(meta.request(v1::GetTaskRequest { id })).await?.into_inner();
-    Ok(Json(Task::from(&task)))
+    Ok(Json(Task::try_from(&task)?))
 }
 
 /// Cancels a task that has not finished. A running attempt is aborted on its executor's next heartbeat.
@@ -117,7 +117,7 @@ pub async fn cancel_task(
 ) -> Result<Json<Task>, Problem> {
     let id = parse_uuid("id", &id)?;
     let task = state.tasks.clone().cancel_task(meta.request(v1::CancelTaskRequest { id })).await?.into_inner();
-    Ok(Json(Task::from(&task)))
+    Ok(Json(Task::try_from(&task)?))
 }
 
 /// Lists the attempts (runs) of a task.

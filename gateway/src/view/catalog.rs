@@ -3,49 +3,12 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use legion_common::{ExtensionState, NodeStatus};
 use legion_proto::v1;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::time;
-
-/// State of an extension on a node (the catalog state machine), as a lowercase string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ExtensionState {
-    /// Announced by a node.
-    Registered,
-    /// Loaded by the node.
-    Loaded,
-    /// Consuming tasks.
-    Running,
-    /// Shutting down.
-    Stopping,
-    /// Stopped.
-    Stopped,
-    /// Failed on the node.
-    Failed,
-    /// Disabled by an operator.
-    Disabled,
-    /// Not set.
-    Unspecified,
-}
-
-impl ExtensionState {
-    /// The state of a protobuf enum value; unknown numbers are [`ExtensionState::Unspecified`].
-    pub fn from_proto(value: i32) -> Self {
-        match v1::ExtensionState::try_from(value).unwrap_or(v1::ExtensionState::Unspecified) {
-            v1::ExtensionState::Unspecified => Self::Unspecified,
-            v1::ExtensionState::Registered => Self::Registered,
-            v1::ExtensionState::Loaded => Self::Loaded,
-            v1::ExtensionState::Running => Self::Running,
-            v1::ExtensionState::Stopping => Self::Stopping,
-            v1::ExtensionState::Stopped => Self::Stopped,
-            v1::ExtensionState::Failed => Self::Failed,
-            v1::ExtensionState::Disabled => Self::Disabled,
-        }
-    }
-}
+use super::{Error, time};
 
 /// A function of a runner.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -92,9 +55,11 @@ pub struct Extension {
     pub nodes: Vec<NodeExtension>,
 }
 
-impl From<&v1::Extension> for Extension {
-    fn from(e: &v1::Extension) -> Self {
-        Self {
+impl TryFrom<&v1::Extension> for Extension {
+    type Error = Error;
+
+    fn try_from(e: &v1::Extension) -> Result<Self, Error> {
+        Ok(Self {
             name: e.name.clone(),
             version: e.version.clone(),
             disabled: e.disabled,
@@ -113,13 +78,15 @@ impl From<&v1::Extension> for Extension {
             nodes: e
                 .nodes
                 .iter()
-                .map(|n| NodeExtension {
-                    node: n.node.clone(),
-                    state: ExtensionState::from_proto(n.state),
-                    updated_at: time(n.updated_at.as_ref()),
+                .map(|n| {
+                    Ok(NodeExtension {
+                        node: n.node.clone(),
+                        state: ExtensionState::from_wire(n.state)?,
+                        updated_at: time(n.updated_at.as_ref()),
+                    })
                 })
-                .collect(),
-        }
+                .collect::<Result<_, Error>>()?,
+        })
     }
 }
 
@@ -128,32 +95,6 @@ impl From<&v1::Extension> for Extension {
 pub struct ExtensionList {
     /// Every known extension.
     pub extensions: Vec<Extension>,
-}
-
-/// Status of a node, as a lowercase string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum NodeStatus {
-    /// Heartbeating and taking tasks.
-    Active,
-    /// Finishing its tasks before it stops.
-    Draining,
-    /// Silent for longer than the node lease.
-    Lost,
-    /// Not set.
-    Unspecified,
-}
-
-impl NodeStatus {
-    /// The status of a protobuf enum value; unknown numbers are [`NodeStatus::Unspecified`].
-    pub fn from_proto(value: i32) -> Self {
-        match v1::NodeStatus::try_from(value).unwrap_or(v1::NodeStatus::Unspecified) {
-            v1::NodeStatus::Unspecified => Self::Unspecified,
-            v1::NodeStatus::Active => Self::Active,
-            v1::NodeStatus::Draining => Self::Draining,
-            v1::NodeStatus::Lost => Self::Lost,
-        }
-    }
 }
 
 /// An executor or control-plane process.
@@ -179,18 +120,24 @@ pub struct Node {
     pub extensions: BTreeMap<String, ExtensionState>,
 }
 
-impl From<&v1::Node> for Node {
-    fn from(n: &v1::Node) -> Self {
-        Self {
+impl TryFrom<&v1::Node> for Node {
+    type Error = Error;
+
+    fn try_from(n: &v1::Node) -> Result<Self, Error> {
+        Ok(Self {
             name: n.name.clone(),
             region: n.region.clone(),
             version: n.version.clone(),
-            status: NodeStatus::from_proto(n.status),
+            status: NodeStatus::from_wire(n.status)?,
             concurrency: n.concurrency,
             started_at: time(n.started_at.as_ref()),
             last_heartbeat: time(n.last_heartbeat.as_ref()),
-            extensions: n.extensions.iter().map(|(k, v)| (k.clone(), ExtensionState::from_proto(*v))).collect(),
-        }
+            extensions: n
+                .extensions
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), ExtensionState::from_wire(*v)?)))
+                .collect::<Result<_, Error>>()?,
+        })
     }
 }
 

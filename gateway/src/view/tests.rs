@@ -34,7 +34,7 @@ fn proto_task() -> v1::Task {
 
 #[test]
 fn a_task_converts_to_the_rest_shape() {
-    let json = serde_json::to_value(Task::from(&proto_task())).expect("serializes");
+    let json = serde_json::to_value(Task::try_from(&proto_task()).expect("converts")).expect("serializes");
     assert_eq!(
         json,
         serde_json::json!({
@@ -63,54 +63,45 @@ fn a_task_converts_to_the_rest_shape() {
 
 #[test]
 fn region_follows_node_and_is_null_without_one() {
-    let text = serde_json::to_string(&Task::from(&proto_task())).expect("serializes");
+    let text = serde_json::to_string(&Task::try_from(&proto_task()).expect("converts")).expect("serializes");
     assert!(text.contains(r#""node":"exec-1","region":"eu","created_at""#), "{text}");
     let task = v1::Task { region: None, ..proto_task() };
-    let json = serde_json::to_value(Task::from(&task)).expect("serializes");
+    let json = serde_json::to_value(Task::try_from(&task).expect("converts")).expect("serializes");
     assert_eq!(json["region"], serde_json::Value::Null);
     assert!(json.as_object().is_some_and(|o| o.contains_key("region")), "region is always present");
 }
 
 #[test]
-fn every_status_has_its_contract_name_and_round_trips() {
-    let names: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "pending",
-            "scheduled",
-            "queued",
-            "running",
-            "succeeded",
-            "failed",
-            "cancelled",
-            "timed_out",
-            "dead_lettered",
-            "skipped"
-        ]
-    );
-    for status in TaskStatus::ALL {
-        assert_eq!(TaskStatus::parse(status.as_str()), Some(status));
-        assert_eq!(TaskStatus::from_proto(status.to_proto() as i32), status);
-        assert_eq!(serde_json::to_value(status).expect("json"), serde_json::json!(status.as_str()));
+fn an_unspecified_or_unknown_enum_value_is_an_error() {
+    for status in [v1::TaskStatus::Unspecified as i32, 99] {
+        let task = v1::Task { status, ..proto_task() };
+        let err = Task::try_from(&task).expect_err("no REST status");
+        assert!(err.to_string().starts_with("invalid control plane response: protobuf task status"), "{err}");
+        let page = v1::ListTasksResponse { tasks: vec![proto_task(), task.clone()], next_page_token: String::new() };
+        assert!(TaskPage::try_from(&page).is_err());
+        let event =
+            v1::TaskEvent { status: v1::TaskStatus::Running as i32, task: Some(task), ..v1::TaskEvent::default() };
+        assert!(TaskEvent::try_from(&event).is_err(), "the snapshot's status counts too");
     }
-    assert_eq!(TaskStatus::parse("unspecified"), None, "not a status callers may filter on");
-    assert_eq!(TaskStatus::parse("SUCCEEDED"), None);
-    assert_eq!(TaskStatus::from_proto(99), TaskStatus::Unspecified);
-}
-
-#[test]
-fn terminal_statuses_are_the_contract_ones() {
-    let terminal: Vec<&str> = TaskStatus::ALL.iter().filter(|s| s.is_terminal()).map(|s| s.as_str()).collect();
-    assert_eq!(terminal, ["succeeded", "failed", "cancelled", "timed_out", "dead_lettered", "skipped"]);
+    let event = v1::TaskEvent { status: 0, ..v1::TaskEvent::default() };
+    assert!(TaskEvent::try_from(&event).is_err());
+    let node = v1::Node { status: v1::NodeStatus::Active as i32, ..v1::Node::default() };
+    assert!(Node::try_from(&node).is_ok());
+    let node = v1::Node { extensions: [("core".to_owned(), 0)].into_iter().collect(), ..node };
+    assert!(Node::try_from(&node).is_err());
+    assert!(Node::try_from(&v1::Node::default()).is_err(), "unspecified node status");
+    let extension = v1::Extension { nodes: vec![v1::NodeExtension::default()], ..v1::Extension::default() };
+    assert!(Extension::try_from(&extension).is_err(), "unspecified extension state");
 }
 
 #[test]
 fn an_empty_page_token_is_null() {
-    let page = TaskPage::from(&v1::ListTasksResponse { tasks: vec![proto_task()], next_page_token: String::new() });
+    let page = TaskPage::try_from(&v1::ListTasksResponse { tasks: vec![proto_task()], next_page_token: String::new() })
+        .expect("converts");
     assert_eq!(page.next_page_token, None);
     assert_eq!(page.tasks.len(), 1);
-    let page = TaskPage::from(&v1::ListTasksResponse { tasks: vec![], next_page_token: "abc".into() });
+    let page =
+        TaskPage::try_from(&v1::ListTasksResponse { tasks: vec![], next_page_token: "abc".into() }).expect("converts");
     assert_eq!(page.next_page_token.as_deref(), Some("abc"));
 }
 
@@ -126,7 +117,7 @@ fn an_event_carries_status_attempt_time_and_snapshot() {
         at: ts(1_767_225_602, 0),
         task: Some(task),
     };
-    let json = serde_json::to_value(TaskEvent::from(&event)).expect("serializes");
+    let json = serde_json::to_value(TaskEvent::try_from(&event).expect("converts")).expect("serializes");
     assert_eq!(json["status"], "succeeded");
     assert_eq!(json["attempt"], 2);
     assert_eq!(json["at"], "2026-01-01T00:00:02Z");
@@ -151,7 +142,7 @@ fn catalog_states_and_node_statuses_are_lowercase() {
             updated_at: ts(1_767_225_600, 0),
         }],
     };
-    let json = serde_json::to_value(Extension::from(&extension)).expect("serializes");
+    let json = serde_json::to_value(Extension::try_from(&extension).expect("converts")).expect("serializes");
     assert_eq!(json["nodes"][0]["state"], "disabled");
     assert_eq!(json["runners"][0]["functions"][0]["name"], "get");
     assert_eq!(json["disabled"], true);
@@ -166,7 +157,7 @@ fn catalog_states_and_node_statuses_are_lowercase() {
         last_heartbeat: None,
         extensions: [("core".to_owned(), v1::ExtensionState::Running as i32)].into_iter().collect(),
     };
-    let json = serde_json::to_value(Node::from(&node)).expect("serializes");
+    let json = serde_json::to_value(Node::try_from(&node).expect("converts")).expect("serializes");
     assert_eq!(json["status"], "draining");
     assert_eq!(json["extensions"], serde_json::json!({"core": "running"}));
     assert_eq!(json["last_heartbeat"], serde_json::Value::Null);

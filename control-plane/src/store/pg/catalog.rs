@@ -6,15 +6,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use legion_common::{ExtensionState, NodeStatus};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{PgStore, int};
-use crate::catalog::state::{Event, State};
+use crate::catalog::state::Event;
 use crate::catalog::{Transition, on_register, on_report};
 use crate::store::{
     CatalogStore, Error, ExtensionInfo, FunctionInfo, Heartbeat, HeartbeatReply, NodeExtensionInfo, NodeInfo,
-    NodeRegistration, NodeStatus, Result, RunnerInfo,
+    NodeRegistration, Result, RunnerInfo,
 };
 
 #[derive(sqlx::FromRow)]
@@ -71,7 +72,7 @@ impl CatalogStore for PgStore {
                 .await?
                 .into_iter()
                 .collect();
-        let current: HashMap<String, State> = node_extension_states(&mut tx, &reg.name)
+        let current: HashMap<String, ExtensionState> = node_extension_states(&mut tx, &reg.name)
             .await?
             .into_iter()
             .map(|(extension, state, _)| (extension, state))
@@ -113,7 +114,7 @@ impl CatalogStore for PgStore {
         if previous == NodeStatus::Lost.as_str() {
             tracing::info!(node = %hb.node, "lost node is heartbeating again");
         }
-        let current: HashMap<String, (State, Option<String>)> = node_extension_states(&mut tx, &hb.node)
+        let current: HashMap<String, (ExtensionState, Option<String>)> = node_extension_states(&mut tx, &hb.node)
             .await?
             .into_iter()
             .map(|(extension, state, reason)| (extension, (state, reason)))
@@ -129,10 +130,10 @@ impl CatalogStore for PgStore {
                 Ok(Some(transition)) => changes.push(Change {
                     node: hb.node.clone(),
                     extension: report.extension.clone(),
-                    reason: if transition.to == State::Failed { report.reason.clone() } else { None },
+                    reason: if transition.to == ExtensionState::Failed { report.reason.clone() } else { None },
                     transition,
                 }),
-                Err(e) if *state == State::Disabled => {
+                Err(e) if *state == ExtensionState::Disabled => {
                     tracing::debug!(node = %hb.node, extension = %report.extension, error = %e, "report ignored: extension is disabled");
                 }
                 Err(e) => {
@@ -200,8 +201,10 @@ impl CatalogStore for PgStore {
             .map(|row| {
                 Ok(NodeInfo {
                     extensions: by_node.remove(&row.name).unwrap_or_default(),
-                    status: NodeStatus::parse(&row.status)
-                        .ok_or_else(|| Error::Corrupt(format!("nodes.status holds {:?}", row.status)))?,
+                    status: row
+                        .status
+                        .parse()
+                        .map_err(|e: legion_common::status::Error| Error::Corrupt(format!("nodes.status: {e}")))?,
                     concurrency: u32::try_from(row.concurrency).unwrap_or(0),
                     name: row.name,
                     region: row.region,
@@ -232,8 +235,8 @@ impl CatalogStore for PgStore {
         let event = if disabled { Event::Disable } else { Event::Enable };
         let mut changes = Vec::new();
         for (node, state) in rows {
-            let state: State =
-                state.parse().map_err(|e: crate::catalog::state::Error| Error::Corrupt(e.to_string()))?;
+            let state: ExtensionState =
+                state.parse().map_err(|e: legion_common::status::Error| Error::Corrupt(e.to_string()))?;
             match crate::catalog::state::transition(state, event) {
                 Ok(to) => changes.push(Change {
                     node,
@@ -314,7 +317,10 @@ async fn upsert_manifests(conn: &mut PgConnection, reg: &NodeRegistration) -> Re
 }
 
 /// The node-extension rows of `node`, locked: `(extension, state, reason)`.
-async fn node_extension_states(conn: &mut PgConnection, node: &str) -> Result<Vec<(String, State, Option<String>)>> {
+async fn node_extension_states(
+    conn: &mut PgConnection,
+    node: &str,
+) -> Result<Vec<(String, ExtensionState, Option<String>)>> {
     let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
         "SELECT extension, state, reason FROM node_extensions WHERE node = $1 ORDER BY extension FOR UPDATE",
     )
@@ -323,7 +329,7 @@ async fn node_extension_states(conn: &mut PgConnection, node: &str) -> Result<Ve
     .await?;
     rows.into_iter()
         .map(|(extension, state, reason)| {
-            let state = state.parse().map_err(|e: crate::catalog::state::Error| Error::Corrupt(e.to_string()))?;
+            let state = state.parse().map_err(|e: legion_common::status::Error| Error::Corrupt(e.to_string()))?;
             Ok((extension, state, reason))
         })
         .collect()
@@ -358,7 +364,7 @@ async fn persist_changes(conn: &mut PgConnection, changes: &[Change]) -> Result<
     .await?;
     let nodes: Vec<&str> = changes.iter().map(|c| c.node.as_str()).collect();
     let extensions: Vec<&str> = changes.iter().map(|c| c.extension.as_str()).collect();
-    let from: Vec<Option<&str>> = changes.iter().map(|c| c.transition.from.map(State::as_str)).collect();
+    let from: Vec<Option<&str>> = changes.iter().map(|c| c.transition.from.map(ExtensionState::as_str)).collect();
     let to: Vec<&str> = changes.iter().map(|c| c.transition.to.as_str()).collect();
     let events: Vec<&str> = changes.iter().map(|c| c.transition.event.as_str()).collect();
     sqlx::query(
@@ -379,7 +385,7 @@ async fn persist_changes(conn: &mut PgConnection, changes: &[Change]) -> Result<
         tracing::info!(
             node = %change.node,
             extension = %change.extension,
-            from = change.transition.from.map_or("none", State::as_str),
+            from = change.transition.from.map_or("none", ExtensionState::as_str),
             to = %change.transition.to,
             event = %change.transition.event,
             "extension state changed"
@@ -405,7 +411,7 @@ async fn node_extensions(conn: &mut PgConnection, extension: Option<&str>) -> Re
     .await?;
     rows.into_iter()
         .map(|row| {
-            let state = row.state.parse().map_err(|e: crate::catalog::state::Error| Error::Corrupt(e.to_string()))?;
+            let state = row.state.parse().map_err(|e: legion_common::status::Error| Error::Corrupt(e.to_string()))?;
             Ok(NodeExtensionInfo {
                 node: row.node,
                 extension: row.extension,

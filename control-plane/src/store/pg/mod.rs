@@ -12,6 +12,7 @@ mod tasks;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use legion_common::TaskStatus;
 use legion_common::settings::DataSettings;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -20,7 +21,6 @@ use uuid::Uuid;
 
 use super::{Error, Result, Task};
 use crate::delivery::TaskState;
-use crate::tasks::TaskStatus;
 
 /// The schema migrations, embedded at build time from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
@@ -198,7 +198,7 @@ impl TryFrom<StateRow> for TaskState {
 }
 
 fn status(s: &str) -> Result<TaskStatus> {
-    s.parse().map_err(|e: crate::tasks::status::UnknownStatus| Error::Corrupt(e.to_string()))
+    s.parse().map_err(|e: legion_common::status::Error| Error::Corrupt(e.to_string()))
 }
 
 fn unsigned(value: i32, column: &str) -> Result<u32> {

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
+use legion_common::TaskStatus;
 use legion_common::broker::TASK_EXCHANGE;
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
@@ -12,7 +13,6 @@ use super::PgStore;
 use crate::dispatch::message;
 use crate::events::StatusChange;
 use crate::store::{OutboxClaim, OutboxRow, OutboxStore, Result};
-use crate::tasks::TaskStatus;
 
 /// An outbox row to write with a task change.
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use legion_common::TaskStatus;
 use legion_common::broker::TASK_EXCHANGE;
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -13,7 +14,6 @@ use super::{PgStore, TaskRow, int, task_columns, with_retries};
 use crate::delivery::AttemptStatus;
 use crate::events::StatusChange;
 use crate::store::{Attempt, Error, Inserted, NewTask, Result, Task, TaskFilter, TaskPage, TaskStore};
-use crate::tasks::TaskStatus;
 
 #[async_trait]
 impl TaskStore for PgStore {

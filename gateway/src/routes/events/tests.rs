@@ -1,9 +1,9 @@
 use std::time::Duration;
 
 use futures_util::stream;
+use legion_common::TaskStatus;
 
 use super::*;
-use crate::view::TaskStatus;
 
 fn event(status: v1::TaskStatus, attempt: u32) -> v1::TaskEvent {
     v1::TaskEvent { task_id: "t".into(), status: status as i32, attempt, at: None, task: None }
@@ -77,6 +77,17 @@ async fn a_watch_ended_before_the_task_finished_is_unavailable() {
     assert_eq!(statuses(&items), [TaskStatus::Scheduled]);
     let problem = failure(&items).expect("a final problem");
     assert_eq!((problem.status, problem.code.as_str(), problem.detail.as_str()), (503, "UNAVAILABLE", ENDED_EARLY));
+}
+
+#[tokio::test]
+async fn an_event_without_a_known_status_ends_the_watch_with_500_internal() {
+    let source = stream::iter([Ok(event(v1::TaskStatus::Queued, 0)), Ok(event(v1::TaskStatus::Unspecified, 0))])
+        .chain(stream::pending());
+    let items = collect(watch_items(source, CancellationToken::new())).await;
+    assert_eq!(statuses(&items), [TaskStatus::Queued]);
+    let problem = failure(&items).expect("a final problem");
+    assert_eq!((problem.status, problem.code.as_str()), (500, "INTERNAL"), "{problem}");
+    assert!(problem.detail.contains("task status 0 is unspecified"), "{problem}");
 }
 
 #[tokio::test]
