@@ -71,8 +71,9 @@ impl std::fmt::Display for Principal {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })
+/// Reads the file a setting names; the error names the setting.
+fn read_setting(key: &'static str, path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::Invalid { key, reason: format!("cannot read {}: {e}", path.display()) })
 }
 
 /// Checks that `tls.cert` and `tls.key` are readable PEM, that the certificate chain is not empty and
@@ -80,13 +81,13 @@ fn read(path: &Path) -> Result<Vec<u8>, Error> {
 /// failing its first handshake. Also checks that `tls.ca` holds at least one certificate.
 ///
 /// # Errors
-/// [`Error::Missing`], [`Error::Read`], or [`Error::Invalid`] naming the setting.
+/// [`Error::Missing`] or [`Error::Invalid`], naming the setting.
 pub fn check_identity(tls: &TlsSettings) -> Result<(), Error> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
     let ca_path = tls.ca.as_deref().ok_or(Error::Missing("tls.ca"))?;
-    let ca = read(ca_path)?;
+    let ca = read_setting("tls.ca", ca_path)?;
     let ca_certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&ca).filter_map(Result::ok).collect();
     if ca_certs.is_empty() {
         return Err(Error::Invalid {
@@ -96,7 +97,7 @@ pub fn check_identity(tls: &TlsSettings) -> Result<(), Error> {
     }
     let cert_path = tls.cert.as_deref().ok_or(Error::Missing("tls.cert"))?;
     let key_path = tls.key.as_deref().ok_or(Error::Missing("tls.key"))?;
-    let cert = read(cert_path)?;
+    let cert = read_setting("tls.cert", cert_path)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert).filter_map(Result::ok).collect();
     if certs.is_empty() {
         return Err(Error::Invalid {
@@ -104,7 +105,7 @@ pub fn check_identity(tls: &TlsSettings) -> Result<(), Error> {
             reason: format!("{} holds no PEM certificate", cert_path.display()),
         });
     }
-    let key = PrivateKeyDer::from_pem_slice(&read(key_path)?).map_err(|e| Error::Invalid {
+    let key = PrivateKeyDer::from_pem_slice(&read_setting("tls.key", key_path)?).map_err(|e| Error::Invalid {
         key: "tls.key",
         reason: format!("{} holds no usable PEM private key: {e}", key_path.display()),
     })?;
@@ -122,11 +123,11 @@ pub fn check_identity(tls: &TlsSettings) -> Result<(), Error> {
 /// that does not chain to `tls.ca` fails the handshake.
 ///
 /// # Errors
-/// [`Error::Missing`] or [`Error::Read`].
+/// [`Error::Missing`], or [`Error::Invalid`] naming the setting whose file cannot be read.
 pub fn server_config(tls: &TlsSettings) -> Result<ServerTlsConfig, Error> {
-    let cert = read(tls.cert.as_deref().ok_or(Error::Missing("tls.cert"))?)?;
-    let key = read(tls.key.as_deref().ok_or(Error::Missing("tls.key"))?)?;
-    let ca = read(tls.ca.as_deref().ok_or(Error::Missing("tls.ca"))?)?;
+    let cert = read_setting("tls.cert", tls.cert.as_deref().ok_or(Error::Missing("tls.cert"))?)?;
+    let key = read_setting("tls.key", tls.key.as_deref().ok_or(Error::Missing("tls.key"))?)?;
+    let ca = read_setting("tls.ca", tls.ca.as_deref().ok_or(Error::Missing("tls.ca"))?)?;
     Ok(ServerTlsConfig::new()
         .identity(Identity::from_pem(cert, key))
         .client_ca_root(Certificate::from_pem(ca))
@@ -136,12 +137,12 @@ pub fn server_config(tls: &TlsSettings) -> Result<ServerTlsConfig, Error> {
 /// A client config that trusts `tls.ca` and, when `tls.cert` and `tls.key` are set, presents them.
 ///
 /// # Errors
-/// [`Error::Missing`] when `tls.ca` is unset, [`Error::Read`].
+/// [`Error::Missing`] when `tls.ca` is unset, [`Error::Invalid`] naming a setting whose file cannot be read.
 pub fn client_config(tls: &TlsSettings) -> Result<ClientTlsConfig, Error> {
-    let ca = read(tls.ca.as_deref().ok_or(Error::Missing("tls.ca"))?)?;
+    let ca = read_setting("tls.ca", tls.ca.as_deref().ok_or(Error::Missing("tls.ca"))?)?;
     let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
     if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
-        config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        config = config.identity(Identity::from_pem(read_setting("tls.cert", cert)?, read_setting("tls.key", key)?));
     }
     Ok(config)
 }
@@ -400,6 +401,10 @@ mod tests {
         let not_pem = TlsSettings { cert: p("ca-key.pem"), ..good.clone() };
         let err = check_identity(&not_pem).expect_err("not a certificate").to_string();
         assert!(err.contains("tls.cert"), "{err}");
+
+        let absent_file = TlsSettings { ca: p("nope.pem"), ..good.clone() };
+        let err = check_identity(&absent_file).expect_err("no such file").to_string();
+        assert!(err.contains("tls.ca") && err.contains("nope.pem"), "{err}");
 
         let missing = TlsSettings { cert: None, ..good };
         assert!(matches!(check_identity(&missing), Err(Error::Missing("tls.cert"))));

@@ -91,18 +91,9 @@ pub fn check_node_certificate(settings: &Settings) -> Result<(), SettingsError> 
     }
 }
 
-/// [`legion_common::tls::check_identity`], with a file that cannot be read reported under its key.
+/// [`legion_common::tls::check_identity`]: its errors name the setting at fault.
 fn check_tls_material(tls: &legion_common::settings::TlsSettings) -> Result<(), SettingsError> {
-    legion_common::tls::check_identity(tls).map_err(|e| match &e {
-        legion_common::tls::Error::Read { path, .. } => {
-            let key = [(&tls.ca, "tls.ca"), (&tls.cert, "tls.cert"), (&tls.key, "tls.key")]
-                .into_iter()
-                .find(|(setting, _)| setting.as_deref() == Some(path.as_path()))
-                .map_or("tls", |(_, key)| key);
-            SettingsError(format!("{key}: {e}"))
-        }
-        _ => SettingsError(e.to_string()),
-    })
+    legion_common::tls::check_identity(tls).map_err(|e| SettingsError(e.to_string()))
 }
 
 /// Runs the executor until `shutdown` is cancelled, then drains (see [`run_with`]), talking gRPC with
@@ -327,7 +318,12 @@ mod tests {
         assert!(check_node_certificate(&not_a_key).expect_err("not a key").0.starts_with("settings key tls.key: "));
         let mut missing_key = ok.clone();
         missing_key.tls.key = Some(dir.path().join("nope-key.pem"));
-        assert!(check_node_certificate(&missing_key).expect_err("no file").0.starts_with("tls.key: cannot read"));
+        assert!(
+            check_node_certificate(&missing_key)
+                .expect_err("no file")
+                .0
+                .starts_with("settings key tls.key: cannot read")
+        );
         let mut not_a_ca = ok;
         not_a_ca.tls.ca = Some(dir.path().join("executor-key.pem"));
         assert!(check_node_certificate(&not_a_ca).expect_err("not a ca").0.starts_with("settings key tls.ca: "));

@@ -1,6 +1,6 @@
 //! Prometheus metrics of the REST API: requests by route, method and status, and their latency.
 //!
-//! Exposed at `GET /metrics` in the Prometheus text format (0.0.4):
+//! Exposed at `GET /metrics` in the OpenMetrics 1.0 text format:
 //! - `legion_gateway_http_requests_total{method,route,status}`: responses sent;
 //! - `legion_gateway_http_request_duration_seconds{method,route}`: time to the response head, in
 //!   seconds (for `/events`, the time until the stream starts).

@@ -54,7 +54,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     Problem::new(ErrorCode::Unavailable, reason).into_response()
 }
 
-/// Prometheus metrics of the REST API (text format 0.0.4).
+/// Metrics of the REST API in the OpenMetrics 1.0 text format, which Prometheus scrapes natively.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -63,7 +63,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     match state.metrics.encode() {
-        Ok(body) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response(),
+        Ok(body) => ([(header::CONTENT_TYPE, legion_common::admin::METRICS_CONTENT_TYPE)], body).into_response(),
         Err(e) => Problem::new(ErrorCode::Internal, format!("cannot encode metrics: {e}")).into_response(),
     }
 }
