@@ -28,7 +28,7 @@ use legion_control_plane::tasks::submit::new_task;
 use legion_control_plane::tasks::validate::validate_submit;
 use legion_proto::v1;
 use support::TestDb;
-use support::stack::{NODE, Stack};
+use support::stack::{NODE, Stack, core_manifest};
 use uuid::Uuid;
 
 async fn register(store: &PgStore, node: &str) {
@@ -194,23 +194,6 @@ async fn a_nodes_attempts_are_swept_once_per_loss() {
     assert!(!store.touch_node("ghost", Duration::from_secs(1)).await.expect("unknown nodes are ignored"));
 }
 
-fn manifest() -> v1::RegisterNodeRequest {
-    v1::RegisterNodeRequest {
-        name: NODE.into(),
-        region: "default".into(),
-        version: "0.1.0".into(),
-        concurrency: 8,
-        extensions: vec![v1::ExtensionManifest {
-            name: "core".into(),
-            version: "0.1.0".into(),
-            runners: vec![v1::Runner {
-                name: "util".into(),
-                functions: vec![v1::Function { name: "echo".into(), description: String::new() }],
-            }],
-        }],
-    }
-}
-
 async fn api_node_status(stack: &Stack) -> v1::NodeStatus {
     let nodes = stack.catalog().await.list_nodes(v1::ListNodesRequest {}).await.expect("nodes").into_inner();
     nodes.nodes.into_iter().find(|n| n.name == NODE).expect("node").status()
@@ -228,7 +211,7 @@ async fn mark_lost(stack: &Stack) {
 async fn every_call_of_a_node_proves_it_alive() {
     let stack = Stack::start(false, |_| {}).await;
     let mut executor = stack.executor().await;
-    executor.register_node(manifest()).await.expect("register");
+    executor.register_node(core_manifest(&["echo"])).await.expect("register");
     assert_eq!(api_node_status(&stack).await, v1::NodeStatus::Active);
 
     mark_lost(&stack).await;
@@ -270,7 +253,7 @@ async fn a_control_plane_outage_longer_than_the_lease_fails_no_healthy_work() {
     })
     .await;
     let mut executor = stack.executor().await;
-    executor.register_node(manifest()).await.expect("register");
+    executor.register_node(core_manifest(&["echo"])).await.expect("register");
     let task = stack
         .tasks()
         .await

@@ -28,29 +28,9 @@ use legion_proto::v1::task_service_client::TaskServiceClient;
 use prost::Message;
 use serde_json::json;
 use support::TestDb;
-use support::stack::{NODE, Stack};
+use support::stack::{NODE, Stack, core_manifest};
 use tonic::Code;
 use tonic::transport::Channel;
-
-fn manifest() -> v1::RegisterNodeRequest {
-    v1::RegisterNodeRequest {
-        name: NODE.into(),
-        region: "default".into(),
-        version: "0.1.0".into(),
-        concurrency: 8,
-        extensions: vec![v1::ExtensionManifest {
-            name: "core".into(),
-            version: "0.1.0".into(),
-            runners: vec![v1::Runner {
-                name: "util".into(),
-                functions: vec![
-                    v1::Function { name: "echo".into(), description: String::new() },
-                    v1::Function { name: "noop".into(), description: String::new() },
-                ],
-            }],
-        }],
-    }
-}
 
 fn echo(args: serde_json::Value) -> v1::SubmitTaskRequest {
     v1::SubmitTaskRequest {
@@ -98,7 +78,7 @@ async fn all_pages(client: &mut TaskServiceClient<Channel>, budget: usize) -> Ve
 async fn deep_args_are_refused_and_a_deep_result_fails_its_attempt() {
     let stack = Stack::start(false, |_| {}).await;
     let mut executor = stack.executor().await;
-    executor.register_node(manifest()).await.expect("register");
+    executor.register_node(core_manifest(&["echo", "noop"])).await.expect("register");
     let mut client = tasks(&stack).await;
 
     let refused = client.submit_task(echo(nested(33))).await.expect_err("too deep");
@@ -145,7 +125,7 @@ async fn deep_args_are_refused_and_a_deep_result_fails_its_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_tasks_of_one_mib_are_listed_in_pages_that_fit() {
     let stack = Stack::start(false, |_| {}).await;
-    stack.executor().await.register_node(manifest()).await.expect("register");
+    stack.executor().await.register_node(core_manifest(&["echo", "noop"])).await.expect("register");
     let mut client = tasks(&stack).await;
     let blob = "x".repeat(1_000_000);
     let mut ids = Vec::new();
@@ -167,7 +147,7 @@ async fn forty_tasks_of_one_mib_are_listed_in_pages_that_fit() {
 async fn pages_are_cut_by_encoded_size_and_hold_at_least_one_task() {
     let budget = 64 * 1024;
     let stack = Stack::start(false, |s| s.limits.max_list_bytes = budget).await;
-    stack.executor().await.register_node(manifest()).await.expect("register");
+    stack.executor().await.register_node(core_manifest(&["echo", "noop"])).await.expect("register");
     let mut client = tasks(&stack).await;
     // 10 KB of JSON each, but about 55 KB as protobuf (every number is a 9-byte double plus framing).
     let numbers = json!({"a": vec![0; 5000]});
@@ -287,7 +267,7 @@ async fn retries_and_delayed_tasks_keep_their_region() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_regional_task_lands_in_its_regions_queue() {
     let stack = Stack::start(true, |_| {}).await;
-    stack.executor().await.register_node(manifest()).await.expect("register");
+    stack.executor().await.register_node(core_manifest(&["echo", "noop"])).await.expect("register");
     let mut client = tasks(&stack).await;
 
     let bad = client
@@ -332,7 +312,7 @@ async fn a_regional_task_lands_in_its_regions_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_idempotency_key_must_carry_the_same_parameters() {
     let stack = Stack::start(false, |_| {}).await;
-    stack.executor().await.register_node(manifest()).await.expect("register");
+    stack.executor().await.register_node(core_manifest(&["echo", "noop"])).await.expect("register");
     let mut client = tasks(&stack).await;
     let keyed = |args: serde_json::Value| v1::SubmitTaskRequest {
         idempotency_key: Some("nightly-report".into()),

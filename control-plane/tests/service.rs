@@ -14,26 +14,9 @@ use legion_common::broker::TaskMessage;
 use legion_proto::v1;
 use support::eventually;
 
-use support::stack::{NODE, Stack};
+use support::stack::{NODE, Stack, core_manifest};
 use tokio_stream::StreamExt;
 use tonic::Code;
-
-fn manifest() -> v1::RegisterNodeRequest {
-    v1::RegisterNodeRequest {
-        name: NODE.into(),
-        region: "default".into(),
-        version: "0.1.0".into(),
-        concurrency: 8,
-        extensions: vec![v1::ExtensionManifest {
-            name: "core".into(),
-            version: "0.1.0".into(),
-            runners: vec![v1::Runner {
-                name: "util".into(),
-                functions: vec![v1::Function { name: "echo".into(), description: "returns its args".into() }],
-            }],
-        }],
-    }
-}
 
 fn echo(n: usize) -> v1::SubmitTaskRequest {
     v1::SubmitTaskRequest {
@@ -81,19 +64,20 @@ async fn serves_the_task_lifecycle_over_tls() {
 
     // The executor service checks the certificate's principal.
     let refused = v1::executor_service_client::ExecutorServiceClient::new(stack.channel(None).await)
-        .register_node(manifest())
+        .register_node(core_manifest(&["echo"]))
         .await
         .expect_err("no certificate");
     assert_eq!(refused.code(), Code::Unauthenticated);
     let refused = v1::executor_service_client::ExecutorServiceClient::new(stack.channel(Some("gateway")).await)
-        .register_node(manifest())
+        .register_node(core_manifest(&["echo"]))
         .await
         .expect_err("gateway certificate");
     assert_eq!(refused.code(), Code::PermissionDenied);
     let mut executor = stack.executor().await;
-    let other = executor.register_node(v1::RegisterNodeRequest { name: "other".into(), ..manifest() }).await;
+    let other =
+        executor.register_node(v1::RegisterNodeRequest { name: "other".into(), ..core_manifest(&["echo"]) }).await;
     assert_eq!(other.expect_err("other name").code(), Code::PermissionDenied);
-    executor.register_node(manifest()).await.expect("register");
+    executor.register_node(core_manifest(&["echo"])).await.expect("register");
 
     // Submits: validation, then concurrent submits coalesced by the writer.
     let mut tasks = stack.tasks().await;
@@ -207,7 +191,7 @@ async fn serves_the_task_lifecycle_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_submitted_while_the_broker_is_down_are_published_when_it_returns() {
     let mut stack = Stack::start(false, |_| {}).await;
-    stack.executor().await.register_node(manifest()).await.expect("register");
+    stack.executor().await.register_node(core_manifest(&["echo"])).await.expect("register");
     let mut tasks = stack.tasks().await;
     let mut ids = Vec::new();
     for n in 0..5 {
@@ -283,7 +267,7 @@ async fn for_each_reflection_version(channel: tonic::transport::Channel) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cutting_the_broker_mid_stream_loses_no_task() {
     let mut stack = Stack::start(true, |_| {}).await;
-    stack.executor().await.register_node(manifest()).await.expect("register");
+    stack.executor().await.register_node(core_manifest(&["echo"])).await.expect("register");
     let channel = stack.channel(None).await;
     let mut submitters = tokio::task::JoinSet::new();
     for s in 0..8 {

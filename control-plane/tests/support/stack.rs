@@ -23,6 +23,29 @@ use super::TestDb;
 /// The executor node name in the test certificates.
 pub const NODE: &str = "exec-1";
 
+/// A `RegisterNodeRequest` for [`NODE`] (region `default`, 8 slots) offering `core.util.<f>` for each
+/// of `functions`.
+pub fn core_manifest(functions: &[&str]) -> legion_proto::v1::RegisterNodeRequest {
+    use legion_proto::v1;
+    v1::RegisterNodeRequest {
+        name: NODE.into(),
+        region: "default".into(),
+        version: "0.1.0".into(),
+        concurrency: 8,
+        extensions: vec![v1::ExtensionManifest {
+            name: "core".into(),
+            version: "0.1.0".into(),
+            runners: vec![v1::Runner {
+                name: "util".into(),
+                functions: functions
+                    .iter()
+                    .map(|f| v1::Function { name: (*f).to_owned(), description: String::new() })
+                    .collect(),
+            }],
+        }],
+    }
+}
+
 /// A RabbitMQ vhost `legion-cp-test-<uuid>`, deleted with this guard.
 pub struct Vhost(pub String);
 
