@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod events;
 pub mod grpc;
 pub mod metrics;
+pub mod policy;
 pub mod server;
 pub mod store;
 pub mod tasks;
