@@ -20,36 +20,13 @@ use legion_control_plane::dispatch::lease::{LeaseSettings, Sweeper};
 use legion_control_plane::events::Events;
 use legion_control_plane::metrics::Metrics;
 use legion_control_plane::store::pg::PgStore;
-use legion_control_plane::store::{
-    CatalogStore, DeliveryStore, ExtensionManifest, FunctionInfo, Heartbeat, NodeRegistration, OutboxStore, RunnerInfo,
-    Store, TaskStore,
-};
+use legion_control_plane::store::{CatalogStore, DeliveryStore, Heartbeat, OutboxStore, Store, TaskStore};
 use legion_control_plane::tasks::submit::new_task;
 use legion_control_plane::tasks::validate::validate_submit;
 use legion_proto::v1;
-use support::TestDb;
 use support::stack::{NODE, Stack, core_manifest};
+use support::{TestDb, register_core};
 use uuid::Uuid;
-
-async fn register(store: &PgStore, node: &str) {
-    store
-        .register_node(&NodeRegistration {
-            name: node.into(),
-            region: "default".into(),
-            version: "0.1.0".into(),
-            concurrency: 4,
-            extensions: vec![ExtensionManifest {
-                name: "core".into(),
-                version: "0.1.0".into(),
-                runners: vec![RunnerInfo {
-                    name: "util".into(),
-                    functions: vec![FunctionInfo { name: "echo".into(), description: String::new() }],
-                }],
-            }],
-        })
-        .await
-        .expect("register node");
-}
 
 /// Submits and publishes `n` echo tasks; returns their ids.
 async fn queued_tasks(store: &PgStore, n: usize) -> Vec<Uuid> {
@@ -88,8 +65,8 @@ fn heartbeat(running: Vec<(Uuid, u32)>) -> Heartbeat {
 async fn heartbeats_abort_exactly_the_attempts_that_must_stop() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store, NODE).await;
-    register(&store, "exec-2").await;
+    register_core(&store, NODE, &["echo"]).await;
+    register_core(&store, "exec-2", &["echo"]).await;
     let ids = queued_tasks(&store, 3).await;
     // ids[0]: attempt 1 was taken over by attempt 2 on the same node; both are still reported.
     assert_eq!(start(&store, NODE, ids[0], 1, false).await, Decision::Run { attempt: 1 });
@@ -114,7 +91,7 @@ async fn heartbeats_abort_exactly_the_attempts_that_must_stop() {
 async fn a_freshly_started_sweeper_waits_a_lease_before_declaring_a_node_lost() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store, NODE).await;
+    register_core(&store, NODE, &["echo"]).await;
     let id = queued_tasks(&store, 1).await[0];
     assert_eq!(start(&store, NODE, id, 1, false).await, Decision::Run { attempt: 1 });
     // The control plane was down for an hour: the node's last heartbeat is that old.
@@ -160,7 +137,7 @@ async fn a_freshly_started_sweeper_waits_a_lease_before_declaring_a_node_lost() 
 async fn a_nodes_attempts_are_swept_once_per_loss() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store, NODE).await;
+    register_core(&store, NODE, &["echo"]).await;
     let id = queued_tasks(&store, 1).await[0];
     start(&store, NODE, id, 1, false).await;
     age_node(store.pool(), NODE).await;

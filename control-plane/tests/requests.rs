@@ -17,18 +17,15 @@ use legion_common::settings::Limits;
 use legion_control_plane::delivery::complete::{CompleteItem, FailureKind, Outcome, ResultLimits, Verdict};
 use legion_control_plane::delivery::start::StartItem;
 use legion_control_plane::store::pg::PgStore;
-use legion_control_plane::store::{
-    CatalogStore, DeliveryStore, ExtensionManifest, FunctionInfo, NewTask, NodeRegistration, OutboxRow, OutboxStore,
-    RunnerInfo, TaskFilter, TaskStore,
-};
+use legion_control_plane::store::{DeliveryStore, NewTask, OutboxRow, OutboxStore, TaskFilter, TaskStore};
 use legion_control_plane::tasks::submit::new_task;
 use legion_control_plane::tasks::validate::validate_submit;
 use legion_proto::v1;
 use legion_proto::v1::task_service_client::TaskServiceClient;
 use prost::Message;
 use serde_json::json;
-use support::TestDb;
 use support::stack::{NODE, Stack, core_manifest};
+use support::{TestDb, register_core};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -165,26 +162,6 @@ async fn pages_are_cut_by_encoded_size_and_hold_at_least_one_task() {
     stack.stop().await.expect("clean shutdown");
 }
 
-async fn register(store: &PgStore) {
-    store
-        .register_node(&NodeRegistration {
-            name: NODE.into(),
-            region: "default".into(),
-            version: "0.1.0".into(),
-            concurrency: 4,
-            extensions: vec![ExtensionManifest {
-                name: "core".into(),
-                version: "0.1.0".into(),
-                runners: vec![RunnerInfo {
-                    name: "util".into(),
-                    functions: vec![FunctionInfo { name: "echo".into(), description: String::new() }],
-                }],
-            }],
-        })
-        .await
-        .expect("register node");
-}
-
 fn task(edit: impl FnOnce(&mut v1::SubmitTaskRequest)) -> NewTask {
     let mut req = echo(json!({}));
     edit(&mut req);
@@ -203,7 +180,7 @@ async fn publish_all(store: &PgStore) -> Vec<OutboxRow> {
 async fn the_store_sends_only_the_tasks_that_fit_in_the_page() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store).await;
+    register_core(&store, NODE, &["echo"]).await;
     // Args of 10 000 bytes of JSON text each (jsonb adds a space after the colon).
     let args = |n: usize| json!({"pad": "p".repeat(10_000 - 12), "n": n});
     let mut ids = Vec::new();
@@ -226,7 +203,7 @@ async fn the_store_sends_only_the_tasks_that_fit_in_the_page() {
 async fn retries_and_delayed_tasks_keep_their_region() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store).await;
+    register_core(&store, NODE, &["echo"]).await;
     let regional = |r: &mut v1::SubmitTaskRequest| {
         r.region = Some("eu-west".into());
         r.max_attempts = Some(2);

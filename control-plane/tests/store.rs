@@ -16,13 +16,13 @@ use legion_control_plane::delivery::complete::{CompleteItem, FailureKind, Outcom
 use legion_control_plane::delivery::start::{Decision, StartItem};
 use legion_control_plane::store::pg::PgStore;
 use legion_control_plane::store::{
-    CatalogStore, DeliveryStore, Error, ExtensionManifest, FunctionInfo, Heartbeat, NewTask, NodeRegistration,
-    OutboxRow, OutboxStore, ReportedState, RunnerInfo, TaskFilter, TaskStore,
+    CatalogStore, DeliveryStore, Error, Heartbeat, NewTask, OutboxRow, OutboxStore, ReportedState, TaskFilter,
+    TaskStore,
 };
 use legion_control_plane::tasks::submit::new_task;
 use legion_control_plane::tasks::validate::validate_submit;
 use legion_proto::v1::SubmitTaskRequest;
-use support::TestDb;
+use support::{TestDb, register_core};
 use uuid::Uuid;
 
 const NODE: &str = "exec-1";
@@ -35,24 +35,6 @@ fn task(function: &str, edit: impl FnOnce(&mut SubmitTaskRequest)) -> NewTask {
 
 fn echo() -> NewTask {
     task("core.util.echo", |_| {})
-}
-
-async fn register(store: &PgStore, node: &str) {
-    let function = |name: &str| FunctionInfo { name: name.into(), description: format!("{name} things") };
-    store
-        .register_node(&NodeRegistration {
-            name: node.into(),
-            region: "default".into(),
-            version: "0.1.0".into(),
-            concurrency: 4,
-            extensions: vec![ExtensionManifest {
-                name: "core".into(),
-                version: "0.1.0".into(),
-                runners: vec![RunnerInfo { name: "util".into(), functions: vec![function("echo"), function("fail")] }],
-            }],
-        })
-        .await
-        .expect("register node");
 }
 
 async fn insert(store: &PgStore, tasks: &[NewTask]) -> Vec<Uuid> {
@@ -100,7 +82,7 @@ async fn attempt_statuses(store: &PgStore, id: Uuid) -> Vec<(u32, AttemptStatus)
 async fn a_submitted_task_is_published_started_and_completed() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store, NODE).await;
+    register_core(&store, NODE, &["echo", "fail"]).await;
     let ids = insert(&store, &[echo(), echo(), task("core.util.echo", |r| r.priority = 7)]).await;
     assert_eq!(get(&store, ids[0]).await.status, TaskStatus::Pending);
 
@@ -149,7 +131,7 @@ async fn a_submitted_task_is_published_started_and_completed() {
 async fn stale_and_duplicate_messages_are_dropped_and_redeliveries_take_over() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store, NODE).await;
+    register_core(&store, NODE, &["echo", "fail"]).await;
     let id = insert(&store, &[echo()]).await[0];
     publish_all(&store).await;
 
@@ -186,7 +168,7 @@ async fn stale_and_duplicate_messages_are_dropped_and_redeliveries_take_over() {
 async fn takeovers_past_the_delivery_limit_dead_letter_the_task() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store, NODE).await;
+    register_core(&store, NODE, &["echo", "fail"]).await;
     let id = insert(&store, &[echo()]).await[0];
     publish_all(&store).await;
     assert_eq!(start(&store, &[start_item(id, 1, false)], 2).await, vec![Decision::Run { attempt: 1 }]);
@@ -203,7 +185,7 @@ async fn takeovers_past_the_delivery_limit_dead_letter_the_task() {
 async fn failures_are_retried_with_a_new_dispatch_until_max_attempts() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store, NODE).await;
+    register_core(&store, NODE, &["echo", "fail"]).await;
     let id = insert(&store, &[task("core.util.fail", |r| r.max_attempts = Some(2))]).await[0];
     publish_all(&store).await;
     start(&store, &[start_item(id, 1, false)], 5).await;
@@ -233,7 +215,7 @@ async fn failures_are_retried_with_a_new_dispatch_until_max_attempts() {
 async fn an_oversize_result_fails_the_attempt_with_the_reason() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store, NODE).await;
+    register_core(&store, NODE, &["echo", "fail"]).await;
     let id = insert(&store, &[echo()]).await[0];
     publish_all(&store).await;
     start(&store, &[start_item(id, 1, false)], 5).await;
@@ -249,7 +231,7 @@ async fn an_oversize_result_fails_the_attempt_with_the_reason() {
 async fn idempotency_keys_return_the_first_task_even_within_a_batch_and_under_races() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store, NODE).await;
+    register_core(&store, NODE, &["echo", "fail"]).await;
     let keyed = |key: &str| task("core.util.echo", |r| r.idempotency_key = Some(key.into()));
     let results = store.insert_tasks(&[keyed("a"), keyed("a"), keyed("b"), echo()]).await.expect("insert");
     assert_eq!(results.iter().map(|r| r.created).collect::<Vec<_>>(), vec![true, false, true, true]);
@@ -278,7 +260,7 @@ async fn idempotency_keys_return_the_first_task_even_within_a_batch_and_under_ra
 async fn a_published_row_does_not_demote_a_task_that_already_started() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store, NODE).await;
+    register_core(&store, NODE, &["echo", "fail"]).await;
     let id = insert(&store, &[echo()]).await[0];
     let claim = store.claim_outbox(10).await.expect("claim");
     // The executor starts the task before the publisher commits its confirm.
@@ -293,7 +275,7 @@ async fn a_published_row_does_not_demote_a_task_that_already_started() {
 async fn failed_publishes_keep_their_row_and_publishers_share_the_outbox() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store, NODE).await;
+    register_core(&store, NODE, &["echo", "fail"]).await;
     let ids = insert(&store, &(0..4).map(|_| echo()).collect::<Vec<_>>()).await;
     let first = store.claim_outbox(2).await.expect("claim");
     let second = store.claim_outbox(10).await.expect("claim");
@@ -322,8 +304,8 @@ async fn failed_publishes_keep_their_row_and_publishers_share_the_outbox() {
 async fn lost_nodes_release_their_running_attempts() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store, NODE).await;
-    register(&store, "exec-2").await;
+    register_core(&store, NODE, &["echo", "fail"]).await;
+    register_core(&store, "exec-2", &["echo", "fail"]).await;
     let ids = insert(&store, &[echo(), echo()]).await;
     publish_all(&store).await;
     start(&store, &[start_item(ids[0], 1, false)], 5).await;
@@ -359,7 +341,7 @@ async fn lost_nodes_release_their_running_attempts() {
 async fn cancelling_ends_the_task_and_its_running_attempt() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store, NODE).await;
+    register_core(&store, NODE, &["echo", "fail"]).await;
     let ids = insert(&store, &[echo(), echo()]).await;
     publish_all(&store).await;
     start(&store, &[start_item(ids[0], 1, false)], 5).await;
@@ -386,7 +368,7 @@ async fn cancelling_ends_the_task_and_its_running_attempt() {
 async fn delayed_tasks_wait_until_due_then_get_their_first_dispatch() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store, NODE).await;
+    register_core(&store, NODE, &["echo", "fail"]).await;
     let soon = insert(&store, &[task("core.util.echo", |r| r.delay_ms = 50)]).await[0];
     let later = insert(&store, &[task("core.util.echo", |r| r.delay_ms = 3_600_000)]).await[0];
     let scheduled = get(&store, soon).await;
@@ -411,7 +393,7 @@ async fn delayed_tasks_wait_until_due_then_get_their_first_dispatch() {
 async fn listing_pages_newest_first_with_filters() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store, NODE).await;
+    register_core(&store, NODE, &["echo", "fail"]).await;
     let ids = insert(&store, &(0..5).map(|_| echo()).collect::<Vec<_>>()).await;
     insert(&store, &[task("core.util.fail", |_| {})]).await;
     let filter = TaskFilter { function: Some("core.util.echo".into()), limit: 2, ..TaskFilter::default() };
@@ -435,7 +417,7 @@ async fn listing_pages_newest_first_with_filters() {
 async fn the_catalog_follows_the_state_machine_and_disabling_refuses_dispatch() {
     let db = TestDb::create().await;
     let store = db.store().await;
-    register(&store, NODE).await;
+    register_core(&store, NODE, &["echo", "fail"]).await;
     let extensions = store.list_extensions().await.expect("extensions");
     assert_eq!(extensions.len(), 1);
     assert_eq!(
@@ -467,7 +449,7 @@ async fn the_catalog_follows_the_state_machine_and_disabling_refuses_dispatch() 
     let reply = store.heartbeat(&report(ExtensionState::Running, None)).await.expect("heartbeat");
     assert_eq!(reply.disabled_extensions, vec!["core".to_owned()]);
     // A restarted node re-registers; its extension stays disabled until an operator enables it.
-    register(&store, NODE).await;
+    register_core(&store, NODE, &["echo", "fail"]).await;
     assert_eq!(store.list_nodes().await.expect("nodes")[0].extensions[0].state, ExtensionState::Disabled);
     let enabled = store.set_extension_disabled("core", false).await.expect("enable");
     assert_eq!(enabled.nodes[0].state, ExtensionState::Loaded);

@@ -83,3 +83,29 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Registers node `node` with one extension `core` whose runner `util` offers `functions`, straight in
+/// the store (no gRPC).
+pub async fn register_core(store: &PgStore, node: &str, functions: &[&str]) {
+    use legion_control_plane::store::{CatalogStore, ExtensionManifest, FunctionInfo, NodeRegistration, RunnerInfo};
+    store
+        .register_node(&NodeRegistration {
+            name: node.into(),
+            region: "default".into(),
+            version: "0.1.0".into(),
+            concurrency: 4,
+            extensions: vec![ExtensionManifest {
+                name: "core".into(),
+                version: "0.1.0".into(),
+                runners: vec![RunnerInfo {
+                    name: "util".into(),
+                    functions: functions
+                        .iter()
+                        .map(|f| FunctionInfo { name: (*f).to_owned(), description: String::new() })
+                        .collect(),
+                }],
+            }],
+        })
+        .await
+        .expect("register node");
+}
