@@ -246,6 +246,13 @@ async fn a_regional_task_lands_in_its_regions_queue() {
     let stack = Stack::start(true, |_| {}).await;
     stack.executor().await.register_node(core_manifest(&["echo", "noop"])).await.expect("register");
     let mut client = tasks(&stack).await;
+    // Declare both queues first (as the publisher will, with the same arguments): a basic.get on a
+    // queue that does not exist yet would close the test's channel.
+    let broker = stack.broker().await;
+    legion_common::broker::declare_topology(&broker).await.expect("topology");
+    for region in [None, Some("eu-west")] {
+        legion_common::broker::declare_extension_queue(&broker, "core", region).await.expect("declare");
+    }
 
     let bad = client
         .submit_task(v1::SubmitTaskRequest { region: Some("EU.west".into()), ..echo(json!({})) })
@@ -266,7 +273,6 @@ async fn a_regional_task_lands_in_its_regions_queue() {
     let got = client.get_task(v1::GetTaskRequest { id: regional.id.clone() }).await.expect("get").into_inner();
     assert_eq!(got.region.as_deref(), Some("eu-west"));
 
-    let broker = stack.broker().await;
     let take = |queue: &'static str| {
         let broker = broker.clone();
         async move {
