@@ -6,7 +6,12 @@ use std::path::PathBuf;
 use prost::Message;
 
 const PROTOS: &[&str] =
-    &["proto/legion/v1/tasks.proto", "proto/legion/v1/catalog.proto", "proto/legion/v1/executor.proto"];
+    &[
+    "proto/legion/v1/tasks.proto",
+    "proto/legion/v1/catalog.proto",
+    "proto/legion/v1/executor.proto",
+    "proto/legion/v1/security.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

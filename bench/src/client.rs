@@ -7,12 +7,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use legion_common::credential::{AuthChannel, Credential};
 use legion_common::settings::TlsSettings;
 use legion_proto::v1::catalog_service_client::CatalogServiceClient;
 use legion_proto::v1::task_service_client::TaskServiceClient;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 /// HTTP/2 connection flow-control window of each channel, in bytes (8 MiB).
@@ -66,39 +64,14 @@ pub struct ClientOptions {
     pub token: Option<String>,
 }
 
-/// Adds the caller's credential to each request's metadata; a no-op without one.
-#[derive(Debug, Clone, Default)]
-pub struct Credential(Option<(&'static str, MetadataValue<Ascii>)>);
-
-impl Credential {
-    /// The credential of `options`: the API key if set, else the bearer token, else none.
-    ///
-    /// # Errors
-    /// [`Error::Credential`] when the value is not a valid header value.
-    pub fn from_options(options: &ClientOptions) -> Result<Self, Error> {
-        if let Some(key) = &options.api_key {
-            let value = key.parse().map_err(|_| Error::Credential { flag: "--api-key" })?;
-            return Ok(Self(Some(("x-api-key", value))));
-        }
-        if let Some(token) = &options.token {
-            let value = format!("Bearer {token}").parse().map_err(|_| Error::Credential { flag: "--token" })?;
-            return Ok(Self(Some(("authorization", value))));
-        }
-        Ok(Self(None))
-    }
+/// The credential of `options`: the API key if set, else the bearer token, else none.
+///
+/// # Errors
+/// [`Error::Credential`] when the value is not a valid header value.
+pub fn credential(options: &ClientOptions) -> Result<Credential, Error> {
+    Credential::from_options(options.api_key.as_deref(), options.token.as_deref())
+        .map_err(|e| Error::Credential { flag: if e.0 == "API key" { "--api-key" } else { "--token" } })
 }
-
-impl Interceptor for Credential {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some((name, value)) = &self.0 {
-            request.metadata_mut().insert(*name, value.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// A channel that carries the credential.
-pub type AuthChannel = InterceptedService<Channel, Credential>;
 
 /// A set of channels to the control plane and the clients built on them.
 #[derive(Debug, Clone)]
@@ -139,7 +112,7 @@ pub fn connect(options: &ClientOptions, connections: usize) -> Result<Clients, E
         // hundred small gRPC responses arriving at once trip it.
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .initial_stream_window_size(STREAM_WINDOW_BYTES);
-    let credential = Credential::from_options(options)?;
+    let credential = credential(options)?;
     let channels: Vec<Channel> = (0..connections.max(1)).map(|_| endpoint.connect_lazy()).collect();
     let tasks = channels
         .iter()
@@ -151,6 +124,8 @@ pub fn connect(options: &ClientOptions, connections: usize) -> Result<Clients, E
 
 #[cfg(test)]
 mod tests {
+    use tonic::service::Interceptor;
+
     use super::*;
 
     fn options() -> ClientOptions {
@@ -169,7 +144,7 @@ mod tests {
         let mut opts = options();
         opts.api_key = Some("k1".into());
         opts.token = Some("t1".into());
-        let mut credential = Credential::from_options(&opts).expect("credential");
+        let mut credential = credential(&opts).expect("credential");
         let request = credential.call(tonic::Request::new(())).expect("call");
         assert_eq!(request.metadata().get("x-api-key").and_then(|v| v.to_str().ok()), Some("k1"));
         assert!(request.metadata().get("authorization").is_none());
@@ -179,14 +154,14 @@ mod tests {
     fn token_is_sent_as_bearer() {
         let mut opts = options();
         opts.token = Some("abc".into());
-        let mut credential = Credential::from_options(&opts).expect("credential");
+        let mut credential = credential(&opts).expect("credential");
         let request = credential.call(tonic::Request::new(())).expect("call");
         assert_eq!(request.metadata().get("authorization").and_then(|v| v.to_str().ok()), Some("Bearer abc"));
     }
 
     #[test]
     fn no_credential_adds_nothing() {
-        let mut credential = Credential::from_options(&options()).expect("credential");
+        let mut credential = credential(&options()).expect("credential");
         let request = credential.call(tonic::Request::new(())).expect("call");
         assert!(request.metadata().is_empty());
     }
@@ -195,7 +170,7 @@ mod tests {
     fn bad_inputs_name_their_flag() {
         let mut opts = options();
         opts.api_key = Some("line\nbreak".into());
-        assert!(Credential::from_options(&opts).expect_err("newline").to_string().starts_with("--api-key"));
+        assert!(credential(&opts).expect_err("newline").to_string().starts_with("--api-key"));
 
         let mut opts = options();
         opts.url = "http://localhost:1".into();

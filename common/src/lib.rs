@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod broker;
+pub mod credential;
 pub mod error;
 pub mod function;
 pub mod settings;

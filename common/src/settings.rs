@@ -84,10 +84,10 @@ pub struct Settings {
     pub logging: LoggingSettings,
     /// Limits on what callers may submit.
     pub limits: Limits,
-    /// Secrets backends (Vault clusters, JWT keys); read by later features.
-    pub crypt: serde_json::Value,
-    /// Authentication settings; read by later features.
-    pub auth: serde_json::Value,
+    /// Secrets backends: JWT keys (`crypt.jwt`), Vault clusters (`crypt.vault`, read by a later feature).
+    pub crypt: CryptSettings,
+    /// Authentication: the bootstrap admin key and credential caching.
+    pub auth: AuthSettings,
     /// RBAC settings; read by later features.
     pub rbac: serde_json::Value,
     /// DNS bootstrap settings; read by later features.
@@ -226,8 +226,13 @@ pub struct ExecutorSettings {
     pub name: String,
     /// Extensions to load; empty loads every built-in one allowed by `profile`. Default empty.
     pub extensions: Vec<String>,
-    /// Role profile: `all` (every built-in extension) or `core` (`core`, `log`). Default `all`.
+    /// Role profile: the name of an entry of `executor.profiles`, which lists the extensions an executor
+    /// of that role may load. Default `all`.
     pub profile: String,
+    /// Role profiles: name → extensions allowed (`"*"` allows every built-in one). Defaults: `all`
+    /// (`["*"]`) and `core` (`["core", "log"]`); entries given in settings are added to these or replace
+    /// them by name.
+    pub profiles: BTreeMap<String, Vec<String>>,
     /// Task slots: tasks run at once; also the broker prefetch. Default 16.
     pub concurrency: u32,
     /// Region label. Default `default`.
@@ -250,6 +255,7 @@ impl Default for ExecutorSettings {
             name: "executor".into(),
             extensions: Vec::new(),
             profile: "all".into(),
+            profiles: default_profiles(),
             concurrency: 16,
             region: "default".into(),
             heartbeat_ms: 5000,
@@ -258,6 +264,87 @@ impl Default for ExecutorSettings {
             report_linger_ms: 2,
             deny_paths: Vec::new(),
         }
+    }
+}
+
+/// The built-in role profiles: `all` allows every built-in extension, `core` only `core` and `log`.
+pub fn default_profiles() -> BTreeMap<String, Vec<String>> {
+    BTreeMap::from([
+        ("all".to_owned(), vec!["*".to_owned()]),
+        ("core".to_owned(), vec!["core".to_owned(), "log".to_owned()]),
+    ])
+}
+
+/// Secrets backends.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CryptSettings {
+    /// JSON Web Tokens: how the control plane signs the tokens it issues and verifies bearer tokens.
+    pub jwt: JwtSettings,
+    /// Vault clusters (`vault://` references, dynamic credentials); read by a later feature.
+    pub vault: serde_json::Value,
+}
+
+/// JWT signing and verification (RFC 7519, signatures RFC 7515 with the algorithms of RFC 7518).
+///
+/// The control plane signs with RS256 when `rs_private_key` is set, else with HS256 when `hs_secret` is
+/// set; with neither, `POST /api/v1/auth/token` is unavailable and only API keys authenticate. A bearer
+/// token is accepted only if its header's `alg` is in `algorithms` and a key of that family is
+/// configured, so an RS256 public key can never be used as an HS256 secret, and `none` never verifies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtSettings {
+    /// Accepted `alg` values: `HS256`, `RS256`. Empty (the default) accepts the algorithm of each key
+    /// that is configured.
+    pub algorithms: Vec<String>,
+    /// `iss` of issued tokens, required in verified ones. Default `legion`.
+    pub issuer: String,
+    /// `aud` of issued tokens, required in verified ones. Default `legion`.
+    pub audience: String,
+    /// HS256 shared secret, at least 32 bytes (RFC 7518 section 3.2). Default unset.
+    pub hs_secret: Option<String>,
+    /// PEM file of the RS256 private key (PKCS#1 or PKCS#8, at least 2048 bits). Default unset.
+    pub rs_private_key: Option<PathBuf>,
+    /// PEM file of the RS256 public key that verifies tokens, published as a JWKS. Default unset; with
+    /// only `rs_private_key` set, tokens signed here cannot be verified, so both go together.
+    pub rs_public_key: Option<PathBuf>,
+    /// Lifetime of issued tokens, in s. Default 900 (15 min).
+    pub ttl_s: u64,
+    /// Clock skew tolerated when checking `exp` and `nbf`, in s. Default 30.
+    pub leeway_s: u64,
+}
+
+impl Default for JwtSettings {
+    fn default() -> Self {
+        Self {
+            algorithms: Vec::new(),
+            issuer: "legion".into(),
+            audience: "legion".into(),
+            hs_secret: None,
+            rs_private_key: None,
+            rs_public_key: None,
+            ttl_s: 900,
+            leeway_s: 30,
+        }
+    }
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// If set and no unrevoked API key is bound to the `admin` policy, the control plane creates one with
+    /// this value at start (and the `admin` policy, if missing). At least 32 characters. Default unset.
+    pub bootstrap_admin_key: Option<String>,
+    /// How long a replica may reuse a verified API key or a loaded policy, in ms; a key revoked or a
+    /// policy changed on another replica takes effect here within this time (at once on the replica that
+    /// made the change). Default 1000.
+    pub cache_ttl_ms: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self { bootstrap_admin_key: None, cache_ttl_ms: 1000 }
     }
 }
 
@@ -417,8 +504,18 @@ impl Settings {
         if let Err(reason) = crate::broker::validate_region(&self.executor.region) {
             return invalid("executor.region", &reason);
         }
-        if !matches!(self.executor.profile.as_str(), "all" | "core") {
-            return invalid("executor.profile", "must be all or core");
+        if !self.executor.profiles.contains_key(&self.executor.profile) {
+            let names: Vec<&str> = self.executor.profiles.keys().map(String::as_str).collect();
+            return invalid(
+                "executor.profile",
+                &format!("unknown profile; executor.profiles defines {}", names.join(", ")),
+            );
+        }
+        self.crypt.jwt.validate()?;
+        if let Some(key) = &self.auth.bootstrap_admin_key
+            && key.chars().count() < 32
+        {
+            return invalid("auth.bootstrap_admin_key", "must be at least 32 characters");
         }
         if !matches!(self.logging.format.as_str(), "console" | "json") {
             return invalid("logging.format", "must be console or json");
@@ -460,6 +557,59 @@ impl Settings {
         let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         redact(&mut value);
         value
+    }
+}
+
+impl JwtSettings {
+    /// The accepted algorithms: `algorithms`, or when empty the algorithm of each configured key.
+    pub fn accepted_algorithms(&self) -> Vec<String> {
+        if !self.algorithms.is_empty() {
+            return self.algorithms.clone();
+        }
+        let mut accepted = Vec::new();
+        if self.hs_secret.is_some() {
+            accepted.push("HS256".to_owned());
+        }
+        if self.rs_public_key.is_some() {
+            accepted.push("RS256".to_owned());
+        }
+        accepted
+    }
+
+    /// Checks the values the types alone do not.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the `crypt.jwt` key.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |key: &str, reason: &str| Err(Error::Invalid { key: key.into(), reason: reason.into() });
+        for alg in &self.algorithms {
+            match alg.as_str() {
+                "HS256" if self.hs_secret.is_none() => {
+                    return invalid("crypt.jwt.algorithms", "HS256 is listed but crypt.jwt.hs_secret is not set");
+                }
+                "RS256" if self.rs_public_key.is_none() => {
+                    return invalid("crypt.jwt.algorithms", "RS256 is listed but crypt.jwt.rs_public_key is not set");
+                }
+                "HS256" | "RS256" => {}
+                _ => return invalid("crypt.jwt.algorithms", "each must be HS256 or RS256"),
+            }
+        }
+        if self.hs_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return invalid("crypt.jwt.hs_secret", "must be at least 32 bytes (RFC 7518 section 3.2)");
+        }
+        if self.rs_private_key.is_some() != self.rs_public_key.is_some() {
+            return invalid("crypt.jwt.rs_public_key", "rs_private_key and rs_public_key are set together");
+        }
+        if self.issuer.is_empty() {
+            return invalid("crypt.jwt.issuer", "must not be empty");
+        }
+        if self.audience.is_empty() {
+            return invalid("crypt.jwt.audience", "must not be empty");
+        }
+        if self.ttl_s == 0 || self.ttl_s > 86_400 {
+            return invalid("crypt.jwt.ttl_s", "must be 1 to 86400");
+        }
+        Ok(())
     }
 }
 

@@ -4,7 +4,10 @@
 //! [`run`] is the whole process; the binary only parses the command line, loads settings and handles
 //! signals. Tests can call [`run`] with their own settings and shutdown token.
 
+pub mod audit;
+pub mod auth;
 pub mod catalog;
+pub mod config;
 pub mod delivery;
 pub mod dispatch;
 pub mod events;
@@ -27,20 +30,28 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::complete::ResultLimits;
+use crate::audit::AuditLog;
+use crate::auth::Auth;
+use crate::auth::jwt::JwtKeys;
 use crate::dispatch::backoff::Backoff;
 use crate::dispatch::lease::{LeaseSettings, Sweeper};
 use crate::dispatch::promoter;
 use crate::dispatch::publisher::Publisher;
 use crate::events::Events;
-use crate::grpc::auth::NoUserAuth;
+use crate::grpc::audit::AuditApi;
 use crate::grpc::catalog::CatalogApi;
+use crate::grpc::config::ConfigApi;
 use crate::grpc::executor::{ExecutorApi, ExecutorConfig};
+use crate::grpc::security::{AuthApi, PolicyApi};
 use crate::grpc::tasks::TaskApi;
 use crate::metrics::Metrics;
 use crate::store::pg::PgStore;
+use crate::store::security::SecurityStore;
 use crate::store::{OutboxStore, Store};
 use crate::tasks::submit::{Signals, Submitter};
+
+/// Most audit records committed in one transaction.
+pub const AUDIT_BATCH: usize = 1024;
 
 /// How long startup keeps trying to reach PostgreSQL before it gives up.
 pub const DATABASE_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -59,6 +70,9 @@ pub enum SettingsError {
         max = MAX_LIST_BYTES
     )]
     ListBytes(usize),
+    /// `crypt.jwt.*`: a key file is unreadable, not a key, or the RS256 pair does not match.
+    #[error(transparent)]
+    Jwt(#[from] auth::jwt::SettingsError),
 }
 
 /// Largest accepted `limits.max_list_bytes`: half of [`server::MAX_MESSAGE_BYTES`], so a full page plus
@@ -74,6 +88,17 @@ pub const MAX_LIST_BYTES: usize = server::MAX_MESSAGE_BYTES / 2;
 pub fn check_settings(settings: &Settings) -> Result<(), SettingsError> {
     legion_common::tls::check_identity(&settings.tls)?;
     legion_common::tls::server_config(&settings.tls)?;
+    check_settings_limits(settings)?;
+    JwtKeys::load(&settings.crypt.jwt)?;
+    Ok(())
+}
+
+/// Checks that `limits.max_list_bytes` fits in a gRPC message (at start, and for changes made through
+/// the API).
+///
+/// # Errors
+/// [`SettingsError::ListBytes`].
+pub fn check_settings_limits(settings: &Settings) -> Result<(), SettingsError> {
     if settings.limits.max_list_bytes > MAX_LIST_BYTES {
         return Err(SettingsError::ListBytes(settings.limits.max_list_bytes));
     }
@@ -103,7 +128,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let tls = legion_common::tls::server_config(&settings.tls).context("invalid TLS settings")?;
     let pool = migrate(&settings, &shutdown).await?;
     let pg = PgStore::new(pool.clone());
-    let store: Arc<dyn Store> = Arc::new(pg);
+    let store: Arc<dyn Store> = Arc::new(pg.clone());
+    let security: Arc<dyn SecurityStore> = Arc::new(pg);
+    let (limits_tx, limits) = tokio::sync::watch::channel(settings.limits.clone());
+    config::apply_overrides(security.as_ref(), &settings, &limits_tx)
+        .await
+        .context("cannot read the settings changed through the API")?;
 
     let listener = tokio::net::TcpListener::bind(settings.control_plane.listen)
         .await
@@ -149,27 +179,25 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let (submitter, writer) =
         Submitter::spawn(store.clone(), settings.control_plane.submit_batch, writers, signals, background.clone());
 
-    let authorizer = Arc::new(NoUserAuth);
+    let (audit, audit_writer) = AuditLog::spawn(pool.clone(), AUDIT_BATCH, background.clone());
+    let jwt = JwtKeys::load(&settings.crypt.jwt).context("invalid crypt.jwt settings")?;
+    let auth = Auth::new(security.clone(), audit.clone(), jwt, Duration::from_millis(settings.auth.cache_ttl_ms));
+    auth.bootstrap(settings.auth.bootstrap_admin_key.as_deref()).await.context("cannot bootstrap the admin policy")?;
+    loops.spawn(config::poll_overrides(security.clone(), settings.clone(), limits_tx.clone(), background.clone()));
     let heartbeat_ms = settings.executor.heartbeat_ms.min(settings.control_plane.node_lease_ms / 3).max(1);
     let services = server::Services {
-        tasks: TaskApi::new(
-            store.clone(),
-            submitter,
-            events.clone(),
-            settings.limits.clone(),
-            authorizer.clone(),
-            shutdown.clone(),
-        ),
-        catalog: CatalogApi::new(store.clone(), authorizer),
+        tasks: TaskApi::new(store.clone(), submitter, events.clone(), limits.clone(), auth.clone(), shutdown.clone()),
+        catalog: CatalogApi::new(store.clone(), auth.clone()),
+        auth: AuthApi::new(auth.clone()),
+        policies: PolicyApi::new(auth.clone()),
+        audit: AuditApi::new(pool.clone(), auth.clone()),
+        config: ConfigApi::new(auth, settings.clone(), limits_tx),
         executor: ExecutorApi::new(
             store.clone(),
             ExecutorConfig {
                 delivery_limit: settings.transport.delivery_limit,
                 commit_batch: settings.control_plane.commit_batch,
-                result_limits: ResultLimits {
-                    max_bytes: settings.limits.max_result_bytes,
-                    max_depth: settings.limits.max_json_depth,
-                },
+                limits,
                 heartbeat_ms: u32::try_from(heartbeat_ms).unwrap_or(u32::MAX),
                 touch_interval: touch_interval(lease_settings.lease),
             },
@@ -190,6 +218,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     background.cancel();
     if let Err(e) = writer.await {
         tracing::error!(error = %e, "submit writer panicked");
+    }
+    if let Err(e) = audit_writer.await {
+        tracing::error!(error = %e, "audit writer panicked");
     }
     while let Some(joined) = loops.join_next().await {
         if let Err(e) = joined {

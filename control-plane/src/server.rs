@@ -12,8 +12,12 @@
 
 use std::future::Future;
 
+use legion_proto::v1::audit_service_server::AuditServiceServer;
+use legion_proto::v1::auth_service_server::AuthServiceServer;
 use legion_proto::v1::catalog_service_server::CatalogServiceServer;
+use legion_proto::v1::config_service_server::ConfigServiceServer;
 use legion_proto::v1::executor_service_server::ExecutorServiceServer;
+use legion_proto::v1::policy_service_server::PolicyServiceServer;
 use legion_proto::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
@@ -22,8 +26,11 @@ use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::grpc::audit::AuditApi;
 use crate::grpc::catalog::CatalogApi;
+use crate::grpc::config::ConfigApi;
 use crate::grpc::executor::ExecutorApi;
+use crate::grpc::security::{AuthApi, PolicyApi};
 use crate::grpc::tasks::TaskApi;
 
 /// Largest gRPC message the Legion services decode or encode, in bytes (64 MiB): room for a batch of
@@ -50,14 +57,26 @@ pub struct Services {
     pub catalog: CatalogApi,
     /// `legion.v1.ExecutorService`.
     pub executor: ExecutorApi,
+    /// `legion.v1.AuthService`.
+    pub auth: AuthApi,
+    /// `legion.v1.PolicyService`.
+    pub policies: PolicyApi,
+    /// `legion.v1.AuditService`.
+    pub audit: AuditApi,
+    /// `legion.v1.ConfigService`.
+    pub config: ConfigApi,
 }
 
 /// The fully qualified names of the Legion services, as health reports them.
-pub fn service_names() -> [&'static str; 3] {
+pub fn service_names() -> [&'static str; 7] {
     [
         <TaskServiceServer<TaskApi> as NamedService>::NAME,
         <CatalogServiceServer<CatalogApi> as NamedService>::NAME,
         <ExecutorServiceServer<ExecutorApi> as NamedService>::NAME,
+        <AuthServiceServer<AuthApi> as NamedService>::NAME,
+        <PolicyServiceServer<PolicyApi> as NamedService>::NAME,
+        <AuditServiceServer<AuditApi> as NamedService>::NAME,
+        <ConfigServiceServer<ConfigApi> as NamedService>::NAME,
     ]
 }
 
@@ -110,6 +129,10 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
+        .add_service(AuthServiceServer::new(services.auth))
+        .add_service(PolicyServiceServer::new(services.policies))
+        .add_service(AuditServiceServer::new(services.audit).max_encoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(ConfigServiceServer::new(services.config))
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             set_health(&health, ServingStatus::NotServing).await;

@@ -24,10 +24,9 @@ use legion_proto::v1;
 use legion_proto::v1::task_service_client::TaskServiceClient;
 use prost::Message;
 use serde_json::json;
-use support::stack::{NODE, Stack, core_manifest};
+use support::stack::{AuthChannel, NODE, Stack, core_manifest};
 use support::{TestDb, register_core};
 use tonic::Code;
-use tonic::transport::Channel;
 
 fn echo(args: serde_json::Value) -> v1::SubmitTaskRequest {
     v1::SubmitTaskRequest {
@@ -43,12 +42,12 @@ fn nested(levels: usize) -> serde_json::Value {
 }
 
 /// A task client that accepts pages as large as the control plane sends.
-async fn tasks(stack: &Stack) -> TaskServiceClient<Channel> {
+async fn tasks(stack: &Stack) -> TaskServiceClient<AuthChannel> {
     stack.tasks().await.max_decoding_message_size(legion_control_plane::server::MAX_MESSAGE_BYTES)
 }
 
 /// Every task, page by page; returns the pages' task ids.
-async fn all_pages(client: &mut TaskServiceClient<Channel>, budget: usize) -> Vec<Vec<String>> {
+async fn all_pages(client: &mut TaskServiceClient<AuthChannel>, budget: usize) -> Vec<Vec<String>> {
     let mut pages = Vec::new();
     let mut token = String::new();
     loop {

@@ -268,7 +268,7 @@ async fn for_each_reflection_version(channel: tonic::transport::Channel) {
 async fn cutting_the_broker_mid_stream_loses_no_task() {
     let mut stack = Stack::start(true, |_| {}).await;
     stack.executor().await.register_node(core_manifest(&["echo"])).await.expect("register");
-    let channel = stack.channel(None).await;
+    let channel = stack.admin_channel().await;
     let mut submitters = tokio::task::JoinSet::new();
     for s in 0..8 {
         let mut client = v1::task_service_client::TaskServiceClient::new(channel.clone());

@@ -61,7 +61,7 @@ async fn batched_paths_sustain_thousands_of_tasks_per_second() {
         .expect("consume");
 
     let started = Instant::now();
-    let channel = stack.channel(None).await;
+    let channel = stack.admin_channel().await;
     let mut submitters = tokio::task::JoinSet::new();
     for s in 0..SUBMITTERS {
         let mut client = v1::task_service_client::TaskServiceClient::new(channel.clone());

@@ -24,14 +24,14 @@ use crate::store::{ExtensionManifest, FunctionInfo, Heartbeat, NodeRegistration,
 pub const MAX_TEXT_BYTES: usize = 1024;
 
 /// The settings the executor service applies.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ExecutorConfig {
     /// `transport.delivery_limit`.
     pub delivery_limit: u32,
     /// `control_plane.commit_batch`: most items per transaction.
     pub commit_batch: usize,
-    /// `limits.max_result_bytes` and `limits.max_json_depth`.
-    pub result_limits: ResultLimits,
+    /// The live limits; `limits.max_result_bytes` and `limits.max_json_depth` apply to results.
+    pub limits: tokio::sync::watch::Receiver<legion_common::settings::Limits>,
     /// Heartbeat interval told to nodes, in ms.
     pub heartbeat_ms: u32,
     /// A StartTask or CompleteTask refreshes the node's `last_heartbeat` once it is older than this
@@ -49,6 +49,11 @@ pub struct ExecutorApi {
 }
 
 impl ExecutorApi {
+    fn result_limits(&self) -> ResultLimits {
+        let limits = self.config.limits.borrow();
+        ResultLimits { max_bytes: limits.max_result_bytes, max_depth: limits.max_json_depth }
+    }
+
     /// The service. `wake` is the outbox publisher's.
     pub fn new(
         store: Arc<dyn Store>,
@@ -253,8 +258,7 @@ impl ExecutorService for ExecutorApi {
         let items: Vec<CompleteItem> = request.into_inner().items.into_iter().map(completion).collect();
         let mut acks = Vec::with_capacity(items.len());
         for chunk in items.chunks(self.config.commit_batch.max(1)) {
-            let (verdicts, changes) =
-                self.store.complete(chunk, self.config.result_limits).await.map_err(store_status)?;
+            let (verdicts, changes) = self.store.complete(chunk, self.result_limits()).await.map_err(store_status)?;
             self.metrics.observe_batch("complete", chunk.len());
             if verdicts.contains(&Verdict::Retried) {
                 self.wake.notify_one();

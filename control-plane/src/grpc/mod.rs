@@ -1,9 +1,12 @@
 //! The tonic adapters: they validate, convert and call the domain; nothing else.
 
+pub mod audit;
 pub mod auth;
 pub mod catalog;
+pub mod config;
 pub mod convert;
 pub mod executor;
+pub mod security;
 pub mod tasks;
 
 use legion_common::ErrorCode;

@@ -13,9 +13,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::auth::{Access, Authorizer};
 use super::{convert, invalid, parse_uuid, status, store_status};
+use crate::auth::{Auth, Caller};
 use crate::events::Events;
+use crate::policy::Capability;
 use crate::store::{Store, TaskFilter};
 use crate::tasks::page;
 use crate::tasks::submit::{self, Submitter};
@@ -27,8 +28,8 @@ pub struct TaskApi {
     store: Arc<dyn Store>,
     submitter: Submitter,
     events: Events,
-    limits: Limits,
-    authorizer: Arc<dyn Authorizer>,
+    limits: tokio::sync::watch::Receiver<Limits>,
+    auth: Auth,
     shutdown: CancellationToken,
 }
 
@@ -38,15 +39,27 @@ impl TaskApi {
         store: Arc<dyn Store>,
         submitter: Submitter,
         events: Events,
-        limits: Limits,
-        authorizer: Arc<dyn Authorizer>,
+        limits: tokio::sync::watch::Receiver<Limits>,
+        auth: Auth,
         shutdown: CancellationToken,
     ) -> Self {
-        Self { store, submitter, events, limits, authorizer, shutdown }
+        Self { store, submitter, events, limits, auth, shutdown }
     }
 
-    fn authorize<T>(&self, request: &Request<T>, path: String, capability: &'static str) -> Result<(), Status> {
-        self.authorizer.authorize(request.metadata(), &Access::new(path, capability)).map(|_| ())
+    /// Authenticates the caller, loads task `id` and checks `capability` on its resource path
+    /// (`tasks/<extension>/<runner>/<function>`). An unknown id is `NOT_FOUND` only for an authenticated
+    /// caller.
+    async fn authorize_task<T>(
+        &self,
+        request: &Request<T>,
+        id: uuid::Uuid,
+        capability: Capability,
+    ) -> Result<(Caller, crate::store::Task), Status> {
+        let caller = self.auth.authenticate(request).await?;
+        let task = self.store.get_task(id).await.map_err(store_status)?;
+        let task = task.ok_or_else(|| Status::not_found(format!("id: no task {id}")))?;
+        self.auth.check(&caller, &task_path(&task.function), capability).await?;
+        Ok((caller, task))
     }
 }
 
@@ -60,8 +73,14 @@ impl TaskService for TaskApi {
         &self,
         request: Request<v1::SubmitTaskRequest>,
     ) -> Result<Response<v1::SubmitTaskResponse>, Status> {
-        let spec = validate_submit(request.get_ref(), &self.limits).map_err(|e| invalid(e.field, e.reason))?;
-        self.authorize(&request, format!("tasks/{}", spec.function.to_string().replace('.', "/")), "create")?;
+        let spec = validate_submit(request.get_ref(), &self.limits.borrow()).map_err(|e| invalid(e.field, e.reason))?;
+        let function = spec.function.to_string();
+        self.auth
+            .authorize_all(
+                &request,
+                &[(&task_path(&function), Capability::Create), (&runner_path(&function), Capability::Execute)],
+            )
+            .await?;
         let inserted = self.submitter.submit(spec).await.map_err(|e| match e {
             submit::Error::Store(e) => store_status(e),
             other => status(other.code(), other.to_string()),
@@ -77,9 +96,7 @@ impl TaskService for TaskApi {
 
     async fn get_task(&self, request: Request<v1::GetTaskRequest>) -> Result<Response<v1::Task>, Status> {
         let id = parse_uuid("id", &request.get_ref().id)?;
-        self.authorize(&request, format!("tasks/{id}"), "read")?;
-        let task = self.store.get_task(id).await.map_err(store_status)?;
-        let task = task.ok_or_else(|| Status::not_found(format!("id: no task {id}")))?;
+        let (_, task) = self.authorize_task(&request, id, Capability::Read).await?;
         Ok(Response::new(convert::task(&task)))
     }
 
@@ -99,7 +116,17 @@ impl TaskService for TaskApi {
         let root_id = req.root_id.as_deref().map(|r| parse_uuid("root_id", r)).transpose()?;
         let limit = page::page_size(req.page_size).map_err(|e| invalid("page_size", e))?;
         let before = page::decode(&req.page_token).map_err(|e| invalid("page_token", e))?;
-        self.authorize(&request, "tasks".into(), "list")?;
+        // Listing every task needs `list` on `tasks/`; a list of one function's tasks needs it on that
+        // function's path.
+        let path = match &req.function {
+            Some(function) => {
+                legion_common::function::FunctionName::parse(function).map_err(|e| invalid("function", e))?;
+                task_path(function)
+            }
+            None => "tasks/".to_owned(),
+        };
+        self.auth.authorize(&request, &path, Capability::List).await?;
+        let max_list_bytes = self.limits.borrow().max_list_bytes;
         let filter = TaskFilter {
             status,
             function: req.function.clone(),
@@ -107,13 +134,13 @@ impl TaskService for TaskApi {
             root_id,
             before,
             limit,
-            max_bytes: Some(self.limits.max_list_bytes),
+            max_bytes: Some(max_list_bytes),
         };
         let page = self.store.list_tasks(&filter).await.map_err(store_status)?;
         let mut tasks: Vec<v1::Task> = page.tasks.iter().map(convert::task).collect();
         // The store measured JSON text; protobuf may spell the same values larger (a number is 9 bytes
         // or more), so the page is cut again by encoded size.
-        let fits = page::fitting(tasks.iter().map(prost::Message::encoded_len), self.limits.max_list_bytes);
+        let fits = page::fitting(tasks.iter().map(prost::Message::encoded_len), max_list_bytes);
         let more = page.more || fits < tasks.len();
         tasks.truncate(fits);
         let last = fits.checked_sub(1).and_then(|i| page.tasks.get(i));
@@ -123,7 +150,7 @@ impl TaskService for TaskApi {
 
     async fn cancel_task(&self, request: Request<v1::CancelTaskRequest>) -> Result<Response<v1::Task>, Status> {
         let id = parse_uuid("id", &request.get_ref().id)?;
-        self.authorize(&request, format!("tasks/{id}"), "update")?;
+        self.authorize_task(&request, id, Capability::Update).await?;
         let (task, changes) = self.store.cancel_task(id).await.map_err(store_status)?;
         self.events.publish(&changes);
         tracing::info!(task_id = %id, "task cancelled");
@@ -134,7 +161,7 @@ impl TaskService for TaskApi {
 
     async fn watch_task(&self, request: Request<v1::WatchTaskRequest>) -> Result<Response<WatchStream>, Status> {
         let id = parse_uuid("id", &request.get_ref().id)?;
-        self.authorize(&request, format!("tasks/{id}"), "read")?;
+        self.authorize_task(&request, id, Capability::Read).await?;
         let receiver =
             watch::watch(self.store.clone(), &self.events, id, self.shutdown.clone()).await.map_err(watch_status)?;
         let stream = ReceiverStream::new(receiver).map(|item| item.map(event).map_err(watch_status));
@@ -146,10 +173,20 @@ impl TaskService for TaskApi {
         request: Request<v1::ListTaskAttemptsRequest>,
     ) -> Result<Response<v1::ListTaskAttemptsResponse>, Status> {
         let id = parse_uuid("task_id", &request.get_ref().task_id)?;
-        self.authorize(&request, format!("tasks/{id}"), "read")?;
+        self.authorize_task(&request, id, Capability::Read).await?;
         let attempts = self.store.list_attempts(id).await.map_err(store_status)?;
         Ok(Response::new(v1::ListTaskAttemptsResponse { attempts: attempts.iter().map(convert::attempt).collect() }))
     }
+}
+
+/// The resource path of tasks of `function` (`a.b.c` → `tasks/a/b/c`), DESIGN.md section 6.
+pub fn task_path(function: &str) -> String {
+    format!("tasks/{}", function.replace('.', "/"))
+}
+
+/// The path on which `execute` runs `function` (`a.b.c` → `runners/a/b/c`), DESIGN.md section 6.
+pub fn runner_path(function: &str) -> String {
+    format!("runners/{}", function.replace('.', "/"))
 }
 
 fn event(event: WatchEvent) -> v1::TaskEvent {

@@ -20,6 +20,8 @@
 //! how a `deny` on a narrow path overrides a broad allow, and how a narrow allow can grant less than a
 //! broad one.
 
+pub mod parse;
+
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
@@ -100,6 +102,54 @@ pub struct Policy {
     pub rules: Vec<Rule>,
 }
 
+/// The name of the built-in policy that allows everything (Vault's `root`): bound to the bootstrap admin
+/// key, and neither changeable nor deletable through the API.
+pub const ADMIN_POLICY: &str = "admin";
+
+impl Policy {
+    /// The built-in [`ADMIN_POLICY`]: every capability but `deny` on every path (`*`).
+    pub fn admin() -> Self {
+        let capabilities = Capability::ALL.into_iter().filter(|c| *c != Capability::Deny).collect();
+        Self { name: ADMIN_POLICY.to_owned(), rules: vec![Rule { path: "*".to_owned(), capabilities }] }
+    }
+
+    /// The rules as JSON: `[{"path","capabilities":[…]}]`, capabilities in display order.
+    pub fn rules_json(&self) -> serde_json::Value {
+        serde_json::Value::Array(
+            self.rules
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "path": r.path,
+                        "capabilities": r.capabilities.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// A policy from its stored JSON rules (see [`Policy::rules_json`]).
+    ///
+    /// # Errors
+    /// [`parse::Invalid`] when the stored rules do not parse (a hand-edited row).
+    pub fn from_rules_json(name: &str, rules: &serde_json::Value) -> Result<Self, parse::Invalid> {
+        let items = rules.as_array().map(Vec::as_slice).unwrap_or_default();
+        let pairs: Vec<(String, Vec<String>)> = items
+            .iter()
+            .map(|r| {
+                let path = r.get("path").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+                let caps = r
+                    .get("capabilities")
+                    .and_then(serde_json::Value::as_array)
+                    .map(|a| a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default();
+                (path, caps)
+            })
+            .collect();
+        parse::parse_policy(name, &pairs)
+    }
+}
+
 /// The merged rules of a set of policies, ready to answer capability questions.
 #[derive(Debug, Clone, Default)]
 pub struct Acl {
@@ -165,22 +215,34 @@ impl Acl {
     }
 
     /// The capabilities on `path`: those of the winning rule, `{deny}` when it denies or when no rule
-    /// matches.
+    /// matches. As Vault's `sys/capabilities` (which asks with a list operation), a path ending in `/`
+    /// that has no exact rule also takes the exact rule of the path without it.
     pub fn capabilities(&self, path: &str) -> BTreeSet<Capability> {
+        self.lookup(path, true)
+    }
+
+    /// Whether `path` allows `capability` (`deny` is never "allowed"). For `list`, a path ending in `/`
+    /// also matches the exact rule without it, as Vault does for list operations.
+    pub fn allows(&self, path: &str, capability: Capability) -> bool {
+        capability != Capability::Deny && self.lookup(path, capability == Capability::List).contains(&capability)
+    }
+
+    /// Vault's `ACL.AllowOperation`: leading `/` dropped, exact rule, then (list operations only) the
+    /// exact rule without a trailing `/`, then the best glob or `+` rule.
+    fn lookup(&self, path: &str, list: bool) -> BTreeSet<Capability> {
+        let path = path.trim_start_matches('/');
         let deny = || BTreeSet::from([Capability::Deny]);
         let winner = match self.exact.get(path) {
             Some(caps) => Some(caps),
-            None => self.best_non_exact(path),
+            None => match path.strip_suffix('/').and_then(|p| if list { self.exact.get(p) } else { None }) {
+                Some(caps) => Some(caps),
+                None => self.best_non_exact(path),
+            },
         };
         match winner {
             Some(caps) if !caps.contains(&Capability::Deny) && !caps.is_empty() => caps.clone(),
             _ => deny(),
         }
-    }
-
-    /// Whether `path` allows `capability` (`deny` is never "allowed").
-    pub fn allows(&self, path: &str, capability: Capability) -> bool {
-        capability != Capability::Deny && self.capabilities(path).contains(&capability)
     }
 
     fn best_non_exact(&self, path: &str) -> Option<&BTreeSet<Capability>> {

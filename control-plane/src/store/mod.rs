@@ -8,6 +8,7 @@
 pub mod error;
 pub mod model;
 pub mod pg;
+pub mod security;
 
 use std::collections::HashMap;
 use std::time::Duration;

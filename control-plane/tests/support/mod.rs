@@ -4,6 +4,7 @@
 
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
+pub mod openbao;
 pub mod stack;
 
 use std::future::Future;

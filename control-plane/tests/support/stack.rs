@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use legion_common::Settings;
+pub use legion_common::credential::{AuthChannel, Credential};
 use legion_common::settings::TlsSettings;
 use legion_proto::v1::catalog_service_client::CatalogServiceClient;
 use legion_proto::v1::executor_service_client::ExecutorServiceClient;
@@ -110,6 +111,9 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
+/// The bootstrap admin API key of every test control plane (`auth.bootstrap_admin_key`).
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef0123456789";
+
 /// A running control plane and what it needs.
 pub struct Stack {
     pub settings: Settings,
@@ -144,6 +148,7 @@ impl Stack {
             cert: Some(certs.path().join("control-plane.pem")),
             key: Some(certs.path().join("control-plane-key.pem")),
         };
+        settings.auth.bootstrap_admin_key = Some(ADMIN_KEY.to_owned());
         edit(&mut settings);
         settings.validate().expect("valid test settings");
         let shutdown = CancellationToken::new();
@@ -178,12 +183,22 @@ impl Stack {
             .expect("connect to the control plane")
     }
 
-    pub async fn tasks(&self) -> TaskServiceClient<Channel> {
-        TaskServiceClient::new(self.channel(None).await)
+    /// A channel whose calls carry the bootstrap admin key.
+    pub async fn admin_channel(&self) -> AuthChannel {
+        self.channel_as(Credential::api_key(ADMIN_KEY).expect("key")).await
     }
 
-    pub async fn catalog(&self) -> CatalogServiceClient<Channel> {
-        CatalogServiceClient::new(self.channel(None).await)
+    /// A channel whose calls carry `credential`.
+    pub async fn channel_as(&self, credential: Credential) -> AuthChannel {
+        tonic::service::interceptor::InterceptedService::new(self.channel(None).await, credential)
+    }
+
+    pub async fn tasks(&self) -> TaskServiceClient<AuthChannel> {
+        TaskServiceClient::new(self.admin_channel().await)
+    }
+
+    pub async fn catalog(&self) -> CatalogServiceClient<AuthChannel> {
+        CatalogServiceClient::new(self.admin_channel().await)
     }
 
     pub async fn executor(&self) -> ExecutorServiceClient<Channel> {

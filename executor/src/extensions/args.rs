@@ -74,6 +74,17 @@ impl<'a> Args<'a> {
         }
     }
 
+    /// An optional boolean arg.
+    ///
+    /// # Errors
+    /// `args.<name>: must be a boolean` when present and not a boolean.
+    pub fn optional_bool(&self, name: &str) -> Result<Option<bool>, FunctionError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| invalid(name, "must be a boolean")),
+        }
+    }
+
     /// An optional object arg.
     ///
     /// # Errors
@@ -174,6 +185,18 @@ mod tests {
         }
         assert_eq!(a.optional_u64("missing").expect("absent"), None);
         assert_eq!(message(a.optional_u64("d").expect_err("d")), "args.d: must be a non-negative integer");
+    }
+
+    #[test]
+    fn booleans_are_strict() {
+        let v = json!({"t": true, "f": false, "s": "true", "n": 1});
+        let a = Args::new(&v).expect("object");
+        assert_eq!(a.optional_bool("t").expect("t"), Some(true));
+        assert_eq!(a.optional_bool("f").expect("f"), Some(false));
+        assert_eq!(a.optional_bool("missing").expect("absent"), None);
+        for bad in ["s", "n"] {
+            assert_eq!(message(a.optional_bool(bad).expect_err(bad)), format!("args.{bad}: must be a boolean"));
+        }
     }
 
     #[test]

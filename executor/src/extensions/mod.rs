@@ -2,17 +2,21 @@
 //! [`Registry`] of loaded functions keyed by `extension.runner.function`, and the manifest sent with
 //! `RegisterNode`.
 //!
-//! Built-in extensions, one module each: `core` (`core.util.{echo,sleep,fail,noop}`), `http`
-//! (`http.request.{get,post,put,delete}`) and `log` (`log.entry.write`). Which ones load is decided by
-//! `executor.extensions` (names; empty means every built-in one) filtered by `executor.profile`
-//! (`all`: every built-in; `core`: `core` and `log`), see [`select`]. No code is ever loaded at run time.
+//! Built-in extensions, one module each: `core` (`core.util.{echo,sleep,fail,noop}`), `file`
+//! (`file.fs.{read,write}`), `http` (`http.request.{get,post,put,delete}`) and `log` (`log.entry.write`).
+//! Which ones load is decided by `executor.extensions` (names; empty means every built-in one) filtered
+//! by the role profile `executor.profile`, an entry of `executor.profiles` listing the extensions it
+//! allows (`"*"`: every built-in one; defaults `all` = `["*"]`, `core` = `["core", "log"]`), see
+//! [`select`]. No code is ever loaded at run time.
 
 pub mod args;
 pub mod core;
+pub mod file;
 pub mod http;
 pub mod log;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,28 +27,59 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Every built-in extension, in load order.
-pub const BUILTIN: &[&str] = &["core", "http", "log"];
+pub const BUILTIN: &[&str] = &["core", "file", "http", "log"];
+
+/// The entry of a profile that allows every built-in extension.
+pub const ALL_EXTENSIONS: &str = "*";
+
+/// [`BUILTIN`] as text for error messages: `core, file, http, log`.
+fn builtin_list() -> String {
+    BUILTIN.join(", ")
+}
 
 /// Version reported for the built-in extensions: the executor's own.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Why the extensions could not be loaded; each is a settings error (exit 64).
+/// Why the extensions could not be loaded; each is a settings error (exit 64) naming the key.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `executor.extensions` names an extension that is not compiled in.
-    #[error("executor.extensions: unknown extension {name:?} (built-in: core, http, log)")]
+    #[error("executor.extensions: unknown extension {name:?} (built-in: {})", builtin_list())]
     UnknownExtension {
         /// The unknown name.
         name: String,
     },
-    /// `executor.profile` is not `all` or `core`.
-    #[error("executor.profile: unknown profile {0:?} (all or core)")]
-    UnknownProfile(String),
+    /// `executor.profile` names no entry of `executor.profiles` (normally caught by
+    /// `Settings::validate` already).
+    #[error("executor.profile: unknown profile {profile:?} (executor.profiles defines {defined})")]
+    UnknownProfile {
+        /// The profile.
+        profile: String,
+        /// The defined profiles, comma-separated.
+        defined: String,
+    },
+    /// The selected profile lists a name that is neither a built-in extension nor `"*"`.
+    #[error(
+        "executor.profiles.{profile}: unknown extension {name:?} (built-in: {}; \"*\" allows every one)",
+        builtin_list()
+    )]
+    UnknownProfileEntry {
+        /// The profile.
+        profile: String,
+        /// The unknown name.
+        name: String,
+    },
     /// The profile filtered out every requested extension.
     #[error("executor.extensions: profile {profile:?} allows none of the requested extensions")]
     NothingToLoad {
         /// The profile.
         profile: String,
+    },
+    /// An entry of `executor.deny_paths` is neither absolute nor `~/…`.
+    #[error("executor.deny_paths: {} must be an absolute path or start with ~/", path.display())]
+    DenyPath {
+        /// The entry.
+        path: PathBuf,
     },
     /// An extension could not be built (e.g. the HTTP client).
     #[error("extension {name}: {reason}")]
@@ -158,26 +193,33 @@ impl Extension {
     }
 }
 
-/// Whether `profile` allows the built-in extension `name`: `all` allows every one, `core` allows
-/// `core` and `log`.
-pub fn profile_allows(profile: &str, name: &str) -> bool {
-    match profile {
-        "all" => true,
-        "core" => matches!(name, "core" | "log"),
-        _ => false,
-    }
+/// Whether a profile whose entry in `executor.profiles` is `allowed` allows the built-in extension
+/// `name`: it lists `name` or `"*"` ([`ALL_EXTENSIONS`]).
+pub fn profile_allows(allowed: &[String], name: &str) -> bool {
+    allowed.iter().any(|a| a == ALL_EXTENSIONS || a == name)
 }
 
-/// The built-in extensions to load: `requested` (every built-in one when empty) filtered by `profile`,
-/// in [`BUILTIN`] order, without duplicates. Requested extensions the profile does not allow are left
-/// out (logged by the caller).
+/// The built-in extensions to load: `requested` (`executor.extensions`; every built-in one when empty)
+/// filtered by the profile `profile`, looked up in `profiles` (`executor.profiles`), in [`BUILTIN`]
+/// order, without duplicates. Requested extensions the profile does not allow are left out (logged by
+/// the caller). Only the selected profile is checked; other profiles may name extensions this build
+/// does not have.
 ///
 /// # Errors
-/// [`Error::UnknownProfile`], [`Error::UnknownExtension`], or [`Error::NothingToLoad`] when the
-/// result would be empty.
-pub fn select(requested: &[String], profile: &str) -> Result<Vec<&'static str>, Error> {
-    if !matches!(profile, "all" | "core") {
-        return Err(Error::UnknownProfile(profile.to_owned()));
+/// [`Error::UnknownProfile`], [`Error::UnknownProfileEntry`] (naming `executor.profiles.<profile>`),
+/// [`Error::UnknownExtension`], or [`Error::NothingToLoad`] when the result would be empty (also for a
+/// profile that lists nothing).
+pub fn select(
+    requested: &[String],
+    profile: &str,
+    profiles: &BTreeMap<String, Vec<String>>,
+) -> Result<Vec<&'static str>, Error> {
+    let Some(allowed) = profiles.get(profile) else {
+        let defined: Vec<&str> = profiles.keys().map(String::as_str).collect();
+        return Err(Error::UnknownProfile { profile: profile.to_owned(), defined: defined.join(", ") });
+    };
+    if let Some(unknown) = allowed.iter().find(|a| *a != ALL_EXTENSIONS && !BUILTIN.contains(&a.as_str())) {
+        return Err(Error::UnknownProfileEntry { profile: profile.to_owned(), name: unknown.clone() });
     }
     if let Some(unknown) = requested.iter().find(|r| !BUILTIN.contains(&r.as_str())) {
         return Err(Error::UnknownExtension { name: unknown.clone() });
@@ -186,7 +228,7 @@ pub fn select(requested: &[String], profile: &str) -> Result<Vec<&'static str>, 
         .iter()
         .copied()
         .filter(|b| requested.is_empty() || requested.iter().any(|r| r == b))
-        .filter(|b| profile_allows(profile, b))
+        .filter(|b| profile_allows(allowed, b))
         .collect();
     if selected.is_empty() {
         return Err(Error::NothingToLoad { profile: profile.to_owned() });
@@ -201,16 +243,18 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Loads the built-in extensions chosen by `executor.extensions` and `executor.profile` (see
-    /// [`select`]). `limits.max_result_bytes` caps what `http.request.*` reads of a response body;
-    /// `logging.format` tells `log.entry.write` whether to escape control characters (console logs).
-    /// Needs the rustls crypto provider installed (for the HTTP client).
+    /// Loads the built-in extensions chosen by `executor.extensions`, `executor.profile` and
+    /// `executor.profiles` (see [`select`]). `limits.max_result_bytes` caps what `http.request.*` reads
+    /// of a response body; `logging.format` tells `log.entry.write` whether to escape control
+    /// characters (console logs); `file.fs.*` refuses the built-in deny list and `executor.deny_paths`,
+    /// with `~` standing for this process's home directory ([`std::env::home_dir`]). Needs the rustls
+    /// crypto provider installed (for the HTTP client).
     ///
     /// # Errors
     /// [`Error`]; every variant is a settings error.
     pub fn load(settings: &Settings) -> Result<Self, Error> {
         let (executor, limits) = (&settings.executor, &settings.limits);
-        let names = select(&executor.extensions, &executor.profile)?;
+        let names = select(&executor.extensions, &executor.profile, &executor.profiles)?;
         for skipped in executor.extensions.iter().filter(|r| !names.contains(&r.as_str())) {
             tracing::warn!(extension = %skipped, profile = %executor.profile, "extension not allowed by profile, not loaded");
         }
@@ -218,6 +262,15 @@ impl Registry {
         for name in names {
             extensions.push(match name {
                 "core" => core::extension(),
+                "file" => {
+                    let home = std::env::home_dir().filter(|h| h.is_absolute()).ok_or_else(|| Error::Build {
+                        name: "file",
+                        reason: "cannot determine the home directory (set HOME to an absolute path)".into(),
+                    })?;
+                    let deny =
+                        file::DenyList::new(home, &executor.deny_paths).map_err(|path| Error::DenyPath { path })?;
+                    file::extension(deny)
+                }
                 "http" => http::extension(limits.max_result_bytes)
                     .map_err(|e| Error::Build { name: "http", reason: e.to_string() })?,
                 _ => log::extension(log::Escaping::for_format(&settings.logging.format)),
@@ -270,28 +323,83 @@ mod tests {
         v.iter().map(|s| (*s).to_owned()).collect()
     }
 
+    fn profiles(extra: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+        let mut profiles = legion_common::settings::default_profiles();
+        for (name, allowed) in extra {
+            profiles.insert((*name).to_owned(), names(allowed));
+        }
+        profiles
+    }
+
     #[test]
     fn profiles_filter_the_builtins() {
-        assert_eq!(select(&[], "all").expect("all"), vec!["core", "http", "log"]);
-        assert_eq!(select(&[], "core").expect("core"), vec!["core", "log"]);
-        assert_eq!(select(&names(&["http", "core"]), "all").expect("subset"), vec!["core", "http"]);
-        assert_eq!(select(&names(&["http", "log"]), "core").expect("filtered"), vec!["log"]);
-        assert_eq!(select(&names(&["log", "log"]), "all").expect("dedup"), vec!["log"]);
+        let p = profiles(&[("web", &["http", "log"]), ("files", &["file"]), ("mixed", &["core", "*"])]);
+        assert_eq!(select(&[], "all", &p).expect("all"), vec!["core", "file", "http", "log"]);
+        assert_eq!(select(&[], "core", &p).expect("core"), vec!["core", "log"]);
+        assert_eq!(select(&[], "web", &p).expect("web"), vec!["http", "log"]);
+        assert_eq!(select(&[], "files", &p).expect("files"), vec!["file"]);
+        assert_eq!(select(&[], "mixed", &p).expect("* wins"), vec!["core", "file", "http", "log"]);
+        assert_eq!(select(&names(&["http", "core"]), "all", &p).expect("subset"), vec!["core", "http"]);
+        assert_eq!(select(&names(&["http", "log"]), "core", &p).expect("filtered"), vec!["log"]);
+        assert_eq!(select(&names(&["file", "core"]), "core", &p).expect("file is not core"), vec!["core"]);
+        assert_eq!(select(&names(&["log", "log"]), "all", &p).expect("dedup"), vec!["log"]);
+    }
+
+    #[test]
+    fn profiles_from_settings_replace_the_defaults_by_name() {
+        let p = profiles(&[("core", &["core"])]);
+        assert_eq!(select(&[], "core", &p).expect("replaced"), vec!["core"]);
+        assert!(profile_allows(&names(&["*"]), "file"));
+        assert!(!profile_allows(&names(&["core", "log"]), "file"));
+        assert!(!profile_allows(&[], "core"));
     }
 
     #[test]
     fn unknown_names_and_empty_selections_are_refused() {
-        let err = select(&names(&["core", "ftp"]), "all").expect_err("unknown");
-        assert_eq!(err.to_string(), "executor.extensions: unknown extension \"ftp\" (built-in: core, http, log)");
-        assert!(matches!(select(&names(&["http"]), "core"), Err(Error::NothingToLoad { .. })));
-        assert!(matches!(select(&[], "gpu"), Err(Error::UnknownProfile(_))));
+        let p = profiles(&[("typo", &["core", "htp"]), ("empty", &[]), ("other", &["gpu"])]);
+        let err = select(&names(&["core", "ftp"]), "all", &p).expect_err("unknown");
+        assert_eq!(err.to_string(), "executor.extensions: unknown extension \"ftp\" (built-in: core, file, http, log)");
+        let err = select(&[], "typo", &p).expect_err("unknown profile entry");
+        assert!(matches!(&err, Error::UnknownProfileEntry { profile, name } if profile == "typo" && name == "htp"));
+        assert_eq!(
+            err.to_string(),
+            "executor.profiles.typo: unknown extension \"htp\" (built-in: core, file, http, log; \"*\" allows every one)"
+        );
+        // Only the selected profile is checked.
+        assert_eq!(select(&[], "core", &p).expect("other profiles are not checked"), vec!["core", "log"]);
+        assert!(matches!(select(&names(&["http"]), "core", &p), Err(Error::NothingToLoad { .. })));
+        assert!(matches!(select(&[], "empty", &p), Err(Error::NothingToLoad { .. })));
+        let err = select(&[], "gpu", &p).expect_err("unknown profile");
+        assert_eq!(
+            err.to_string(),
+            "executor.profile: unknown profile \"gpu\" (executor.profiles defines all, core, empty, other, typo)"
+        );
+    }
+
+    #[test]
+    fn loading_follows_the_profile_and_checks_deny_paths() {
+        legion_common::install_crypto_provider();
+        let mut settings = Settings::default();
+        settings.executor.profile = "core".into();
+        assert_eq!(Registry::load(&settings).expect("core").extension_names(), vec!["core", "log"]);
+        settings.executor.profiles.insert("ops".into(), names(&["file", "bogus"]));
+        settings.executor.profile = "ops".into();
+        let err = Registry::load(&settings).err().expect("bogus entry");
+        assert!(err.to_string().starts_with("executor.profiles.ops: unknown extension \"bogus\""), "{err}");
+        settings.executor.profiles.insert("ops".into(), names(&["file"]));
+        settings.executor.deny_paths = vec![PathBuf::from("relative/secrets")];
+        let err = Registry::load(&settings).err().expect("relative deny path");
+        assert_eq!(err.to_string(), "executor.deny_paths: relative/secrets must be an absolute path or start with ~/");
+        settings.executor.deny_paths = vec![PathBuf::from("/srv/secrets"), PathBuf::from("~/.kube")];
+        let registry = Registry::load(&settings).expect("file only");
+        assert_eq!(registry.function_names(), vec!["file.fs.read", "file.fs.write"]);
     }
 
     #[test]
     fn registry_keys_functions_by_address_and_lists_manifests() {
         legion_common::install_crypto_provider();
         let registry = Registry::load(&Settings::default()).expect("load");
-        assert_eq!(registry.extension_names(), vec!["core", "http", "log"]);
+        assert_eq!(registry.extension_names(), vec!["core", "file", "http", "log"]);
         assert_eq!(
             registry.function_names(),
             vec![
@@ -299,6 +407,8 @@ mod tests {
                 "core.util.fail",
                 "core.util.noop",
                 "core.util.sleep",
+                "file.fs.read",
+                "file.fs.write",
                 "http.request.delete",
                 "http.request.get",
                 "http.request.post",

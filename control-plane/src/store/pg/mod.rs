@@ -7,6 +7,7 @@
 mod catalog;
 mod delivery;
 mod outbox;
+mod security;
 mod tasks;
 
 use std::time::Duration;
