@@ -2,8 +2,10 @@
 # Legion's benchmark, all in one command, with its reference points measured in the same run:
 #
 #   1. builds the release binaries (control plane, executor, legion-bench, legion CLI);
-#   2. makes dev certificates (`legion certs init`, plus a second node certificate signed by the same CA
-#      with `legion certs node`), a fresh database `legion_bench` and a fresh vhost `legion-bench`;
+#   2. makes a random admin API key (the control plane's auth.bootstrap_admin_key; legion-bench sends it
+#      with --api-key), dev certificates (`legion certs init`, plus a second node certificate signed by
+#      the same CA with `legion certs node`), a fresh database `legion_bench` and a fresh vhost
+#      `legion-bench`;
 #   3. starts a control plane (gRPC 127.0.0.1:54051, admin 54064) and ONE executor (admin 54065), runs
 #      legion-bench; starts a SECOND executor (admin 54066), runs legion-bench again;
 #   4. stops Legion, then measures the broker ceiling (/work/shared/bench/broker-limit, built in a copy
@@ -43,7 +45,9 @@ cp_port=54051
 cp_admin=54064
 ex_admin=(54065 54066)
 ex_name=(bench-exec-1 bench-exec-2)
-api_key=legion-bench-admin-key
+# The control plane's bootstrap admin key (auth.bootstrap_admin_key, at least 32 characters), made fresh
+# for each run (the database is recreated too) and passed to legion-bench with --api-key.
+api_key=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
 
 case "$work" in /tmp/?* | /var/tmp/?* | "$HOME"/?*) ;; *) echo "bench/run.sh: BENCH_WORK_DIR must be under /tmp, /var/tmp or \$HOME (it is deleted and recreated)" >&2; exit 64 ;; esac
 

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-const PROTOS: &[&str] =
-    &[
+const PROTOS: &[&str] = &[
     "proto/legion/v1/tasks.proto",
     "proto/legion/v1/catalog.proto",
     "proto/legion/v1/executor.proto",

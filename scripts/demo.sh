@@ -4,6 +4,11 @@
 # RabbitMQ, serves a small local HTTP site, submits an `http.request.get` against it (over REST) and a
 # `core.util.echo` (over gRPC with the CLI), prints both results and stops everything it started.
 #
+# Every call is authenticated: the script makes a random admin API key, gives it to the control plane as
+# `auth.bootstrap_admin_key` (in .legion-demo/control-plane.json, mode 600) and sends it with each REST
+# call (`X-API-Key`) and CLI call (`--api-key`); it prints the key at the end. The key stays valid in
+# the legion_demo database until the next run of this script recreates it.
+#
 # Needs: PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth), RabbitMQ on 127.0.0.1:5672
 # (guest/guest), curl, python3. Uses ports 50051 (gRPC), 9464/9465 (admin), 4567 (REST), 8099 (demo site).
 set -euo pipefail
@@ -34,6 +39,9 @@ cargo build --quiet -p legion-control-plane -p legion-executor -p legion-gateway
 bin="$root/target/debug"
 
 rm -rf "$work" && mkdir -p "$work/site"
+# 48 hex characters (192 random bits); the control plane wants at least 32 characters.
+api_key=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+[ "${#api_key}" -eq 48 ] || { echo "demo: cannot read /dev/urandom for the admin API key" >&2; exit 1; }
 echo "==> certificates in $work/certs"
 "$bin/legion" certs init "$work/certs" >/dev/null
 
@@ -50,9 +58,12 @@ cat >"$work/common.json" <<JSON
   "tls": {"ca": "$work/certs/ca.pem"}
 }
 JSON
-for p in control-plane executor gateway; do
+for p in executor gateway; do
   printf '{"tls": {"cert": "%s", "key": "%s"}}\n' "$work/certs/$p.pem" "$work/certs/$p-key.pem" >"$work/$p.json"
 done
+# Only the control plane gets the key, in a file only its owner can read.
+(umask 077 && printf '{"tls": {"cert": "%s", "key": "%s"}, "auth": {"bootstrap_admin_key": "%s"}}\n' \
+  "$work/certs/control-plane.pem" "$work/certs/control-plane-key.pem" "$api_key" >"$work/control-plane.json")
 
 echo "==> starting legion-control-plane (migrates the database), legion-executor, legion-gateway"
 "$bin/legion-control-plane" --settings "$work/common.json" --settings "$work/control-plane.json" 2>"$work/control-plane.log" &
@@ -71,11 +82,11 @@ pids+=($!)
 wait_for http://127.0.0.1:8099/status.json "demo site"
 
 echo "==> REST: POST /api/v1/tasks http.request.get http://127.0.0.1:8099/status.json"
-id=$(curl -fsS -X POST http://127.0.0.1:4567/api/v1/tasks -H 'content-type: application/json' \
+id=$(curl -fsS -X POST http://127.0.0.1:4567/api/v1/tasks -H 'content-type: application/json' -H "x-api-key: $api_key" \
   -d '{"function": "http.request.get", "args": {"url": "http://127.0.0.1:8099/status.json"}}' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 for _ in $(seq 1 100); do
-  task=$(curl -fsS "http://127.0.0.1:4567/api/v1/tasks/$id")
+  task=$(curl -fsS -H "x-api-key: $api_key" "http://127.0.0.1:4567/api/v1/tasks/$id")
   status=$(printf '%s' "$task" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])')
   case "$status" in succeeded|failed|timed_out|cancelled|dead_lettered) break ;; esac
   sleep 0.1
@@ -83,6 +94,15 @@ done
 printf '%s' "$task" | python3 -c 'import json,sys; t=json.load(sys.stdin); print(json.dumps({k: t[k] for k in ("id","function","status","result","error")}, indent=2))'
 
 echo "==> gRPC (legion CLI): core.util.echo"
-"$bin/legion" --settings "$work/common.json" task submit core.util.echo --args '{"message": "hello from legion"}' --wait
+"$bin/legion" --settings "$work/common.json" --api-key "$api_key" \
+  task submit core.util.echo --args '{"message": "hello from legion"}' --wait
 
 echo "==> done; stopping"
+cat <<EOF
+==> admin API key of this demo (policy admin): $api_key
+It stays valid in the $db database until the next run of this script. To go on, start the processes
+again as this script does (settings in $work/), then for example:
+  key=<the key above>
+  $bin/legion --settings $work/common.json --api-key "\$key" task list
+  curl -H "x-api-key: \$key" http://127.0.0.1:4567/api/v1/tasks
+EOF

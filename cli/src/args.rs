@@ -1,8 +1,10 @@
 //! The command line of `legion`: commands, flags and the parsers of their values.
 //!
 //! Values that the contract fixes are checked here, so a mistake exits 64 before any call is made:
-//! task ids are UUIDs, `--priority` is 0 to 9, `--limit` 1 to 1000, `--status` one of the ten statuses,
-//! `--args` JSON (inline or `@FILE`).
+//! task and API key ids are UUIDs, `--priority` is 0 to 9, `--limit` 1 to 1000, `--status` one of the
+//! ten statuses, `--decision` one of `allow`, `deny`, `error`, `--since`/`--until` RFC 3339 times,
+//! `--args` JSON (inline or `@FILE`). Credentials (`--api-key`, `--token`) are never echoed: not in
+//! errors, not in `Debug` output, not in `--help` (which names their environment variables only).
 
 use std::path::PathBuf;
 
@@ -21,9 +23,18 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// How to reach the control plane; every flag defaults to the settings (`control_plane.url`, `tls.*`).
+/// How to reach the control plane; every flag defaults to the settings (`control_plane.url`, `tls.*`),
+/// except the credentials, which default to their environment variables.
 #[derive(Debug, Clone, Default, Args)]
 pub struct Connection {
+    /// API key to authenticate with, sent as `x-api-key` on every call (it wins over `--token`). Prefer
+    /// the environment variable: a command line is visible to other users of the machine.
+    #[arg(long = "api-key", value_name = "KEY", env = "LEGION_API_KEY", hide_env_values = true, global = true, value_parser = parse_secret)]
+    pub api_key: Option<Secret>,
+    /// JWT to authenticate with (from `legion auth token`), sent as `authorization: Bearer <JWT>` on
+    /// every call.
+    #[arg(long, value_name = "JWT", env = "LEGION_TOKEN", hide_env_values = true, global = true, value_parser = parse_secret)]
+    pub token: Option<Secret>,
     /// The control plane's gRPC URL (https://host:port); default `control_plane.url`.
     #[arg(long = "control-plane", value_name = "URL", global = true)]
     pub control_plane: Option<String>,
@@ -58,6 +69,30 @@ pub enum Command {
         /// The task command.
         #[command(subcommand)]
         command: TaskCommand,
+    },
+    /// Create, list, show, delete and check Vault-style ACL policies.
+    Policy {
+        /// The policy command.
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Create, list and revoke API keys.
+    ApiKey {
+        /// The API key command.
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+    /// Exchange an API key for a token; show who the control plane takes you for.
+    Auth {
+        /// The auth command.
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+    /// Read and verify the audit trail.
+    Audit {
+        /// The audit command.
+        #[command(subcommand)]
+        command: AuditCommand,
     },
 }
 
@@ -168,6 +203,162 @@ pub struct List {
     /// `next_page_token` of the previous page.
     #[arg(long, value_name = "TOKEN")]
     pub page_token: Option<String>,
+}
+
+/// `legion policy …`.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Creates or replaces a policy from a JSON file `{"name","rules":[{"path","capabilities"}]}` and
+    /// prints it.
+    Apply {
+        /// The policy file; `-` reads standard input.
+        file: PathBuf,
+        /// The policy's name; overrides the file's `name`.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Prints every policy.
+    List,
+    /// Prints a policy.
+    Show {
+        /// The policy's name.
+        name: String,
+    },
+    /// Deletes a policy; prints nothing.
+    Delete {
+        /// The policy's name.
+        name: String,
+    },
+    /// Prints the capabilities you (or the given policies) have on each path, one `PATH<TAB>cap,cap`
+    /// line per path in the order given.
+    Check {
+        /// Resource paths, e.g. `tasks/core/util/echo`.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<String>,
+        /// Evaluate this policy instead of your own; repeatable (needs `sudo` on `policies/*`).
+        #[arg(long = "policy", value_name = "NAME")]
+        policies: Vec<String>,
+        /// Print `{"capabilities":{PATH:[…]}}` (the REST shape) instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `legion api-key …`.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Creates an API key and prints it with its secret, which is shown this once.
+    Create {
+        /// The key's name.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// A policy the key is bound to; repeatable.
+        #[arg(long = "policy", value_name = "NAME")]
+        policies: Vec<String>,
+        /// Lifetime in seconds (default: the key does not expire).
+        #[arg(long = "ttl-s", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+        ttl_s: Option<u64>,
+    },
+    /// Prints the API keys (never their secrets).
+    List {
+        /// Include revoked keys.
+        #[arg(long)]
+        include_revoked: bool,
+    },
+    /// Revokes an API key and prints it.
+    Revoke {
+        /// The key's id (UUID).
+        #[arg(value_parser = parse_api_key_id)]
+        id: String,
+    },
+}
+
+/// `legion auth …`.
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Exchanges the API key (`--api-key` or `LEGION_API_KEY`) for a short-lived JWT and prints
+    /// `{"token","expires_at"}`; use it as `--token` or `LEGION_TOKEN`.
+    Token,
+    /// Prints your principal and policies, as the control plane authenticates you.
+    Whoami,
+}
+
+/// `legion audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Prints one page of audit records, newest first.
+    List(AuditList),
+    /// Checks the audit trail's hash chain and prints `{"valid","checked","first_broken","reason"}`;
+    /// exits 1 when it does not verify.
+    Verify,
+}
+
+/// `legion audit list`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuditList {
+    /// Only records of this principal (`api-key/<id>`, `jwt/<sub>`, `node/<name>`, `anonymous`).
+    #[arg(long, value_name = "PRINCIPAL")]
+    pub principal: Option<String>,
+    /// Only records of this action (`authorize`, `policy.put`, `api_key.create`, …).
+    #[arg(long, value_name = "ACTION")]
+    pub action: Option<String>,
+    /// Only records with this decision.
+    #[arg(long, value_name = "DECISION", value_parser = clap::builder::PossibleValuesParser::new(legion_gateway::input::AUDIT_DECISIONS))]
+    pub decision: Option<String>,
+    /// Only records whose resource path starts with this prefix (`tasks/`).
+    #[arg(long, value_name = "PREFIX")]
+    pub resource_prefix: Option<String>,
+    /// Only records at or after this time (RFC 3339, e.g. 2026-01-01T00:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub since: Option<prost_types::Timestamp>,
+    /// Only records before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<prost_types::Timestamp>,
+    /// Records per page, 1 to 1000 (default 100).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+    /// `next_page_token` of the previous page.
+    #[arg(long, value_name = "TOKEN")]
+    pub page_token: Option<String>,
+}
+
+/// A credential (API key or JWT). Its `Debug` form hides the value; [`Secret::expose`] gives it to the
+/// code that sends it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a credential.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The credential itself, to send; never print or log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([REDACTED])")
+    }
+}
+
+/// Takes a credential as given. It is checked when the connection is set up
+/// ([`crate::connect::credential`]), because clap repeats a refused value in its error message.
+pub fn parse_secret(value: &str) -> Result<Secret, String> {
+    Ok(Secret::new(value))
+}
+
+/// An API key id: a hyphenated UUID, returned in canonical lowercase.
+pub fn parse_api_key_id(value: &str) -> Result<String, String> {
+    legion_gateway::input::parse_uuid("id", value).map_err(|p| p.detail)
+}
+
+/// An RFC 3339 time (`2026-01-01T00:00:00Z`, any offset).
+pub fn parse_time(value: &str) -> Result<prost_types::Timestamp, String> {
+    legion_gateway::input::parse_time("time", value).map_err(|p| p.detail)
 }
 
 /// A task id: a hyphenated UUID, returned in canonical lowercase.

@@ -13,9 +13,9 @@ use legion_gateway::view::{Task, TaskEvent, TaskPage};
 use legion_proto::v1;
 use legion_proto::v1::task_service_client::TaskServiceClient;
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use crate::args::{List, Submit, TaskCommand};
+use crate::connect::AuthChannel;
 use crate::error::{EXIT_TASK_DID_NOT_SUCCEED, Error};
 
 /// Reconnections a watch attempts after losing the control plane before it gives up.
@@ -28,7 +28,11 @@ pub const WATCH_RECONNECTS: u32 = 10;
 /// [`Error::Grpc`] when the control plane refuses a call or cannot be reached; [`Error::WatchEnded`]
 /// when a watch loses the control plane for good; [`Error::Response`] when the control plane sends a
 /// task without a known status; [`Error::Output`].
-pub async fn run(command: TaskCommand, client: TaskServiceClient<Channel>, out: &mut impl Write) -> Result<u8, Error> {
+pub async fn run(
+    command: TaskCommand,
+    client: TaskServiceClient<AuthChannel>,
+    out: &mut impl Write,
+) -> Result<u8, Error> {
     let mut client = client;
     match command {
         TaskCommand::Submit(submit) => {
@@ -90,7 +94,7 @@ pub fn list_request(list: List) -> v1::ListTasksRequest {
 /// row, with backoff); the first event of a re-opened stream is printed only if it is a change. The
 /// first call fails at once unless `known_to_exist` (the task was just submitted).
 async fn follow(
-    client: &mut TaskServiceClient<Channel>,
+    client: &mut TaskServiceClient<AuthChannel>,
     id: &str,
     known_to_exist: bool,
     out: &mut impl Write,

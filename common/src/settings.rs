@@ -613,14 +613,17 @@ impl JwtSettings {
     }
 }
 
-/// Applies `LEGION_<SECTION>__<KEY>` variables onto the merged settings. A value is read as JSON where
+/// Applies `LEGION_<SECTION>__<KEY>` variables onto the merged settings (variables without a `__` are
+/// not settings and are left alone). A value is read as JSON where
 /// the key it replaces holds a number, a boolean, an array or an object, and as a plain string where it
 /// holds a string or nothing, so that a numeric-looking password stays a string.
 fn apply_env(raw: &mut serde_json::Value, vars: &BTreeMap<String, String>) {
     for (name, value) in vars {
         let Some(path) = name.strip_prefix("LEGION_") else { continue };
         let segments: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
-        if segments.iter().any(String::is_empty) {
+        // Every setting lives in a section, so a setting variable has at least two segments; others
+        // (`LEGION_API_KEY`, `LEGION_TOKEN`: the CLI's credentials) are not settings.
+        if segments.len() < 2 || segments.iter().any(String::is_empty) {
             continue;
         }
         let mut node = &mut *raw;

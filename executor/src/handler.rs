@@ -179,6 +179,11 @@ impl Handler {
                     tracing::debug!(%task_id, dispatch = message.dispatch, reason = %result.reason, "task dropped");
                     return Settlement::Ack;
                 }
+                StartDecision::Refuse => {
+                    self.metrics.starts.get_or_create(&label("decision", "refuse")).inc();
+                    tracing::warn!(%task_id, reason = %result.reason, "control plane refused the start, requeueing");
+                    return Settlement::RequeueLater;
+                }
                 StartDecision::Unspecified => {
                     self.metrics.starts.get_or_create(&label("decision", "error")).inc();
                     tracing::error!(%task_id, "control plane answered start without a decision, requeueing");

@@ -1,9 +1,10 @@
 //! The gateway's side of the control plane's gRPC API: one lazily connected TLS channel shared by
 //! every request, and the metadata each call carries.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use legion_common::Settings;
@@ -79,10 +80,27 @@ pub fn connect_lazy(settings: &Settings) -> Result<Channel, Error> {
 /// credential (authenticated by the control plane, never by the gateway) and the request id.
 pub const FORWARDED_HEADERS: &[&str] = &["authorization", "x-api-key", "x-request-id"];
 
-/// The metadata of one REST request to put on its gRPC call(s).
-#[derive(Debug, Clone, Default)]
+/// The headers of [`FORWARDED_HEADERS`] that carry a credential.
+pub const CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key"];
+
+/// gRPC metadata with the REST caller's socket address (`203.0.113.7:51234`, `[2001:db8::1]:443`), which
+/// the control plane records as the `source` of its audit records. Set only from the connection, never
+/// from a request header of that name.
+pub const CLIENT_ADDR_METADATA: &str = "x-legion-client-addr";
+
+/// The metadata of one REST request to put on its gRPC call(s). Its `Debug` form names the metadata
+/// keys only, never their values (credentials).
+#[derive(Clone, Default)]
 pub struct CallMeta {
     metadata: Vec<(MetadataKey<tonic::metadata::Ascii>, MetadataValue<tonic::metadata::Ascii>)>,
+}
+
+impl std::fmt::Debug for CallMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallMeta")
+            .field("keys", &self.metadata.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl CallMeta {
@@ -102,6 +120,23 @@ impl CallMeta {
         Ok(Self { metadata })
     }
 
+    /// Adds the caller's socket address as [`CLIENT_ADDR_METADATA`].
+    #[must_use]
+    pub fn with_client_addr(mut self, addr: SocketAddr) -> Self {
+        if let Ok(value) = MetadataValue::try_from(addr.to_string()) {
+            self.metadata.push((MetadataKey::from_static(CLIENT_ADDR_METADATA), value));
+        }
+        self
+    }
+
+    /// The same metadata without the [`CREDENTIAL_HEADERS`], for calls that take no credential
+    /// (`GetJwks`): a public route must answer whatever credential the caller sent along.
+    #[must_use]
+    pub fn without_credentials(mut self) -> Self {
+        self.metadata.retain(|(key, _)| !CREDENTIAL_HEADERS.contains(&key.as_str()));
+        self
+    }
+
     /// Wraps `message` in a request carrying this metadata. No `grpc-timeout` is set: the gateway's
     /// request timeout drops the call, which resets its HTTP/2 stream and so cancels it in the control
     /// plane too.
@@ -117,8 +152,15 @@ impl CallMeta {
 impl<S: Send + Sync> FromRequestParts<S> for CallMeta {
     type Rejection = Problem;
 
+    /// [`CallMeta::from_headers`], plus the caller's address when the server records it (served with
+    /// `into_make_service_with_connect_info::<SocketAddr>()`, as [`crate::run`] does); a router served
+    /// without it (tests) sends no address.
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Self::from_headers(&parts.headers)
+        let meta = Self::from_headers(&parts.headers)?;
+        Ok(match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(addr)) => meta.with_client_addr(*addr),
+            None => meta,
+        })
     }
 }
 
@@ -142,6 +184,48 @@ mod tests {
         assert_eq!(md.get("x-api-key").and_then(|v| v.to_str().ok()), Some("lgn_123"));
         assert_eq!(md.get("x-request-id").and_then(|v| v.to_str().ok()), Some("req-1"));
         assert!(md.get("cookie").is_none(), "only the listed headers travel");
+    }
+
+    #[test]
+    fn the_client_address_comes_from_the_connection_only() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CLIENT_ADDR_METADATA, HeaderValue::from_static("10.9.9.9:1"));
+        headers.insert("x-api-key", HeaderValue::from_static("lgn_123"));
+        let meta = CallMeta::from_headers(&headers).expect("ascii");
+        assert!(meta.request(()).metadata().get(CLIENT_ADDR_METADATA).is_none(), "a caller cannot claim an address");
+        let addr: SocketAddr = "[2001:db8::1]:4567".parse().expect("addr");
+        let request = meta.with_client_addr(addr).request(());
+        let values: Vec<_> = request.metadata().get_all(CLIENT_ADDR_METADATA).iter().collect();
+        assert_eq!(values.len(), 1);
+        assert_eq!(values[0].to_str().ok(), Some("[2001:db8::1]:4567"));
+    }
+
+    #[tokio::test]
+    async fn the_extractor_adds_the_connection_address_when_known() {
+        let request = axum::http::Request::get("/").header("x-api-key", "k").body(()).expect("request");
+        let (mut parts, ()) = request.into_parts();
+        let meta = CallMeta::from_request_parts(&mut parts, &()).await.expect("extracts");
+        assert!(meta.request(()).metadata().get(CLIENT_ADDR_METADATA).is_none(), "no connect info, no address");
+        parts.extensions.insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 5555))));
+        let meta = CallMeta::from_request_parts(&mut parts, &()).await.expect("extracts");
+        let request = meta.request(());
+        assert_eq!(request.metadata().get(CLIENT_ADDR_METADATA).and_then(|v| v.to_str().ok()), Some("127.0.0.1:5555"));
+    }
+
+    #[test]
+    fn public_calls_carry_no_credential_and_debug_shows_no_values() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer secret-token"));
+        headers.insert("x-api-key", HeaderValue::from_static("secret-key"));
+        headers.insert("x-request-id", HeaderValue::from_static("req-1"));
+        let meta = CallMeta::from_headers(&headers).expect("ascii");
+        let debug = format!("{meta:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(debug.contains("x-api-key"), "{debug}");
+        let request = meta.without_credentials().request(());
+        let md = request.metadata();
+        assert!(md.get("authorization").is_none() && md.get("x-api-key").is_none());
+        assert_eq!(md.get("x-request-id").and_then(|v| v.to_str().ok()), Some("req-1"));
     }
 
     #[test]

@@ -4,10 +4,13 @@
 //! The control plane validates every value again (ranges, limits, the catalog); the gateway only
 //! checks what it must to build a well-formed gRPC request, so the rules live in one place.
 
+use std::collections::BTreeMap;
+
 use legion_common::TaskStatus;
 use legion_common::settings::MAX_JSON_DEPTH_CEILING;
 use legion_proto::v1;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::problem::Problem;
@@ -59,37 +62,11 @@ impl SubmitTask {
     /// object, has members other than [`SUBMIT_FIELDS`] (all of them are named), lacks `function`, or
     /// has a member of the wrong type (`priority: invalid type: string "high", expected u32`).
     pub fn parse(body: &[u8]) -> Result<Self, Problem> {
-        let value: serde_json::Value =
-            serde_json::from_slice(body).map_err(|e| Problem::invalid("body", format!("not valid JSON: {e}")))?;
-        let Some(object) = value.as_object() else {
-            return Err(Problem::invalid("body", format!("must be a JSON object, not {}", kind(&value))));
-        };
-        let unknown: Vec<&str> = object.keys().map(String::as_str).filter(|k| !SUBMIT_FIELDS.contains(k)).collect();
-        if !unknown.is_empty() {
-            return Err(Problem::invalid(
-                &unknown.join(", "),
-                format!(
-                    "unknown field{}; accepted fields are {}",
-                    if unknown.len() > 1 { "s" } else { "" },
-                    SUBMIT_FIELDS.join(", ")
-                ),
-            ));
-        }
-        if !object.contains_key("function") {
-            return Err(Problem::invalid("function", "required"));
-        }
-        let submit: Self =
-            serde_path_to_error::deserialize(&value).map_err(|e| Problem::invalid(&e.path().to_string(), e.inner()))?;
+        let submit: Self = parse_object(body, SUBMIT_FIELDS, &["function"])?;
         // Deeper values cannot cross the gRPC hop to the control plane (protobuf's recursion limit), so
         // they are refused here by name; the control plane applies its own `limits.max_json_depth`.
         if let Some(args) = &submit.args {
-            let depth = legion_common::settings::json_depth(args);
-            if depth > MAX_JSON_DEPTH_CEILING {
-                return Err(Problem::invalid(
-                    "args",
-                    format!("nested {depth} levels deep, more than {MAX_JSON_DEPTH_CEILING} (limits.max_json_depth)"),
-                ));
-            }
+            check_depth("args", args)?;
         }
         Ok(submit)
     }
@@ -109,6 +86,73 @@ impl SubmitTask {
             region: self.region,
         }
     }
+}
+
+/// Parses a JSON body that must be an object with members among `fields`, each of `required` present.
+/// Errors name the field and the reason: a body that is not JSON or not an object (`body: …`), members
+/// other than `fields` (all of them named, with the accepted ones listed), a missing required member
+/// (`name: required`), or a member of the wrong type, by its path (`rules[0].path: invalid type: …`).
+pub fn parse_object<T: DeserializeOwned>(body: &[u8], fields: &[&str], required: &[&str]) -> Result<T, Problem> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| Problem::invalid("body", format!("not valid JSON: {e}")))?;
+    let Some(object) = value.as_object() else {
+        return Err(Problem::invalid("body", format!("must be a JSON object, not {}", kind(&value))));
+    };
+    let unknown: Vec<&str> = object.keys().map(String::as_str).filter(|k| !fields.contains(k)).collect();
+    if !unknown.is_empty() {
+        return Err(Problem::invalid(
+            &unknown.join(", "),
+            format!(
+                "unknown field{}; accepted fields are {}",
+                if unknown.len() > 1 { "s" } else { "" },
+                fields.join(", ")
+            ),
+        ));
+    }
+    if let Some(missing) = required.iter().find(|f| object.get(**f).is_none_or(serde_json::Value::is_null)) {
+        return Err(Problem::invalid(missing, "required"));
+    }
+    serde_path_to_error::deserialize(&value).map_err(|e| Problem::invalid(&e.path().to_string(), e.inner()))
+}
+
+/// Checks that `value` is no deeper than protobuf can carry to the control plane
+/// ([`MAX_JSON_DEPTH_CEILING`] levels); errors name `field`.
+pub fn check_depth(field: &str, value: &serde_json::Value) -> Result<(), Problem> {
+    let depth = legion_common::settings::json_depth(value);
+    if depth > MAX_JSON_DEPTH_CEILING {
+        return Err(Problem::invalid(
+            field,
+            format!("nested {depth} levels deep, more than {MAX_JSON_DEPTH_CEILING} (limits.max_json_depth)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Collects decoded query `name=value` pairs into a map keyed by the parameter name. An empty value
+/// counts as absent. Errors: a parameter not in `accepted` (the accepted ones are listed) or one given
+/// twice.
+pub fn query_map(
+    pairs: Vec<(String, String)>,
+    accepted: &'static [&'static str],
+) -> Result<BTreeMap<&'static str, String>, Problem> {
+    let mut map = BTreeMap::new();
+    let mut seen = Vec::new();
+    for (name, value) in pairs {
+        let Some(key) = accepted.iter().copied().find(|a| *a == name) else {
+            return Err(Problem::invalid(
+                &name,
+                format!("unknown query parameter; accepted parameters are {}", accepted.join(", ")),
+            ));
+        };
+        if seen.contains(&key) {
+            return Err(Problem::invalid(&name, "given more than once"));
+        }
+        seen.push(key);
+        if !value.is_empty() {
+            map.insert(key, value);
+        }
+    }
+    Ok(map)
 }
 
 fn kind(value: &serde_json::Value) -> &'static str {
@@ -240,5 +284,11 @@ pub fn is_json_content_type(value: Option<&str>) -> bool {
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+mod security;
 #[cfg(test)]
 mod tests;
+
+pub use security::{
+    AUDIT_DECISIONS, AUDIT_PARAMS, CapabilitiesBody, CreateApiKey, IssueToken, LIST_API_KEYS_PARAMS, ListApiKeysQuery,
+    ListAuditQuery, PolicyBody, PolicyRuleBody, config_patch, parse_time,
+};

@@ -3,8 +3,10 @@
 //!
 //! Every request becomes one gRPC call on a single lazily connected mTLS channel to
 //! `control_plane.url`; the gateway keeps no state of its own. Errors are `application/problem+json`
-//! with the gRPC code name in `code` ([`problem`]). The caller's credential headers are passed on
-//! unchanged: the control plane authenticates and authorizes every call itself ([`client`]).
+//! with the gRPC code name in `code` ([`problem`]). The caller's credential headers (`Authorization`,
+//! `X-API-Key`) and socket address are passed on: the control plane authenticates and authorizes every
+//! call itself ([`client`]); the gateway never authenticates or vouches for a caller. Only
+//! [`PUBLIC_PATHS`] are meant to be used without a credential.
 //!
 //! [`view`] holds the REST shapes of Legion's objects; the `legion` CLI prints the same shapes.
 
@@ -18,6 +20,7 @@ mod routes;
 mod state;
 pub mod view;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,11 +36,15 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi;
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::metrics::HttpMetrics;
-use crate::routes::{catalog, events, system, tasks};
+use crate::routes::{audit, auth, catalog, config, events, policies, system, tasks};
 use crate::state::AppState;
 
 /// Why the gateway could not start or stopped with an error.
@@ -70,12 +77,20 @@ impl Error {
 #[openapi(
     info(
         title = "Legion REST API",
-        description = "Submit and follow tasks, inspect the extension catalog and the nodes. Errors are \
+        description = "Submit and follow tasks, inspect the extension catalog and the nodes, manage API keys \
+            and policies, read the audit trail and the settings. Every route but the operations ones and \
+            /.well-known/jwks.json needs a credential: `X-API-Key: <key>` or `Authorization: Bearer <JWT>`; \
+            the control plane authorizes each call against the caller's policies (401 UNAUTHENTICATED without \
+            a valid credential, 403 PERMISSION_DENIED without the capability). Errors are \
             application/problem+json (RFC 9457) with the gRPC code name in `code`."
     ),
     tags(
         (name = "tasks", description = "Submit, inspect, list, cancel and watch tasks"),
         (name = "catalog", description = "Extensions and nodes"),
+        (name = "auth", description = "API keys, tokens, capabilities and the token-verifying keys"),
+        (name = "policies", description = "Vault-style ACL policies"),
+        (name = "audit", description = "The append-only, hash-chained audit trail"),
+        (name = "config", description = "The control plane's effective settings, secrets redacted"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     ),
     components(schemas(problem::Problem, view::TaskEvent))
@@ -84,7 +99,7 @@ struct ApiDoc;
 
 /// The routes with their OpenAPI description. Every route but `/events` is bounded by `timeout`.
 fn api_routes(timeout: Duration) -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (routes, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tasks::submit_task, tasks::list_tasks))
         .routes(routes!(tasks::get_task))
         .routes(routes!(tasks::cancel_task))
@@ -93,13 +108,82 @@ fn api_routes(timeout: Duration) -> (Router<AppState>, utoipa::openapi::OpenApi)
         .routes(routes!(catalog::disable_extension))
         .routes(routes!(catalog::enable_extension))
         .routes(routes!(catalog::list_nodes))
+        .routes(routes!(auth::create_api_key, auth::list_api_keys))
+        .routes(routes!(auth::revoke_api_key))
+        .routes(routes!(auth::issue_token))
+        .routes(routes!(auth::capabilities))
+        .routes(routes!(auth::whoami))
+        .routes(routes!(auth::jwks))
+        .routes(routes!(policies::list_policies))
+        .routes(routes!(policies::put_policy, policies::get_policy, policies::delete_policy))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::verify_audit))
+        .routes(routes!(config::get_config))
+        .routes(routes!(config::patch_config))
         .routes(routes!(system::healthz))
         .routes(routes!(system::readyz))
         .routes(routes!(system::metrics))
         .routes(routes!(system::openapi))
         .layer(from_fn_with_state(timeout, layers::timeout))
         .routes(routes!(events::watch_task))
-        .split_for_parts()
+        .split_for_parts();
+    (routes, with_security(document))
+}
+
+/// The paths served to anyone, without a credential; the control plane refuses every other call that
+/// lacks one. Matched exactly: no prefix, case or trailing-slash variant is public.
+pub const PUBLIC_PATHS: &[&str] =
+    &["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/.well-known/jwks.json"];
+
+/// Declares the credentials in the OpenAPI document: the `api_key` (`X-API-Key` header) and `bearer`
+/// (JWT) schemes, required by every operation except those of [`PUBLIC_PATHS`] (which declare an empty
+/// requirement), and the 401 and 403 problems each other operation may answer.
+fn with_security(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    let components = document.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "api_key",
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "x-api-key",
+            "An API key, as created by POST /api/v1/api-keys",
+        ))),
+    );
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some("A JWT from POST /api/v1/auth/token, or signed with a crypt.jwt key"))
+                .build(),
+        ),
+    );
+    let none: [&str; 0] = [];
+    document.security = Some(vec![SecurityRequirement::new("api_key", none), SecurityRequirement::new("bearer", none)]);
+    let problem = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                problem::PROBLEM_JSON,
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build(),
+            )
+            .build()
+    };
+    for (path, item) in &mut document.paths.paths {
+        if PUBLIC_PATHS.contains(&path.as_str()) {
+            continue;
+        }
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            let responses = &mut operation.responses.responses;
+            responses
+                .entry("401".to_owned())
+                .or_insert_with(|| problem("No valid credential (UNAUTHENTICATED)").into());
+            responses
+                .entry("403".to_owned())
+                .or_insert_with(|| problem("The caller's policies do not allow it (PERMISSION_DENIED)").into());
+        }
+    }
+    document
 }
 
 /// The OpenAPI 3.1 document of the REST API, as served at `GET /api/v1/openapi.json`.
@@ -112,7 +196,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// metrics, the `api.allowed_hosts` check, the `api.max_body_bytes` limit and the
 /// `api.request_timeout_ms` timeout. `shutdown` ends open event streams, each with a final
 /// `event: error` problem (503 `UNAVAILABLE`, "gateway shutting down"), so that a graceful shutdown
-/// completes and clients know to reconnect. Serve it with `axum::serve`.
+/// completes and clients know to reconnect. Serve it with `axum::serve` and
+/// `into_make_service_with_connect_info::<SocketAddr>()`, so that calls carry the caller's address
+/// ([`client::CLIENT_ADDR_METADATA`]); served without it, they carry none.
 pub fn router(api: &ApiSettings, channel: Channel, shutdown: CancellationToken) -> Router {
     let (routes, document) = api_routes(Duration::from_millis(api.request_timeout_ms));
     let openapi = document.to_json().unwrap_or_else(|e| {
@@ -162,7 +248,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let addr = settings.api.listen;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
     tracing::info!(listen = %addr, control_plane = %settings.control_plane.url, "gateway listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await.map_err(Error::Serve)?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .map_err(Error::Serve)?;
     tracing::info!("gateway stopped");
     Ok(())
 }

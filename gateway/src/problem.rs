@@ -58,12 +58,12 @@ impl Problem {
         let code = meaning(status);
         let detail = match code {
             ErrorCode::Internal => {
-                tracing::error!(grpc_code = ?status.code(), message = %status.message(), "control plane call failed");
+                tracing::error!(grpc_code = ?status.code(), grpc_message = %status.message(), "control plane call failed");
                 "internal error in the control plane; see the gateway and control-plane logs".to_owned()
             }
             ErrorCode::Unavailable => {
                 let message = status_message(status);
-                tracing::warn!(grpc_code = ?status.code(), %message, "control plane unavailable");
+                tracing::warn!(grpc_code = ?status.code(), reason = %message, "control plane unavailable");
                 format!("control plane unavailable: {message}")
             }
             _ => status.message().to_owned(),

@@ -3,7 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use legion_proto::v1::audit_service_client::AuditServiceClient;
+use legion_proto::v1::auth_service_client::AuthServiceClient;
 use legion_proto::v1::catalog_service_client::CatalogServiceClient;
+use legion_proto::v1::config_service_client::ConfigServiceClient;
+use legion_proto::v1::policy_service_client::PolicyServiceClient;
 use legion_proto::v1::task_service_client::TaskServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -19,6 +23,14 @@ pub struct AppState {
     pub tasks: TaskServiceClient<Channel>,
     /// `legion.v1.CatalogService`.
     pub catalog: CatalogServiceClient<Channel>,
+    /// `legion.v1.AuthService`: API keys, tokens, capabilities, the JWKS.
+    pub auth: AuthServiceClient<Channel>,
+    /// `legion.v1.PolicyService`.
+    pub policies: PolicyServiceClient<Channel>,
+    /// `legion.v1.AuditService`.
+    pub audit: AuditServiceClient<Channel>,
+    /// `legion.v1.ConfigService`.
+    pub config: ConfigServiceClient<Channel>,
     /// `grpc.health.v1.Health`, for `/readyz`.
     pub health: HealthClient<Channel>,
     /// HTTP metrics.
@@ -43,6 +55,10 @@ impl AppState {
         Self {
             tasks: TaskServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
             catalog: CatalogServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            auth: AuthServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            policies: PolicyServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            audit: AuditServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            config: ConfigServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
             health: HealthClient::new(channel),
             metrics,
             openapi: Arc::new(openapi),

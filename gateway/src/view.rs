@@ -1,11 +1,11 @@
 //! The REST/JSON shapes of Legion's objects and their conversion from the gRPC messages.
 //!
 //! This is the one place that turns `legion.v1` messages into the JSON that REST callers and the
-//! `legion` CLI print, so both show the same object for the same task (DESIGN.md section 7). Enum
-//! values are lowercase strings (`timed_out`, `dead_lettered`), timestamps RFC 3339 in UTC, JSON
-//! values (`args`, `result`) plain JSON, and absent values JSON `null`. The enums are
-//! [`legion_common::status`]'s; a message whose enum field is unspecified or unknown converts to an
-//! [`Error`], never to a made-up value.
+//! `legion` CLI print, so both show the same object for the same task, policy or API key (DESIGN.md
+//! section 7). Enum values are lowercase strings (`timed_out`, `dead_lettered`), timestamps RFC 3339
+//! in UTC, JSON values (`args`, `result`, settings) plain JSON, and absent values (and empty strings
+//! that mean "none") JSON `null`. The enums are [`legion_common::status`]'s; a message whose enum field
+//! is unspecified or unknown converts to an [`Error`], never to a made-up value.
 
 use chrono::{DateTime, Utc};
 use legion_common::TaskStatus;
@@ -212,7 +212,12 @@ pub(crate) fn time(ts: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>>
 }
 
 mod catalog;
+mod security;
 #[cfg(test)]
 mod tests;
 
 pub use catalog::{Extension, ExtensionList, Function, Node, NodeExtension, NodeList, Runner};
+pub use security::{
+    ApiKey, ApiKeyList, AuditPage, AuditRecord, AuditVerification, CapabilityMap, CreatedApiKey, Policy, PolicyList,
+    PolicyRule, Token, WhoAmI, struct_to_json,
+};

@@ -1,6 +1,7 @@
 //! The real router, in-process, in front of a real control plane and executor (started by
 //! `legion-tests` on a database and vhost of their own): REST calls go through the gateway's mTLS
-//! channel with its gateway certificate, and tasks really run.
+//! channel with its gateway certificate, and tasks really run. Every call sends the control plane's
+//! bootstrap admin key ([`legion_tests::ADMIN_KEY`]) as `X-API-Key`.
 //!
 //! Needs the binaries: `cargo build --workspace --bins` first.
 
@@ -10,7 +11,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use legion_common::Settings;
 use legion_tests::certs::Identity;
-use legion_tests::{ExecutorOptions, TestEnv};
+use legion_tests::{ADMIN_KEY, ExecutorOptions, TestEnv};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -45,12 +46,13 @@ async fn call(app: &axum::Router, request: Request<Body>) -> Reply {
 fn post(uri: &str, body: &Value) -> Request<Body> {
     Request::post(uri)
         .header(header::CONTENT_TYPE, "application/json")
+        .header("x-api-key", ADMIN_KEY)
         .body(Body::from(body.to_string()))
         .expect("request")
 }
 
 fn get(uri: &str) -> Request<Body> {
-    Request::get(uri).body(Body::empty()).expect("request")
+    Request::get(uri).header("x-api-key", ADMIN_KEY).body(Body::empty()).expect("request")
 }
 
 fn assert_problem(reply: &Reply, status: u16, code: &str, field: &str) {

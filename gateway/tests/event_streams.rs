@@ -2,7 +2,8 @@
 //! plane and executor (started by `legion-tests` on a database and vhost of their own): the connection
 //! to the control plane is cut mid-stream (through a TCP proxy the test closes), or the gateway shuts
 //! down. Either way the stream's last event is a 503 `UNAVAILABLE` problem, so clients reconnect.
-//! The task object's `region` comes back as submitted.
+//! The task object's `region` comes back as submitted. Every call sends the control plane's bootstrap
+//! admin key ([`legion_tests::ADMIN_KEY`]) as `X-API-Key`.
 //!
 //! Needs the binaries: `cargo build --workspace --bins` first.
 
@@ -15,7 +16,7 @@ use futures_util::StreamExt;
 use legion_common::Settings;
 use legion_tests::certs::Identity;
 use legion_tests::rest::RestClient;
-use legion_tests::{ExecutorOptions, TestEnv};
+use legion_tests::{ADMIN_KEY, ExecutorOptions, TestEnv};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -143,6 +144,7 @@ async fn a_watch_cut_mid_stream_ends_with_503_unavailable() {
 
     let submit = Request::post("/api/v1/tasks")
         .header(header::CONTENT_TYPE, "application/json")
+        .header("x-api-key", ADMIN_KEY)
         .body(Body::from(delayed_task().to_string()))
         .expect("request");
     let response = app.clone().oneshot(submit).await.expect("infallible");
@@ -152,7 +154,10 @@ async fn a_watch_cut_mid_stream_ends_with_503_unavailable() {
     assert_eq!((&task["region"], &task["node"]), (&json!("eu-west"), &Value::Null), "{task}");
     let id = task["id"].as_str().expect("id").to_owned();
 
-    let events = Request::get(format!("/api/v1/tasks/{id}/events")).body(Body::empty()).expect("request");
+    let events = Request::get(format!("/api/v1/tasks/{id}/events"))
+        .header("x-api-key", ADMIN_KEY)
+        .body(Body::empty())
+        .expect("request");
     let response = app.clone().oneshot(events).await.expect("infallible");
     assert_eq!(response.status(), StatusCode::OK);
     let mut chunks = response.into_body().into_data_stream();
@@ -165,7 +170,10 @@ async fn a_watch_cut_mid_stream_ends_with_503_unavailable() {
     read_events(&mut chunks, &mut seen, |_| false).await;
     assert_final_problem(&seen, "control plane unavailable");
 
-    let get = Request::get(format!("/api/v1/tasks/{id}")).body(Body::empty()).expect("request");
+    let get = Request::get(format!("/api/v1/tasks/{id}"))
+        .header("x-api-key", ADMIN_KEY)
+        .body(Body::empty())
+        .expect("request");
     let response = app.oneshot(get).await.expect("infallible");
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
@@ -181,6 +189,7 @@ async fn shutdown_ends_open_streams_with_503_unavailable() {
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(legion_gateway::run(settings, shutdown.clone()));
 
+    // The harness's REST client sends the bootstrap admin key.
     let rest = RestClient::new(&base).expect("client");
     legion_tests::wait::eventually("gateway ready", DEADLINE, || {
         let rest = rest.clone();
@@ -195,7 +204,13 @@ async fn shutdown_ends_open_streams_with_503_unavailable() {
     assert_eq!(created.status, 201, "{}", created.body);
     let id = created.body["id"].as_str().expect("id").to_owned();
 
-    let response = env.http().get(format!("{base}/api/v1/tasks/{id}/events")).send().await.expect("events");
+    let response = env
+        .http()
+        .get(format!("{base}/api/v1/tasks/{id}/events"))
+        .header("x-api-key", ADMIN_KEY)
+        .send()
+        .await
+        .expect("events");
     assert_eq!(response.status().as_u16(), 200);
     let mut chunks = Box::pin(futures_util::stream::unfold(response, |mut response| async move {
         match response.chunk().await {

@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use axum::response::Response;
 use legion_common::settings::ApiSettings;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tower::ServiceExt;
@@ -195,6 +196,21 @@ async fn the_openapi_document_covers_every_route() {
         ("/api/v1/extensions/{name}/disable", "post"),
         ("/api/v1/extensions/{name}/enable", "post"),
         ("/api/v1/nodes", "get"),
+        ("/api/v1/api-keys", "post"),
+        ("/api/v1/api-keys", "get"),
+        ("/api/v1/api-keys/{id}", "delete"),
+        ("/api/v1/auth/token", "post"),
+        ("/api/v1/auth/capabilities", "post"),
+        ("/api/v1/auth/whoami", "get"),
+        ("/api/v1/policies", "get"),
+        ("/api/v1/policies/{name}", "put"),
+        ("/api/v1/policies/{name}", "get"),
+        ("/api/v1/policies/{name}", "delete"),
+        ("/api/v1/audit", "get"),
+        ("/api/v1/audit/verify", "get"),
+        ("/api/v1/config", "get"),
+        ("/api/v1/config/{section}", "patch"),
+        ("/.well-known/jwks.json", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
@@ -203,10 +219,33 @@ async fn the_openapi_document_covers_every_route() {
     for (path, method) in expected {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
     }
-    assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(13), "no undocumented or extra paths");
+    assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(25), "no undocumented or extra paths");
     let schemas = &doc["components"]["schemas"];
-    for schema in ["Task", "SubmitTask", "Problem", "TaskPage", "TaskEvent", "AttemptList", "ExtensionList", "NodeList"]
-    {
+    for schema in [
+        "Task",
+        "SubmitTask",
+        "Problem",
+        "TaskPage",
+        "TaskEvent",
+        "AttemptList",
+        "ExtensionList",
+        "NodeList",
+        "CreateApiKey",
+        "CreatedApiKey",
+        "ApiKey",
+        "ApiKeyList",
+        "IssueToken",
+        "Token",
+        "CapabilitiesBody",
+        "CapabilityMap",
+        "WhoAmI",
+        "PolicyBody",
+        "Policy",
+        "PolicyList",
+        "AuditPage",
+        "AuditRecord",
+        "AuditVerification",
+    ] {
         assert!(schemas[schema].is_object(), "schema {schema} missing");
     }
     // The task object: `region` (string or null) is always present, next to `node`.
@@ -221,4 +260,228 @@ async fn the_openapi_document_covers_every_route() {
     assert!(submit["requestBody"]["content"]["application/json"].is_object());
     assert!(submit["responses"]["201"].is_object() && submit["responses"]["200"].is_object());
     assert_eq!(doc, serde_json::to_value(legion_gateway::openapi()).expect("json"), "served = generated");
+}
+
+/// Every operation needs a credential (`X-API-Key` or a bearer JWT) and documents 401 and 403, except
+/// those of the public paths, which declare an empty requirement.
+#[tokio::test]
+async fn the_openapi_document_declares_credentials() {
+    let doc = serde_json::to_value(legion_gateway::openapi()).expect("json");
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(
+        schemes["api_key"],
+        json!({"type": "apiKey", "in": "header", "name": "x-api-key", "description": schemes["api_key"]["description"]})
+    );
+    assert_eq!((&schemes["bearer"]["type"], &schemes["bearer"]["scheme"]), (&json!("http"), &json!("bearer")));
+    assert_eq!(doc["security"], json!([{"api_key": []}, {"bearer": []}]));
+    let paths = doc["paths"].as_object().expect("paths");
+    let public: Vec<&str> = paths
+        .iter()
+        .filter(|(_, item)| item.as_object().is_some_and(|ops| ops.values().all(|op| op["security"] == json!([{}]))))
+        .map(|(path, _)| path.as_str())
+        .collect();
+    let mut expected = legion_gateway::PUBLIC_PATHS.to_vec();
+    expected.sort_unstable();
+    let mut public = public;
+    public.sort_unstable();
+    assert_eq!(public, expected);
+    for (path, item) in paths {
+        for (method, op) in item.as_object().expect("path item") {
+            if legion_gateway::PUBLIC_PATHS.contains(&path.as_str()) {
+                assert!(op["responses"]["401"].is_null(), "{method} {path} is public");
+                continue;
+            }
+            assert!(op["security"].is_null(), "{method} {path} inherits the global requirement");
+            for status in ["401", "403"] {
+                let content = &op["responses"][status]["content"]["application/problem+json"];
+                assert!(content.is_object(), "{method} {path} documents {status}");
+            }
+        }
+    }
+}
+
+/// Regression guard: only the exact public paths are public. Variants of them (a suffix, a dot
+/// segment, another case, a trailing slash) are unknown routes, and the `Host` check exempts the probe
+/// paths only, exactly.
+#[tokio::test]
+async fn only_the_exact_public_paths_are_public() {
+    let open = app(&ApiSettings::default());
+    for uri in [
+        "/healthzz",
+        "/healthz/../api/v1/tasks",
+        "/healthz/",
+        "/HEALTHZ",
+        "/api/v1/openapi.jsonx",
+        "/api/v1/openapi.json/",
+        "/metrics.txt",
+        "/.well-known/jwks.jsonx",
+        "/.well-known/../api/v1/config",
+    ] {
+        let r = send(&open, get(uri)).await;
+        assert_problem(&r, 404, "NOT_FOUND", "no route for");
+        assert_ne!(r.2, json!({"status": "ok"}), "{uri} served the health body");
+    }
+    let api = ApiSettings { allowed_hosts: vec!["api.example.com".into()], ..ApiSettings::default() };
+    let restricted = app(&api);
+    let foreign =
+        |uri: &str| Request::get(uri).header(header::HOST, "evil.example").body(Body::empty()).expect("request");
+    for uri in ["/HEALTHZ", "/healthz/../api/v1/tasks", "/healthzz", "/api/v1/openapi.json", "/.well-known/jwks.json"] {
+        let r = send(&restricted, foreign(uri)).await;
+        assert_problem(&r, 400, "INVALID_ARGUMENT", "host: evil.example is not in api.allowed_hosts");
+    }
+    for uri in ["/healthz", "/metrics"] {
+        assert_eq!(send(&restricted, foreign(uri)).await.0, StatusCode::OK, "{uri} is exempt from the host check");
+    }
+}
+
+/// Every response carries `x-request-id`: problems the gateway makes itself, unknown routes and
+/// methods, refused hosts, control-plane failures.
+#[tokio::test]
+async fn every_response_carries_a_request_id() {
+    let api =
+        ApiSettings { allowed_hosts: vec!["api.example.com".into()], max_body_bytes: 64, ..ApiSettings::default() };
+    let app = app(&api);
+    let host = |builder: axum::http::request::Builder| builder.header(header::HOST, "api.example.com");
+    let requests = vec![
+        host(Request::get("/nope")).body(Body::empty()),
+        host(Request::delete("/api/v1/tasks")).body(Body::empty()),
+        Request::get("/api/v1/tasks").header(header::HOST, "evil.example").body(Body::empty()),
+        host(Request::get("/api/v1/tasks/42")).body(Body::empty()),
+        host(Request::post("/api/v1/tasks").header(header::CONTENT_TYPE, "text/plain")).body(Body::from("{}")),
+        host(Request::post("/api/v1/policies/x").header(header::CONTENT_TYPE, "application/json"))
+            .body(Body::from("x".repeat(100))),
+        host(Request::get("/api/v1/auth/whoami")).body(Body::empty()),
+        host(Request::get("/.well-known/jwks.json")).body(Body::empty()),
+        host(Request::get("/healthz")).body(Body::empty()),
+    ];
+    for request in requests {
+        let request = request.expect("request");
+        let what = format!("{} {}", request.method(), request.uri());
+        let (status, _, _, response) = send(&app, request).await;
+        let id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok());
+        assert!(id.is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()), "{what} ({status}) has no request id");
+    }
+    let request = Request::get("/nope").header(header::HOST, "api.example.com").header("x-request-id", "req-7");
+    let (_, _, _, response) = send(&app, request.body(Body::empty()).expect("request")).await;
+    assert_eq!(response.headers()["x-request-id"], "req-7");
+}
+
+fn with_body(method: &str, uri: &str, content_type: &str, body: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body.to_owned()))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn security_bodies_and_queries_are_checked_by_name() {
+    let app = app(&ApiSettings::default());
+    let json = "application/json";
+    let cases = [
+        (with_body("POST", "/api/v1/api-keys", json, r#"{"policies":["ops"]}"#), "name: required"),
+        (with_body("POST", "/api/v1/api-keys", json, r#"{"name":"ci"}"#), "policies: required"),
+        (
+            with_body("POST", "/api/v1/api-keys", json, r#"{"name":"ci","policies":["ops"],"ttl":5}"#),
+            "ttl: unknown field",
+        ),
+        (with_body("POST", "/api/v1/api-keys", json, r#"{"name":"ci","policies":"ops"}"#), "policies: invalid type"),
+        (
+            with_body("POST", "/api/v1/api-keys", json, r#"{"name":"ci","policies":[],"ttl_s":-1}"#),
+            "ttl_s: invalid value",
+        ),
+        (with_body("POST", "/api/v1/auth/token", json, r#"{}"#), "api_key: required"),
+        (with_body("POST", "/api/v1/auth/token", json, r#"{"api_key":"k","user":"x"}"#), "user: unknown field"),
+        (with_body("POST", "/api/v1/auth/capabilities", json, r#"{"policies":["a"]}"#), "paths: required"),
+        (with_body("POST", "/api/v1/auth/capabilities", json, r#"{"paths":["a"],"as":"b"}"#), "as: unknown field"),
+        (with_body("PUT", "/api/v1/policies/ops", json, r#"{}"#), "rules: required"),
+        (
+            with_body("PUT", "/api/v1/policies/ops", json, r#"{"rules":[{"path":"a"}]}"#),
+            "rules[0]: missing field `capabilities`",
+        ),
+        (
+            with_body("PUT", "/api/v1/policies/ops", json, r#"{"rules":[{"path":"a","capabilities":["read"],"x":1}]}"#),
+            "rules[0].x: unknown field `x`, expected `path` or `capabilities`",
+        ),
+        (
+            with_body("PUT", "/api/v1/policies/ops", json, r#"{"name":"dev","rules":[]}"#),
+            r#"name: "dev" does not match"#,
+        ),
+        (with_body("PUT", "/api/v1/policies/ops", json, r#"{"rules":[],"policy":"x"}"#), "policy: unknown field"),
+        (with_body("PATCH", "/api/v1/config/limits", json, r#"[1]"#), "body: must be a JSON object"),
+        (
+            with_body("PATCH", "/api/v1/config/limits", "application/merge-patch+json", "7"),
+            "body: must be a JSON object",
+        ),
+        (with_body("PATCH", "/api/v1/config/limits", json, "{x"), "body: not valid JSON"),
+    ];
+    for (request, detail) in cases {
+        let what = format!("{} {}", request.method(), request.uri());
+        let r = send(&app, request).await;
+        assert_eq!(r.0, StatusCode::BAD_REQUEST, "{what}: {}", r.2);
+        assert_problem(&r, 400, "INVALID_ARGUMENT", detail);
+    }
+    for (uri, detail) in [
+        ("/api/v1/api-keys?include_revoked=yes", "include_revoked: must be true or false"),
+        ("/api/v1/api-keys?revoked=true", "revoked: unknown query parameter"),
+        ("/api/v1/audit?decision=denied", "decision: must be one of allow, deny, error"),
+        ("/api/v1/audit?since=yesterday", "since: must be an RFC 3339 time"),
+        ("/api/v1/audit?until=2026-13-01T00:00:00Z", "until: must be an RFC 3339 time"),
+        ("/api/v1/audit?limit=0", "limit: must be an integer from 1 to 1000"),
+        ("/api/v1/audit?limit=1&limit=2", "limit: given more than once"),
+        ("/api/v1/audit?user=x", "user: unknown query parameter"),
+    ] {
+        assert_problem(&send(&app, get(uri)).await, 400, "INVALID_ARGUMENT", detail);
+    }
+    let r = send(&app, Request::delete("/api/v1/api-keys/42").body(Body::empty()).expect("request")).await;
+    assert_problem(&r, 400, "INVALID_ARGUMENT", "id: must be a UUID");
+    let r = send(&app, with_body("PATCH", "/api/v1/config/limits", "text/plain", "{}")).await;
+    assert_problem(&r, 415, "INVALID_ARGUMENT", "content-type: expected application/json");
+}
+
+/// Well-formed security calls reach the control plane (here: unreachable, so 503), whichever JSON
+/// media type a merge patch comes with.
+#[tokio::test]
+async fn valid_security_calls_reach_the_control_plane() {
+    let app = app(&ApiSettings::default());
+    let json = "application/json";
+    let requests = [
+        with_body("POST", "/api/v1/api-keys", json, r#"{"name":"ci","policies":["ops"],"ttl_s":3600}"#),
+        with_body("POST", "/api/v1/api-keys", json, r#"{"name":"ci","policies":[],"ttl_s":null}"#),
+        get("/api/v1/api-keys?include_revoked=true"),
+        get("/api/v1/api-keys"),
+        Request::delete("/api/v1/api-keys/0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5e").body(Body::empty()).expect("request"),
+        with_body("POST", "/api/v1/auth/token", json, r#"{"api_key":"lgn_x"}"#),
+        with_body(
+            "POST",
+            "/api/v1/auth/capabilities",
+            json,
+            r#"{"paths":["tasks/core/util/echo"],"policies":["ops"]}"#,
+        ),
+        get("/api/v1/auth/whoami"),
+        with_body(
+            "PUT",
+            "/api/v1/policies/ops",
+            json,
+            r#"{"name":"ops","rules":[{"path":"tasks/*","capabilities":["read"]}]}"#,
+        ),
+        get("/api/v1/policies"),
+        get("/api/v1/policies/ops"),
+        Request::delete("/api/v1/policies/ops").body(Body::empty()).expect("request"),
+        get(
+            "/api/v1/audit?principal=api-key/1&action=authorize&decision=deny&resource_prefix=tasks/&since=2026-01-01T00:00:00Z&until=2026-01-02T00:00:00%2B02:00&limit=10&page_token=t",
+        ),
+        get("/api/v1/audit/verify"),
+        get("/api/v1/config"),
+        with_body("PATCH", "/api/v1/config/limits", "application/merge-patch+json", r#"{"max_attempts":5,"x":null}"#),
+        with_body("PATCH", "/api/v1/config/logging", json, r#"{"level":"debug"}"#),
+        get("/.well-known/jwks.json"),
+    ];
+    for request in requests {
+        let what = format!("{} {}", request.method(), request.uri());
+        let r = send(&app, request).await;
+        assert_eq!(r.0, StatusCode::SERVICE_UNAVAILABLE, "{what}: {}", r.2);
+        assert_problem(&r, 503, "UNAVAILABLE", "control plane unavailable");
+    }
 }

@@ -11,11 +11,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use legion_proto::v1::{ListNodesRequest, NodeStatus};
+use serde_json::Value;
 use tonic::transport::Channel;
 
+use crate::auth::Auth;
 use crate::certs::{Identity, TestCerts};
 use crate::db::TestDatabase;
-use crate::grpc::{self, CatalogClient, TaskClient};
+use crate::grpc::{self, AuthChannel, CatalogClient, TaskClient};
 use crate::lock::{Mode, ServiceLock};
 use crate::process::{self, Service};
 use crate::rabbit::{RabbitOutage, TestVhost};
@@ -154,6 +156,7 @@ pub struct TestEnv {
     admin_addr: SocketAddr,
     http: reqwest::Client,
     channel: Channel,
+    admin_channel: AuthChannel,
     log_dir: PathBuf,
     spawned: AtomicU32,
     work: Option<tempfile::TempDir>,
@@ -161,13 +164,14 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// Takes the shared service lock and starts a control plane on a fresh database and vhost.
+    /// Takes the shared service lock and starts a control plane on a fresh database and vhost, with
+    /// `auth.bootstrap_admin_key` = [`crate::ADMIN_KEY`].
     ///
     /// # Errors
     /// [`Error`] when a step fails; a control plane that does not become ready is reported with the
     /// tail of its log.
     pub async fn start() -> Result<Self, Error> {
-        Self::start_with(Mode::Shared).await
+        Self::start_with(Mode::Shared, Value::Null).await
     }
 
     /// Like [`TestEnv::start`] with the exclusive service lock, for tests that stop a shared service.
@@ -175,10 +179,20 @@ impl TestEnv {
     /// # Errors
     /// As [`TestEnv::start`].
     pub async fn start_exclusive() -> Result<Self, Error> {
-        Self::start_with(Mode::Exclusive).await
+        Self::start_with(Mode::Exclusive, Value::Null).await
     }
 
-    async fn start_with(mode: Mode) -> Result<Self, Error> {
+    /// Like [`TestEnv::start`], with `extra` deep-merged into the control plane's settings (objects
+    /// merge key by key, anything else replaces), e.g. `{"crypt": {"jwt": {"hs_secret": "…"}}}`.
+    ///
+    /// # Errors
+    /// As [`TestEnv::start`]; settings the control plane refuses show as [`Error::NotReady`] with its
+    /// log tail.
+    pub async fn start_with_settings(extra: Value) -> Result<Self, Error> {
+        Self::start_with(Mode::Shared, extra).await
+    }
+
+    async fn start_with(mode: Mode, extra: Value) -> Result<Self, Error> {
         crate::init();
         let lock = tokio::task::spawn_blocking(move || ServiceLock::acquire(mode)).await??;
         let db = TestDatabase::create().await?;
@@ -195,11 +209,14 @@ impl TestEnv {
             grpc: grpc_addr,
             admin: admin_addr,
         };
-        let file = settings::write(work.path(), "control-plane", &settings::control_plane(&config, &certs))?;
+        let mut cp_settings = settings::control_plane(&config, &certs);
+        settings::merge(&mut cp_settings, extra);
+        let file = settings::write(work.path(), "control-plane", &cp_settings)?;
         let mut command = process::command("legion-control-plane", work.path())?;
         command.arg("--settings").arg(&file);
         let service = Service::spawn("control-plane", command, &log_dir.join("control-plane.log"))?;
         let channel = grpc::connect_lazy(&settings::control_plane_url(grpc_addr), &certs.tls(Identity::None))?;
+        let admin_channel = grpc::authenticated(channel.clone(), &Auth::admin())?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build()?;
         let mut env = Self {
             control_plane: Some(service),
@@ -210,6 +227,7 @@ impl TestEnv {
             admin_addr,
             http,
             channel,
+            admin_channel,
             log_dir,
             spawned: AtomicU32::new(0),
             work: Some(work),
@@ -262,14 +280,44 @@ impl TestEnv {
         &self.http
     }
 
-    /// A `TaskService` client on the shared channel (TLS, no client certificate: a user).
-    pub fn tasks(&self) -> TaskClient {
-        TaskClient::new(self.channel.clone())
+    /// The shared channel to the control plane (TLS, no client certificate: a user), without a
+    /// credential.
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
-    /// A `CatalogService` client on the shared channel.
+    /// The shared channel with `auth` on every call.
+    ///
+    /// # Errors
+    /// [`grpc::Error::Credential`] when the secret is not a valid metadata value.
+    pub fn channel_as(&self, auth: &Auth) -> Result<AuthChannel, grpc::Error> {
+        grpc::authenticated(self.channel.clone(), auth)
+    }
+
+    /// A `TaskService` client on the shared channel, sending the bootstrap admin key.
+    pub fn tasks(&self) -> TaskClient {
+        TaskClient::new(self.admin_channel.clone())
+    }
+
+    /// A `TaskService` client on the shared channel, sending `auth`.
+    ///
+    /// # Errors
+    /// As [`TestEnv::channel_as`].
+    pub fn tasks_as(&self, auth: &Auth) -> Result<TaskClient, grpc::Error> {
+        Ok(TaskClient::new(self.channel_as(auth)?))
+    }
+
+    /// A `CatalogService` client on the shared channel, sending the bootstrap admin key.
     pub fn catalog(&self) -> CatalogClient {
-        CatalogClient::new(self.channel.clone())
+        CatalogClient::new(self.admin_channel.clone())
+    }
+
+    /// A `CatalogService` client on the shared channel, sending `auth`.
+    ///
+    /// # Errors
+    /// As [`TestEnv::channel_as`].
+    pub fn catalog_as(&self, auth: &Auth) -> Result<CatalogClient, grpc::Error> {
+        Ok(CatalogClient::new(self.channel_as(auth)?))
     }
 
     fn next_label(&self, kind: &str) -> String {
@@ -321,7 +369,8 @@ impl TestEnv {
         Ok(Executor { service, admin })
     }
 
-    /// Starts a gateway with the gateway certificate and waits until its `/readyz` answers 200.
+    /// Starts a gateway with the gateway certificate and waits until its `/readyz` answers 200. Its
+    /// [`Gateway::rest`] client sends the bootstrap admin key.
     ///
     /// # Errors
     /// [`Error::NotReady`] with its log tail, or a setup error.
@@ -337,12 +386,35 @@ impl TestEnv {
     }
 
     /// Writes the CLI's settings file (control plane URL and CA, no client certificate) and returns
-    /// its path.
+    /// its path. The file holds no credential: pass one with [`Auth::cli_args`], or use
+    /// [`TestEnv::legion`].
     ///
     /// # Errors
     /// When the file cannot be written.
     pub fn cli_settings(&self) -> Result<PathBuf, Error> {
         Ok(settings::write(self.work_dir(), "cli", &settings::cli(self.grpc_addr, &self.certs))?)
+    }
+
+    /// Runs `legion --settings <cli settings> --api-key <ADMIN_KEY> <args>` to its exit (at most
+    /// `timeout`).
+    ///
+    /// # Errors
+    /// When the settings file cannot be written, or as [`TestEnv::run_to_exit`].
+    pub async fn legion(&self, args: &[&str], timeout: Duration) -> Result<crate::cli::Output, Error> {
+        self.legion_as(&Auth::admin(), args, timeout).await
+    }
+
+    /// Like [`TestEnv::legion`] with the credential `auth` (`--api-key`, `--token` or none).
+    ///
+    /// # Errors
+    /// As [`TestEnv::legion`].
+    pub async fn legion_as(&self, auth: &Auth, args: &[&str], timeout: Duration) -> Result<crate::cli::Output, Error> {
+        let settings = self.cli_settings()?.to_string_lossy().into_owned();
+        let credential = auth.cli_args();
+        let mut all = vec!["--settings", settings.as_str()];
+        all.extend(credential.iter().map(String::as_str));
+        all.extend_from_slice(args);
+        self.run_to_exit("legion", &all, timeout).await
     }
 
     /// Runs binary `name` with `args` in the working directory until it exits (at most `timeout`).

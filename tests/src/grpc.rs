@@ -1,17 +1,21 @@
 //! gRPC clients for the control plane: TLS with the test's CA and, optionally, a client certificate.
+//! User-facing clients ([`TaskClient`], [`CatalogClient`]) carry a credential on every call
+//! ([`AuthChannel`], by default [`crate::ADMIN_KEY`]); the executor service authenticates by client
+//! certificate only.
 
 use std::time::Duration;
 
+pub use legion_common::credential::{AuthChannel, Credential};
 use legion_common::settings::TlsSettings;
 use legion_proto::v1::catalog_service_client::CatalogServiceClient;
 use legion_proto::v1::executor_service_client::ExecutorServiceClient;
 use legion_proto::v1::task_service_client::TaskServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
-/// Client of `legion.v1.TaskService`.
-pub type TaskClient = TaskServiceClient<Channel>;
-/// Client of `legion.v1.CatalogService`.
-pub type CatalogClient = CatalogServiceClient<Channel>;
+/// Client of `legion.v1.TaskService`, sending its channel's credential.
+pub type TaskClient = TaskServiceClient<AuthChannel>;
+/// Client of `legion.v1.CatalogService`, sending its channel's credential.
+pub type CatalogClient = CatalogServiceClient<AuthChannel>;
 /// Client of `legion.v1.ExecutorService`.
 pub type ExecutorClient = ExecutorServiceClient<Channel>;
 
@@ -24,6 +28,9 @@ pub enum Error {
     /// The TLS material could not be loaded.
     #[error("tls: {0}")]
     Tls(#[from] legion_common::tls::Error),
+    /// The credential is not a valid metadata value.
+    #[error(transparent)]
+    Credential(#[from] legion_common::credential::Invalid),
     /// The endpoint is invalid or the connection (TCP or TLS handshake) failed.
     #[error("cannot connect to {url}: {source:?}")]
     Connect {
@@ -60,6 +67,14 @@ pub async fn connect(url: &str, tls: &TlsSettings) -> Result<Channel, Error> {
 /// [`Error::Tls`] when a PEM file cannot be read.
 pub fn connect_lazy(url: &str, tls: &TlsSettings) -> Result<Channel, Error> {
     Ok(endpoint(url, tls)?.connect_lazy())
+}
+
+/// `channel` with `auth` put on every call.
+///
+/// # Errors
+/// [`Error::Credential`] when the secret is not a valid metadata value.
+pub fn authenticated(channel: Channel, auth: &crate::Auth) -> Result<AuthChannel, Error> {
+    Ok(AuthChannel::new(channel, auth.credential()?))
 }
 
 /// A request carrying the standard per-call deadline.

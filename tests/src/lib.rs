@@ -10,9 +10,14 @@
 //! Tests that stop a shared service hold the exclusive side of a file lock ([`lock::ServiceLock`]);
 //! every other test holds the shared side for its whole duration.
 //!
+//! Every control plane the harness starts gets `auth.bootstrap_admin_key` = [`ADMIN_KEY`], and every
+//! client the harness hands out (gRPC, REST, the CLI) sends that key unless told otherwise
+//! ([`auth::Auth`]), so tests that are not about security need not think about credentials.
+//!
 //! The binaries are looked up next to the test executable (the cargo target dir); build them first
 //! with `cargo build --workspace --bins`.
 
+pub mod auth;
 pub mod certs;
 pub mod cli;
 pub mod db;
@@ -29,6 +34,7 @@ pub mod status;
 pub mod tasks;
 pub mod wait;
 
+pub use auth::{ADMIN_KEY, Auth};
 pub use env::{ExecutorOptions, TestEnv};
 pub use status::TaskStatusExt;
 

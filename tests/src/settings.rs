@@ -27,7 +27,8 @@ pub struct ControlPlaneConfig {
     pub admin: SocketAddr,
 }
 
-/// The control plane's settings: small pool, fast outbox polling, TLS with its server certificate.
+/// The control plane's settings: small pool, fast outbox polling, TLS with its server certificate, and
+/// the bootstrap admin key [`crate::ADMIN_KEY`].
 pub fn control_plane(config: &ControlPlaneConfig, certs: &TestCerts) -> Value {
     json!({
         "data": { "url": config.database_url, "max_connections": 6 },
@@ -38,8 +39,23 @@ pub fn control_plane(config: &ControlPlaneConfig, certs: &TestCerts) -> Value {
             "url": control_plane_url(config.grpc),
         },
         "tls": certs.tls_json(Identity::ControlPlane),
+        "auth": { "bootstrap_admin_key": crate::ADMIN_KEY },
         "logging": { "format": "console", "level": "info" },
     })
+}
+
+/// Deep-merges `extra` into `base`, as the settings loader merges layers: where both are objects,
+/// key by key; otherwise `extra` replaces `base`. `null` leaves `base` unchanged.
+pub fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (_, Value::Null) => {}
+        (Value::Object(base), Value::Object(extra)) => {
+            for (key, value) in extra {
+                merge(base.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (base, extra) => *base = extra,
+    }
 }
 
 /// An executor's settings.
@@ -147,6 +163,7 @@ mod tests {
         assert_eq!(cp.control_plane.admin_listen, admin);
         assert_eq!(cp.data.url, "postgres://postgres@127.0.0.1:5432/legion_e2e_x");
         assert_eq!(cp.tls.cert, Some(certs.dir().join("control-plane.pem")));
+        assert_eq!(cp.auth.bootstrap_admin_key.as_deref(), Some(crate::ADMIN_KEY));
 
         let ex = load(
             dir.path(),
@@ -166,5 +183,21 @@ mod tests {
 
         let cli = load(dir.path(), "cli", &cli(grpc, &certs));
         assert_eq!((cli.tls.ca, cli.tls.cert), (Some(certs.ca()), None));
+    }
+
+    #[test]
+    fn merge_replaces_leaves_and_keeps_siblings() {
+        let mut base =
+            json!({"auth": {"bootstrap_admin_key": "k", "cache_ttl_ms": 1000}, "logging": {"level": "info"}});
+        merge(&mut base, json!({"auth": {"cache_ttl_ms": 0}, "crypt": {"jwt": {"hs_secret": "s"}}}));
+        merge(&mut base, Value::Null);
+        assert_eq!(
+            base,
+            json!({
+                "auth": {"bootstrap_admin_key": "k", "cache_ttl_ms": 0},
+                "logging": {"level": "info"},
+                "crypt": {"jwt": {"hs_secret": "s"}},
+            })
+        );
     }
 }

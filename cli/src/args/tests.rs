@@ -154,3 +154,115 @@ fn region_help_says_which_executors_run_the_task() {
         Some("Region whose executors run the task (executors with executor.region = REGION)")
     );
 }
+
+#[test]
+fn policy_commands_parse() {
+    let policy = |line: &[&str]| match parse(line).expect("parses").command {
+        Command::Policy { command } => command,
+        other => panic!("not a policy command: {other:?}"),
+    };
+    let PolicyCommand::Apply { file, name } = policy(&["policy", "apply", "ops.json"]) else { panic!("apply") };
+    assert_eq!((file, name), (PathBuf::from("ops.json"), None));
+    let PolicyCommand::Apply { file, name } = policy(&["policy", "apply", "-", "--name", "ops"]) else {
+        panic!("apply")
+    };
+    assert_eq!((file, name.as_deref()), (PathBuf::from("-"), Some("ops")));
+    assert!(matches!(policy(&["policy", "list"]), PolicyCommand::List));
+    let PolicyCommand::Show { name } = policy(&["policy", "show", "ops"]) else { panic!("show") };
+    assert_eq!(name, "ops");
+    let PolicyCommand::Delete { name } = policy(&["policy", "delete", "ops"]) else { panic!("delete") };
+    assert_eq!(name, "ops");
+    let PolicyCommand::Check { paths, policies, json } =
+        policy(&["policy", "check", "tasks/a/b/c", "audit", "--policy", "ops", "--policy", "dev"])
+    else {
+        panic!("check")
+    };
+    assert_eq!(
+        (paths, policies, json),
+        (vec!["tasks/a/b/c".to_owned(), "audit".to_owned()], vec!["ops".to_owned(), "dev".to_owned()], false)
+    );
+    let PolicyCommand::Check { json, .. } = policy(&["policy", "check", "audit", "--json"]) else { panic!("check") };
+    assert!(json);
+}
+
+#[test]
+fn api_key_auth_and_audit_commands_parse() {
+    let Command::ApiKey { command: ApiKeyCommand::Create { name, policies, ttl_s } } =
+        parse(&["api-key", "create", "--name", "ci", "--policy", "ops", "--policy", "dev", "--ttl-s", "3600"])
+            .expect("parses")
+            .command
+    else {
+        panic!("api-key create")
+    };
+    assert_eq!((name.as_str(), policies, ttl_s), ("ci", vec!["ops".to_owned(), "dev".to_owned()], Some(3600)));
+    let Command::ApiKey { command: ApiKeyCommand::List { include_revoked } } =
+        parse(&["api-key", "list", "--include-revoked"]).expect("parses").command
+    else {
+        panic!("api-key list")
+    };
+    assert!(include_revoked);
+    let Command::ApiKey { command: ApiKeyCommand::Revoke { id } } =
+        parse(&["api-key", "revoke", &ID.to_uppercase()]).expect("parses").command
+    else {
+        panic!("api-key revoke")
+    };
+    assert_eq!(id, ID);
+    assert!(matches!(
+        parse(&["auth", "token"]).expect("parses").command,
+        Command::Auth { command: AuthCommand::Token }
+    ));
+    assert!(matches!(
+        parse(&["auth", "whoami"]).expect("parses").command,
+        Command::Auth { command: AuthCommand::Whoami }
+    ));
+    assert!(matches!(
+        parse(&["audit", "verify"]).expect("parses").command,
+        Command::Audit { command: AuditCommand::Verify }
+    ));
+    let Command::Audit { command: AuditCommand::List(list) } =
+        parse(&["audit", "list", "--decision", "error", "--limit", "1000"]).expect("parses").command
+    else {
+        panic!("audit list")
+    };
+    assert_eq!((list.decision.as_deref(), list.limit, list.principal), (Some("error"), Some(1000), None));
+}
+
+#[test]
+fn bad_security_values_are_usage_errors() {
+    for line in [
+        &["policy", "apply"][..],
+        &["policy", "show"],
+        &["policy", "check"],
+        &["policy", "check", "audit", "--policy"],
+        &["api-key", "create", "--policy", "ops"],
+        &["api-key", "create", "--name", "ci", "--ttl-s", "0"],
+        &["api-key", "create", "--name", "ci", "--ttl-s", "soon"],
+        &["api-key", "revoke", "42"],
+        &["auth", "login"],
+        &["audit", "list", "--decision", "denied"],
+        &["audit", "list", "--since", "yesterday"],
+        &["audit", "list", "--limit", "0"],
+        &["audit", "list", "--limit", "1001"],
+        &["audit", "verify", "--all"],
+    ] {
+        let err = parse(line).expect_err(&format!("{line:?} must be refused"));
+        assert!(err.use_stderr(), "{line:?}");
+    }
+}
+
+#[test]
+fn credentials_are_global_and_never_shown() {
+    let cli = parse(&["policy", "list", "--api-key", "lgn_topsecret", "--token", "jwt-topsecret"]).expect("parses");
+    assert_eq!(cli.connection.api_key.as_ref().map(Secret::expose), Some("lgn_topsecret"));
+    assert_eq!(cli.connection.token.as_ref().map(Secret::expose), Some("jwt-topsecret"));
+    let debug = format!("{cli:?}");
+    assert!(!debug.contains("topsecret"), "{debug}");
+    let cli = parse(&["--api-key", "k", "task", "get", ID]).expect("parses");
+    assert!(cli.connection.api_key.is_some());
+
+    let mut command = Cli::command();
+    let help = command.render_long_help().to_string();
+    assert!(help.contains("[env: LEGION_API_KEY]") && help.contains("[env: LEGION_TOKEN]"), "{help}");
+    let api_key = command.get_arguments().find(|a| a.get_id() == "api_key").expect("--api-key");
+    assert!(api_key.is_hide_env_values_set(), "the environment's value is never printed in help");
+}

@@ -138,3 +138,16 @@ fn json_depth_counts_nesting() {
     assert_eq!(json_depth(&serde_json::json!({"a": [1, {"b": []}]})), 4);
     assert_eq!(json_depth(&serde_json::json!([])), 1);
 }
+
+#[test]
+fn credential_variables_are_not_settings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = sources(dir.path(), &[]);
+    s.env = Some(BTreeMap::from([
+        ("LEGION_API_KEY".to_owned(), "k".to_owned()),
+        ("LEGION_TOKEN".to_owned(), "t".to_owned()),
+        ("LEGION_LOGGING__LEVEL".to_owned(), "debug".to_owned()),
+    ]));
+    let settings = Settings::load(&s).expect("credential variables are ignored");
+    assert_eq!(settings.logging.level, "debug");
+}

@@ -211,6 +211,20 @@ impl ExecutorService for ExecutorApi {
             .into_iter()
             .map(|i| StartItem { task_id: i.task_id, dispatch: i.dispatch, redelivered: i.redelivered })
             .collect();
+        // A node runs only functions of extensions it registered (role profiles): anything else goes back
+        // to the queue for a node that did.
+        let request_ids: Vec<String> = items.iter().map(|i| i.task_id.clone()).collect();
+        let ids: Vec<uuid::Uuid> = items.iter().filter_map(|i| uuid::Uuid::parse_str(&i.task_id).ok()).collect();
+        let refused: std::collections::HashSet<String> = self
+            .store
+            .unregistered_tasks(&node, &ids)
+            .await
+            .map_err(store_status)?
+            .into_iter()
+            .map(|id| id.to_string())
+            .collect();
+        let is_refused: Vec<bool> = items.iter().map(|i| refused.contains(&i.task_id)).collect();
+        let items: Vec<StartItem> = items.into_iter().filter(|i| !refused.contains(&i.task_id)).collect();
         let mut results = Vec::with_capacity(items.len());
         for chunk in items.chunks(self.config.commit_batch.max(1)) {
             let (decisions, changes) =
@@ -246,7 +260,26 @@ impl ExecutorService for ExecutorApi {
                 });
             }
         }
-        Ok(Response::new(v1::StartTaskResponse { results }))
+        // Answers go back in the order of the request: the refused ones where they were.
+        let mut decided = results.into_iter();
+        let mut ordered = Vec::with_capacity(is_refused.len());
+        let mut original = request_ids.into_iter();
+        for refused_here in is_refused {
+            let task_id = original.next().unwrap_or_default();
+            if refused_here {
+                self.metrics.starts.get_or_create(&DecisionLabel { decision: "refuse" }).inc();
+                tracing::warn!(%task_id, node = %node, "start refused: the node did not register the task's extension");
+                ordered.push(v1::StartResult {
+                    reason: format!("node {node} did not register the task's extension"),
+                    task_id,
+                    decision: v1::StartDecision::Refuse.into(),
+                    attempt: 0,
+                });
+            } else if let Some(result) = decided.next() {
+                ordered.push(result);
+            }
+        }
+        Ok(Response::new(v1::StartTaskResponse { results: ordered }))
     }
 
     async fn complete_task(

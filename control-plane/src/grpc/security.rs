@@ -85,11 +85,13 @@ impl AuthService for AuthApi {
         // No escalation: a key gets only policies its creator holds, unless the creator has `sudo` here.
         let beyond: Vec<&String> = policies.iter().filter(|p| !caller.policies.contains(p)).collect();
         if !beyond.is_empty() && !self.auth.allows(&caller, &path, Capability::Sudo).await? {
-            return Err(Status::permission_denied(format!(
+            let reason = format!(
                 "policies: {} not held by {}; binding them needs sudo on {path}",
                 beyond.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
                 caller.principal
-            )));
+            );
+            self.auth.record_denial(&caller, &path, Capability::Sudo, &reason).await?;
+            return Err(Status::permission_denied(reason));
         }
         let key = credential::generate_key();
         let expires_at = (req.ttl_s > 0)

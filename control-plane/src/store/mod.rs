@@ -108,6 +108,10 @@ pub trait OutboxClaim: Send {
 /// The extension catalog and the node registry.
 #[async_trait]
 pub trait CatalogStore: Send + Sync {
+    /// Of the tasks `ids`, those whose extension `node` has not registered or that is not running there
+    /// (state other than `registered`, `loaded`, `running`); unknown ids are left out.
+    async fn unregistered_tasks(&self, node: &str, ids: &[Uuid]) -> Result<Vec<Uuid>>;
+
     /// Upserts the node (`active`) and its extensions, runners and functions, and drives each
     /// node-extension through `register` and `load` (then `disable` if the extension is disabled).
     /// Returns the disabled extensions.

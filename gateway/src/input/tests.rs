@@ -150,3 +150,61 @@ fn args_deeper_than_protobuf_carries_are_refused_by_name() {
     let detail = detail(SubmitTask::parse(deep.as_bytes()));
     assert!(detail.starts_with("args: nested 33 levels deep"), "{detail}");
 }
+
+#[test]
+fn security_bodies_parse_into_their_requests() {
+    let request = CreateApiKey::parse(br#"{"name":"ci","policies":["ops","dev"]}"#).expect("parses").into_request();
+    assert_eq!((request.name.as_str(), request.policies.len(), request.ttl_s), ("ci", 2, 0));
+    let request = IssueToken::parse(br#"{"api_key":"lgn_x"}"#).expect("parses");
+    assert!(!format!("{request:?}").contains("lgn_x"), "the key is never shown");
+    let request = CapabilitiesBody::parse(br#"{"paths":["audit"]}"#).expect("parses").into_request();
+    assert_eq!((request.paths.len(), request.policies.len()), (1, 0));
+    let body = PolicyBody::parse(br#"{"rules":[{"path":"tasks/*","capabilities":["read"]}]}"#).expect("parses");
+    let request = body.clone().into_request("ops".into()).expect("named by the path");
+    assert_eq!((request.name.as_str(), request.rules[0].path.as_str()), ("ops", "tasks/*"));
+    let named = PolicyBody { name: Some("ops".into()), ..body };
+    assert!(named.clone().into_request("ops".into()).is_ok());
+    assert!(detail(named.into_request("dev".into())).starts_with(r#"name: "ops" does not match"#));
+}
+
+#[test]
+fn a_key_of_the_wrong_type_is_named_without_echoing_it() {
+    let d = detail(IssueToken::parse(br#"{"api_key":["lgn_secret"]}"#));
+    assert!(d.starts_with("api_key: invalid type: sequence"), "{d}");
+    assert!(!d.contains("lgn_secret"), "{d}");
+}
+
+#[test]
+fn audit_queries_convert_every_parameter() {
+    let query = ListAuditQuery::from_pairs(pairs(&[
+        ("principal", "api-key/1"),
+        ("action", "authorize"),
+        ("decision", "deny"),
+        ("resource_prefix", "tasks/"),
+        ("since", "2026-01-01T00:00:00Z"),
+        ("until", "2026-01-01T01:00:00+01:00"),
+        ("limit", "1000"),
+        ("page_token", "t"),
+    ]))
+    .expect("parses");
+    let request = query.into_request().expect("valid");
+    assert_eq!((request.principal.as_str(), request.decision.as_str(), request.limit), ("api-key/1", "deny", 1000));
+    assert_eq!(request.since, request.until, "offsets are honoured");
+    assert_eq!(request.since.map(|t| t.seconds), Some(1_767_225_600));
+    let empty = ListAuditQuery::from_pairs(pairs(&[("decision", ""), ("limit", "")])).expect("parses");
+    assert_eq!(empty.into_request().expect("valid"), v1::ListAuditRequest::default());
+    let keys = ListApiKeysQuery::from_pairs(pairs(&[("include_revoked", "true")])).expect("parses");
+    assert!(keys.into_request().expect("valid").include_revoked);
+}
+
+#[test]
+fn config_patches_must_be_objects() {
+    let patch = config_patch(br#"{"max_attempts":5,"gone":null}"#).expect("parses");
+    assert_eq!(patch.fields.len(), 2);
+    assert_eq!(legion_proto::value_to_json(&patch.fields["gone"]), serde_json::Value::Null);
+    for body in [&b"[]"[..], b"null", b"\"x\""] {
+        assert!(detail(config_patch(body)).starts_with("body: must be a JSON object"));
+    }
+    let deep = format!("{}1{}", "{\"a\":".repeat(40), "}".repeat(40));
+    assert!(detail(config_patch(deep.as_bytes())).starts_with("body: nested 40 levels deep"));
+}

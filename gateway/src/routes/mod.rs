@@ -1,6 +1,10 @@
 //! The REST handlers, a module per resource. Handlers only parse, call the control plane and convert.
 
+pub mod audit;
+pub mod auth;
 pub mod catalog;
+pub mod config;
 pub mod events;
+pub mod policies;
 pub mod system;
 pub mod tasks;

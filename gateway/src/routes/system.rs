@@ -22,7 +22,13 @@ pub struct Health {
 }
 
 /// The process is up. Never calls the control plane.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Up", body = Health)))]
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "Up", body = Health))
+)]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok".into() })
 }
@@ -33,6 +39,7 @@ pub async fn healthz() -> Json<Health> {
     get,
     path = "/readyz",
     tag = "operations",
+    security(()),
     responses(
         (status = 200, description = "Ready", body = Health),
         (status = 503, description = "The control plane is unreachable or not serving", body = Problem, content_type = "application/problem+json"),
@@ -59,6 +66,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     get,
     path = "/metrics",
     tag = "operations",
+    security(()),
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
@@ -73,6 +81,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     get,
     path = "/api/v1/openapi.json",
     tag = "operations",
+    security(()),
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object))
 )]
 pub async fn openapi(State(state): State<AppState>) -> Response {

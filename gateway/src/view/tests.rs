@@ -181,3 +181,116 @@ fn attempts_keep_their_duration_and_error() {
     assert_eq!(json["duration_ms"], serde_json::Value::Null);
     assert_eq!(json["finished_at"], "2026-01-01T00:00:30Z");
 }
+
+#[test]
+fn api_keys_show_their_secret_only_when_created() {
+    let key = v1::ApiKey {
+        id: "0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5e".into(),
+        name: "ci".into(),
+        policies: vec!["ops".into()],
+        created_at: ts(1_767_225_600, 0),
+        expires_at: None,
+        revoked_at: ts(1_767_225_660, 0),
+        created_by: String::new(),
+    };
+    let json = serde_json::to_value(ApiKey::from(&key)).expect("serializes");
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "id": "0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5e", "name": "ci", "policies": ["ops"],
+            "expires_at": null, "created_at": "2026-01-01T00:00:00Z", "revoked_at": "2026-01-01T00:01:00Z",
+            "created_by": null
+        })
+    );
+    let created = CreatedApiKey::new(&key, "lgn_secret".into());
+    let json = serde_json::to_value(&created).expect("serializes");
+    let keys: Vec<&String> = json.as_object().expect("object").keys().collect();
+    assert_eq!(keys, ["created_at", "expires_at", "id", "key", "name", "policies"]);
+    assert_eq!(json["key"], "lgn_secret");
+    assert!(!format!("{created:?}").contains("lgn_secret"));
+    let token = Token::from(&v1::IssueTokenResponse { token: "a.b.c".into(), expires_at: ts(1_767_225_600, 0) });
+    assert!(!format!("{token:?}").contains("a.b.c"));
+    assert_eq!(
+        serde_json::to_value(&token).expect("json"),
+        serde_json::json!({"token": "a.b.c", "expires_at": "2026-01-01T00:00:00Z"})
+    );
+}
+
+#[test]
+fn audit_records_use_null_for_absent_values() {
+    let detail = prost_types::Struct {
+        fields: [("reason".to_owned(), legion_proto::json_to_value(&serde_json::json!("no rule")))]
+            .into_iter()
+            .collect(),
+    };
+    let record = v1::AuditRecord {
+        id: 7,
+        at: ts(1_767_225_600, 0),
+        action: "policy.put".into(),
+        principal: "api-key/1".into(),
+        resource: "policies/ops".into(),
+        capability: String::new(),
+        decision: "allow".into(),
+        request_id: String::new(),
+        source: "127.0.0.1:5000".into(),
+        detail: Some(detail),
+        hash: "ab".into(),
+        prev_hash: "cd".into(),
+    };
+    let json = serde_json::to_value(AuditRecord::from(&record)).expect("serializes");
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "id": 7, "at": "2026-01-01T00:00:00Z", "action": "policy.put", "principal": "api-key/1",
+            "resource": "policies/ops", "capability": null, "decision": "allow", "request_id": null,
+            "source": "127.0.0.1:5000", "detail": {"reason": "no rule"}, "hash": "ab", "prev_hash": "cd"
+        })
+    );
+    let page = AuditPage::from(&v1::ListAuditResponse { records: vec![record], next_page_token: String::new() });
+    assert_eq!(page.next_page_token, None);
+    let json = serde_json::to_value(AuditRecord::from(&v1::AuditRecord::default())).expect("serializes");
+    assert_eq!(json["detail"], serde_json::Value::Null);
+
+    let broken =
+        v1::VerifyAuditResponse { valid: false, checked: 12, first_broken: Some(5), reason: "hash mismatch".into() };
+    assert_eq!(
+        serde_json::to_value(AuditVerification::from(&broken)).expect("json"),
+        serde_json::json!({"valid": false, "checked": 12, "first_broken": 5, "reason": "hash mismatch"})
+    );
+    let valid = v1::VerifyAuditResponse { valid: true, checked: 12, first_broken: None, reason: String::new() };
+    assert_eq!(
+        serde_json::to_value(AuditVerification::from(&valid)).expect("json"),
+        serde_json::json!({"valid": true, "checked": 12, "first_broken": null, "reason": null})
+    );
+}
+
+#[test]
+fn policies_capabilities_and_settings_convert_to_plain_json() {
+    let policy = v1::Policy {
+        name: "ops".into(),
+        rules: vec![v1::PolicyRule { path: "tasks/*".into(), capabilities: vec!["read".into(), "list".into()] }],
+        created_at: ts(1_767_225_600, 0),
+        updated_at: ts(1_767_225_600, 0),
+    };
+    let json =
+        serde_json::to_value(PolicyList::from(&v1::ListPoliciesResponse { policies: vec![policy] })).expect("json");
+    assert_eq!(
+        json["policies"][0]["rules"],
+        serde_json::json!([{"path": "tasks/*", "capabilities": ["read", "list"]}])
+    );
+    let caps = v1::CapabilitiesResponse {
+        capabilities: [("audit".to_owned(), v1::Capabilities { capabilities: vec!["deny".into()] })]
+            .into_iter()
+            .collect(),
+    };
+    assert_eq!(
+        serde_json::to_value(CapabilityMap::from(&caps)).expect("json"),
+        serde_json::json!({"capabilities": {"audit": ["deny"]}})
+    );
+    let settings = serde_json::json!({"limits": {"max_attempts": 25, "ratio": 0.5}, "crypt": {"jwt": {"hs_secret": "[REDACTED]"}}});
+    let serde_json::Value::Object(members) = &settings else { panic!("object") };
+    let s = prost_types::Struct {
+        fields: members.iter().map(|(k, v)| (k.clone(), legion_proto::json_to_value(v))).collect(),
+    };
+    assert_eq!(struct_to_json(&s), settings);
+}

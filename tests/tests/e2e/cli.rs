@@ -23,18 +23,12 @@ fn task_id(line: &Value) -> Option<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_wait_prints_the_result() {
     let (env, _executor) = env_with_executor().await;
-    let settings = env.cli_settings().expect("cli settings");
-    let settings = settings.to_string_lossy().into_owned();
     let limit = Duration::from_secs(60);
 
     let args = json!({"message": "from the cli", "n": 3});
     let args_text = args.to_string();
     let output = env
-        .run_to_exit(
-            "legion",
-            &["--settings", &settings, "task", "submit", "core.util.echo", "--args", &args_text, "--wait"],
-            limit,
-        )
+        .legion(&["task", "submit", "core.util.echo", "--args", &args_text, "--wait"], limit)
         .await
         .expect("legion task submit --wait");
     assert_eq!(output.code, Some(0), "stdout: {}\nstderr: {}", output.stdout, output.stderr);
@@ -49,8 +43,7 @@ async fn submit_wait_prints_the_result() {
     let stored = env.get_task(id).await.expect("GetTask");
     assert_eq!(from_wire(stored.status), TaskStatus::Succeeded, "{}", describe(&stored));
     assert_eq!(result_json(&stored), args);
-    let got =
-        env.run_to_exit("legion", &["--settings", &settings, "task", "get", id], limit).await.expect("legion task get");
+    let got = env.legion(&["task", "get", id], limit).await.expect("legion task get");
     assert_eq!(got.code, Some(0), "stderr: {}", got.stderr);
     let printed: Value = serde_json::from_str(got.stdout.trim()).expect("task get prints one JSON object");
     assert_eq!(printed["status"], "succeeded", "{printed}");
@@ -58,20 +51,7 @@ async fn submit_wait_prints_the_result() {
 
     // A task that ends otherwise exits 2.
     let failed = env
-        .run_to_exit(
-            "legion",
-            &[
-                "--settings",
-                &settings,
-                "task",
-                "submit",
-                "core.util.fail",
-                "--args",
-                r#"{"message":"cli boom"}"#,
-                "--wait",
-            ],
-            limit,
-        )
+        .legion(&["task", "submit", "core.util.fail", "--args", r#"{"message":"cli boom"}"#, "--wait"], limit)
         .await
         .expect("legion task submit core.util.fail --wait");
     assert_eq!(failed.code, Some(2), "stdout: {}\nstderr: {}", failed.stdout, failed.stderr);

@@ -2,9 +2,11 @@
 //! the binaries first: `cargo build --workspace --bins && cargo nextest run --workspace`.
 //!
 //! Each test starts its own world ([`legion_tests::TestEnv`]: database, vhost, certificates, control
-//! plane) and cleans it up, so the tests run in parallel; the one that stops RabbitMQ takes the
+//! plane with the bootstrap admin key [`legion_tests::ADMIN_KEY`], which every harness client sends by
+//! default) and cleans it up, so the tests run in parallel; the one that stops RabbitMQ takes the
 //! exclusive service lock.
 
+mod auth;
 mod broker_outage;
 mod cli;
 mod executor_crash;

@@ -48,6 +48,20 @@ struct Change {
 
 #[async_trait]
 impl CatalogStore for PgStore {
+    async fn unregistered_tasks(&self, node: &str, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+        let rows: Vec<(Uuid,)> = sqlx::query_as(
+            "SELECT t.id FROM tasks t WHERE t.id = ANY($1) AND NOT EXISTS (
+                 SELECT 1 FROM node_extensions ne
+                 WHERE ne.node = $2 AND ne.extension = split_part(t.function, '.', 1)
+                   AND ne.state IN ('registered', 'loaded', 'running'))",
+        )
+        .bind(ids)
+        .bind(node)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
     async fn register_node(&self, reg: &NodeRegistration) -> Result<Vec<String>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
