@@ -88,6 +88,18 @@ pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     }
 }
 
+/// The span of one gRPC call: its method and the caller's `x-request-id` (the gateway always sends one),
+/// so that every log line of the call carries the request id.
+fn request_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= crate::auth::credential::MAX_REQUEST_ID_BYTES)
+        .unwrap_or("");
+    tracing::info_span!("grpc", method = %request.uri().path(), request_id)
+}
+
 /// Serves `services` on `listener` until `shutdown` resolves, then drains in-flight calls.
 ///
 /// # Errors
@@ -110,6 +122,7 @@ pub async fn serve(
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
+        .trace_fn(request_span)
         .tls_config(tls)?
         .add_service(health_service)
         .add_service(reflection_v1)

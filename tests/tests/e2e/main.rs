@@ -11,6 +11,7 @@ mod broker_outage;
 mod cli;
 mod executor_crash;
 mod mtls;
+mod security;
 mod settings;
 mod tasks;
 mod validation;
