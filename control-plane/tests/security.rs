@@ -398,3 +398,24 @@ async fn a_node_may_run_only_what_it_registered() {
     assert_eq!(NODE, "exec-1");
     stack.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_belong_to_their_owner() {
+    let stack = start().await;
+    put_policy(&stack, "echo", &[("tasks/core/*", &["create", "read"]), ("runners/core/*", &["execute"])]).await;
+    let (id_a, key_a) = create_key(&stack, "alice", &["echo"], 0).await;
+    let (_, key_b) = create_key(&stack, "bob", &["echo"], 0).await;
+    let request = || v1::SubmitTaskRequest { idempotency_key: Some("nightly-1".into()), ..submit("core.util.echo") };
+    let mut alice = TaskServiceClient::new(as_key(&stack, &key_a).await);
+    let mut bob = TaskServiceClient::new(as_key(&stack, &key_b).await);
+    let first = alice.submit_task(request()).await.expect("alice").into_inner();
+    let again = alice.submit_task(request()).await.expect("alice again").into_inner();
+    assert!(first.created && !again.created);
+    assert_eq!(first.task.as_ref().map(|t| &t.id), again.task.as_ref().map(|t| &t.id));
+    assert_eq!(first.task.as_ref().map(|t| t.owner.clone()), Some(format!("api-key/{id_a}")));
+    // The same key from another caller is another submit: Alice's task is never handed to Bob.
+    let other = bob.submit_task(request()).await.expect("bob").into_inner();
+    assert!(other.created);
+    assert_ne!(other.task.map(|t| t.id), first.task.map(|t| t.id));
+    stack.stop().await.expect("stop");
+}

@@ -76,6 +76,9 @@ pub struct Task {
     pub finished_at: Option<DateTime<Utc>>,
     /// Limit for one attempt, in milliseconds.
     pub timeout_ms: u32,
+    /// The principal that submitted the task (`api-key/<id>`, `jwt/<sub>`).
+    #[schema(example = "api-key/0190c3a2-7b1e-7d4c-9a2f-3c1d2e4f5a6b")]
+    pub owner: String,
 }
 
 impl TryFrom<&v1::Task> for Task {
@@ -102,6 +105,7 @@ impl TryFrom<&v1::Task> for Task {
             started_at: time(t.started_at.as_ref()),
             finished_at: time(t.finished_at.as_ref()),
             timeout_ms: t.timeout_ms,
+            owner: t.owner.clone(),
         })
     }
 }

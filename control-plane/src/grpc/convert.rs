@@ -28,6 +28,7 @@ pub fn task(task: &Task) -> v1::Task {
         timeout_ms: task.timeout_ms,
         region: task.region.clone(),
         idempotency_key: task.idempotency_key.clone(),
+        owner: task.owner.clone(),
         not_before: task.not_before.map(timestamp),
     }
 }

@@ -73,14 +73,17 @@ impl TaskService for TaskApi {
         &self,
         request: Request<v1::SubmitTaskRequest>,
     ) -> Result<Response<v1::SubmitTaskResponse>, Status> {
-        let spec = validate_submit(request.get_ref(), &self.limits.borrow()).map_err(|e| invalid(e.field, e.reason))?;
+        let mut spec =
+            validate_submit(request.get_ref(), &self.limits.borrow()).map_err(|e| invalid(e.field, e.reason))?;
         let function = spec.function.to_string();
-        self.auth
+        let caller = self
+            .auth
             .authorize_all(
                 &request,
                 &[(&task_path(&function), Capability::Create), (&runner_path(&function), Capability::Execute)],
             )
             .await?;
+        spec.owner = caller.principal;
         let inserted = self.submitter.submit(spec).await.map_err(|e| match e {
             submit::Error::Store(e) => store_status(e),
             other => status(other.code(), other.to_string()),

@@ -49,6 +49,9 @@ pub struct Task {
     pub region: Option<String>,
     /// Deduplication key.
     pub idempotency_key: Option<String>,
+    /// The principal that submitted the task (`api-key/<id>`, `jwt/<sub>`); empty for tasks from before
+    /// authentication.
+    pub owner: String,
     /// Earliest start of a scheduled task.
     pub not_before: Option<DateTime<Utc>>,
     /// Accepted at.
@@ -84,6 +87,8 @@ pub struct NewTask {
     pub region: Option<String>,
     /// Routing key of its broker messages: `legion_common::broker::routing_key(function, region)`.
     pub routing_key: String,
+    /// The submitting principal; the idempotency key is unique per owner.
+    pub owner: String,
     /// The broker message of dispatch 1 (JSON `TaskMessage`), written to the outbox when `delay_ms` is 0.
     pub payload: Vec<u8>,
 }

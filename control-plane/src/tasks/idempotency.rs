@@ -57,6 +57,7 @@ mod tests {
             region: Some("eu-west".into()),
             routing_key: "core.util.echo.eu-west".into(),
             payload: Vec::new(),
+            owner: String::new(),
         }
     }
 
@@ -83,6 +84,7 @@ mod tests {
             node: None,
             region: new.region.clone(),
             idempotency_key: new.idempotency_key.clone(),
+            owner: String::new(),
             not_before: None,
             created_at: chrono::Utc::now(),
             started_at: None,

@@ -134,6 +134,7 @@ pub fn new_task(spec: SubmitSpec) -> NewTask {
         region: spec.region,
         routing_key,
         payload,
+        owner: spec.owner,
     }
 }
 
@@ -364,6 +365,7 @@ mod tests {
                 node: None,
                 region: None,
                 idempotency_key: first.idempotency_key.clone(),
+                owner: String::new(),
                 not_before: None,
                 created_at: chrono::Utc::now(),
                 started_at: None,

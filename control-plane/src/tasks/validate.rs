@@ -46,6 +46,9 @@ pub struct SubmitSpec {
     pub idempotency_key: Option<String>,
     /// Region the task must run in (`legion_common::broker::validate_region`); `None` for any region.
     pub region: Option<String>,
+    /// The principal submitting the task; set by the caller after authentication (empty from
+    /// [`validate_submit`]). Idempotency keys are scoped to it.
+    pub owner: String,
 }
 
 /// Checks a `SubmitTask` request and applies its defaults.
@@ -151,6 +154,7 @@ pub fn validate_submit(req: &SubmitTaskRequest, limits: &Limits) -> Result<Submi
         delay_ms: req.delay_ms,
         idempotency_key,
         region,
+        owner: String::new(),
     })
 }
 

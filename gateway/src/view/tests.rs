@@ -29,6 +29,7 @@ fn proto_task() -> v1::Task {
         region: Some("eu".into()),
         idempotency_key: Some("k".into()),
         not_before: None,
+        owner: "api-key/k1".into(),
     }
 }
 
@@ -56,7 +57,8 @@ fn a_task_converts_to_the_rest_shape() {
             "created_at": "2026-01-01T00:00:00Z",
             "started_at": "2026-01-01T00:00:01.250Z",
             "finished_at": null,
-            "timeout_ms": 500
+            "timeout_ms": 500,
+            "owner": "api-key/k1"
         })
     );
 }

@@ -90,7 +90,7 @@ macro_rules! task_columns {
     () => {
         "id, function, status, args, result, error, attempt, failures, max_attempts, dispatch, redeliveries, \
          priority, timeout_ms, chain, root_id, parent_id, relationship_id, node, region, idempotency_key, \
-         not_before, created_at, started_at, finished_at"
+         not_before, created_at, started_at, finished_at, owner"
     };
 }
 pub(crate) use task_columns;
@@ -131,6 +131,7 @@ pub(crate) struct TaskRow {
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
+    owner: String,
 }
 
 impl TryFrom<TaskRow> for Task {
@@ -158,6 +159,7 @@ impl TryFrom<TaskRow> for Task {
             node: row.node,
             region: row.region,
             idempotency_key: row.idempotency_key,
+            owner: row.owner,
             not_before: row.not_before,
             created_at: row.created_at,
             started_at: row.started_at,

@@ -188,20 +188,22 @@ impl TaskStore for PgStore {
 impl PgStore {
     async fn insert_tasks_once(&self, tasks: &[NewTask]) -> Result<Vec<Inserted>> {
         // Within the batch, only the first task of each idempotency key is inserted.
-        let mut first_of_key: HashMap<&str, usize> = HashMap::new();
+        // Keys are scoped to the owner: (owner, key) identifies a submit.
+        let mut first_of_key: HashMap<(&str, &str), usize> = HashMap::new();
         let mut leaders = Vec::with_capacity(tasks.len());
         for (index, task) in tasks.iter().enumerate() {
             match task.idempotency_key.as_deref() {
-                Some(key) if first_of_key.contains_key(key) => {}
+                Some(key) if first_of_key.contains_key(&(task.owner.as_str(), key)) => {}
                 Some(key) => {
-                    first_of_key.insert(key, index);
+                    first_of_key.insert((task.owner.as_str(), key), index);
                     leaders.push(task);
                 }
                 None => leaders.push(task),
             }
         }
         // Insert in key order so that concurrent batches (other replicas) take key locks in one order.
-        leaders.sort_by(|a, b| a.idempotency_key.cmp(&b.idempotency_key).then(a.id.cmp(&b.id)));
+        leaders
+            .sort_by(|a, b| (&a.owner, &a.idempotency_key).cmp(&(&b.owner, &b.idempotency_key)).then(a.id.cmp(&b.id)));
         let mut columns = InsertColumns::default();
         for task in &leaders {
             columns.push(task);
@@ -210,19 +212,19 @@ impl PgStore {
         let inserted: Vec<(Uuid, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
             "WITH input AS (
                  SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::int[], $6::int[],
-                                      $7::int8[], $8::text[], $9::text[], $10::bytea[], $12::text[])
+                                      $7::int8[], $8::text[], $9::text[], $10::bytea[], $12::text[], $13::text[])
                      WITH ORDINALITY AS u(id, function, args, priority, max_attempts, timeout_ms, delay_ms,
-                                          idempotency_key, region, payload, routing_key, n)
+                                          idempotency_key, region, payload, routing_key, owner, n)
              ),
              ins AS (
                  INSERT INTO tasks (id, function, status, args, priority, max_attempts, timeout_ms, dispatch,
-                                    idempotency_key, region, not_before)
+                                    idempotency_key, region, not_before, owner)
                  SELECT id, function, CASE WHEN delay_ms > 0 THEN 'scheduled' ELSE 'pending' END, args::jsonb,
                         priority, max_attempts, timeout_ms, CASE WHEN delay_ms > 0 THEN 0 ELSE 1 END,
                         idempotency_key, region,
-                        CASE WHEN delay_ms > 0 THEN now() + delay_ms::float8 * interval '1 millisecond' END
+                        CASE WHEN delay_ms > 0 THEN now() + delay_ms::float8 * interval '1 millisecond' END, owner
                  FROM input ORDER BY n
-                 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                 ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                  RETURNING id, created_at, not_before
              ),
              queued AS (
@@ -246,24 +248,32 @@ impl PgStore {
         .bind(&columns.payloads)
         .bind(TASK_EXCHANGE)
         .bind(&columns.routing_keys)
+        .bind(&columns.owners)
         .fetch_all(&mut *tx)
         .await?;
         let created: HashMap<Uuid, (DateTime<Utc>, Option<DateTime<Utc>>)> =
             inserted.into_iter().map(|(id, at, not_before)| (id, (at, not_before))).collect();
         // Leaders that hit an existing key, and followers of a key within the batch, get the stored task.
-        let keys: Vec<String> =
-            tasks.iter().filter(|t| !created.contains_key(&t.id)).filter_map(|t| t.idempotency_key.clone()).collect();
-        let mut existing: HashMap<String, Task> = HashMap::new();
+        let (owners, keys): (Vec<String>, Vec<String>) = tasks
+            .iter()
+            .filter(|t| !created.contains_key(&t.id))
+            .filter_map(|t| t.idempotency_key.clone().map(|k| (t.owner.clone(), k)))
+            .unzip();
+        let mut existing: HashMap<(String, String), Task> = HashMap::new();
         if !keys.is_empty() {
-            let rows: Vec<TaskRow> =
-                sqlx::query_as(concat!("SELECT ", task_columns!(), " FROM tasks WHERE idempotency_key = ANY($1)"))
-                    .bind(&keys)
-                    .fetch_all(&mut *tx)
-                    .await?;
+            let rows: Vec<TaskRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                task_columns!(),
+                " FROM tasks WHERE (owner, idempotency_key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))"
+            ))
+            .bind(&owners)
+            .bind(&keys)
+            .fetch_all(&mut *tx)
+            .await?;
             for row in rows {
                 let task = Task::try_from(row)?;
                 if let Some(key) = task.idempotency_key.clone() {
-                    existing.insert(key, task);
+                    existing.insert((task.owner.clone(), key), task);
                 }
             }
         }
@@ -274,9 +284,9 @@ impl PgStore {
                 if let Some((created_at, not_before)) = created.get(&task.id) {
                     return Ok(Inserted { task: new_task(task, *created_at, *not_before), created: true });
                 }
-                let key = task.idempotency_key.as_deref().unwrap_or_default();
+                let key = task.idempotency_key.clone().unwrap_or_default();
                 existing
-                    .get(key)
+                    .get(&(task.owner.clone(), key.clone()))
                     .map(|t| Inserted { task: t.clone(), created: false })
                     .ok_or_else(|| Error::Database(format!("task with idempotency key {key:?} vanished")))
             })
@@ -298,6 +308,7 @@ struct InsertColumns {
     regions: Vec<Option<String>>,
     payloads: Vec<Vec<u8>>,
     routing_keys: Vec<String>,
+    owners: Vec<String>,
 }
 
 impl InsertColumns {
@@ -313,6 +324,7 @@ impl InsertColumns {
         self.regions.push(task.region.clone());
         self.payloads.push(task.payload.clone());
         self.routing_keys.push(task.routing_key.clone());
+        self.owners.push(task.owner.clone());
     }
 }
 
@@ -340,6 +352,7 @@ fn new_task(task: &NewTask, created_at: DateTime<Utc>, not_before: Option<DateTi
         node: None,
         region: task.region.clone(),
         idempotency_key: task.idempotency_key.clone(),
+        owner: task.owner.clone(),
         not_before,
         created_at,
         started_at: None,
