@@ -183,6 +183,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let jwt = JwtKeys::load(&settings.crypt.jwt).context("invalid crypt.jwt settings")?;
     let auth = Auth::new(security.clone(), audit.clone(), jwt, Duration::from_millis(settings.auth.cache_ttl_ms));
     auth.bootstrap(settings.auth.bootstrap_admin_key.as_deref()).await.context("cannot bootstrap the admin policy")?;
+    auth.record_settings_loaded(settings.redacted()).await.context("cannot write the audit trail")?;
     loops.spawn(config::poll_overrides(security.clone(), settings.clone(), limits_tx.clone(), background.clone()));
     let heartbeat_ms = settings.executor.heartbeat_ms.min(settings.control_plane.node_lease_ms / 3).max(1);
     let services = server::Services {

@@ -411,6 +411,27 @@ impl Auth {
         })
     }
 
+    /// Records the settings this process started with (redacted, with their SHA-256), so that a change
+    /// made through the settings files between two starts shows in the audit trail too.
+    ///
+    /// # Errors
+    /// When the audit trail cannot be written.
+    pub async fn record_settings_loaded(&self, redacted: serde_json::Value) -> Result<(), crate::audit::Error> {
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(redacted.to_string().as_bytes()));
+        let event = AuditEvent {
+            action: "config.load".into(),
+            principal: "control-plane".into(),
+            resource: "config/".into(),
+            capability: String::new(),
+            decision: Decision::Allow,
+            request_id: String::new(),
+            source: "settings files and environment".into(),
+            detail: serde_json::json!({"sha256": digest, "settings": redacted}),
+        };
+        self.inner.audit.append_many(vec![event]).await
+    }
+
     /// Forgets cached policy sets (after a policy changed on this replica).
     pub fn forget_policies(&self) {
         lock(&self.inner.acls).clear();
