@@ -362,6 +362,7 @@ async fn metric(admin: std::net::SocketAddr, name: &str) -> String {
 /// effect twice. Now the redelivery is attached to the running attempt and acked after its completion.
 #[tokio::test]
 async fn a_redelivery_while_the_attempt_runs_is_not_run_twice() {
+    const SLEEP_MS: u64 = 12_000;
     legion_common::install_crypto_provider();
     let vhost = Vhost::new();
     let (_conn, ch) = channel(&vhost).await;
@@ -369,21 +370,23 @@ async fn a_redelivery_while_the_attempt_runs_is_not_run_twice() {
     let s = settings(&vhost, 4);
     let admin = s.executor.admin_listen;
     let executor = start(s, &fake);
-    let id = publish(&ch, "core.util.sleep", json!({"ms": 2500}), 30_000, 0).await;
+    // The attempt must still be running when the executor has reconnected and received the redelivery;
+    // on a loaded machine closing the connection and reconnecting takes seconds, so it sleeps long.
+    let id = publish(&ch, "core.util.sleep", json!({"ms": SLEEP_MS}), 60_000, 0).await;
     eventually("the attempt running", Duration::from_secs(10), async || started(&fake, &id)).await;
     close_executor_connection(&vhost);
-    eventually("the redelivery attached", Duration::from_secs(10), async || {
+    eventually("the redelivery attached", Duration::from_secs(20), async || {
         metric(admin, "legion_executor_attached_deliveries_total").await.ends_with(" 1")
     })
     .await;
-    eventually("the completion", Duration::from_secs(20), async || fake.completion(&id).is_some()).await;
+    eventually("the completion", Duration::from_secs(40), async || fake.completion(&id).is_some()).await;
     // The redelivery was acked with the completion: nothing left in the queue, nothing unacked (a
     // channel close would requeue an unacked message, which the final check would see).
     tokio::time::sleep(Duration::from_millis(200)).await;
     executor.stop().await;
     assert_eq!(starts_of(&fake, &id), 1, "one StartTask: the redelivery was not started again");
     assert_eq!(fake.completions.lock().expect("lock").iter().filter(|c| c.task_id == id).count(), 1);
-    assert_eq!(fake.result(&id), Some(json!({"slept_ms": 2500})));
+    assert_eq!(fake.result(&id), Some(json!({"slept_ms": SLEEP_MS})));
     assert_eq!(depth(&ch, "legion.ext.core").await, 0, "the redelivery was acked");
 }
 

@@ -191,15 +191,7 @@ async fn shutdown_ends_open_streams_with_503_unavailable() {
 
     // The harness's REST client sends the bootstrap admin key.
     let rest = RestClient::new(&base).expect("client");
-    legion_tests::wait::eventually("gateway ready", DEADLINE, || {
-        let rest = rest.clone();
-        async move {
-            let reply = rest.get("/readyz").await.map_err(|e| e.to_string())?;
-            if reply.status == 200 { Ok(()) } else { Err(format!("/readyz {}: {}", reply.status, reply.body)) }
-        }
-    })
-    .await
-    .expect("gateway ready");
+    legion_tests::rest::until_ready(&rest, DEADLINE).await.expect("gateway ready");
     let created = rest.post_json("/api/v1/tasks", &delayed_task()).await.expect("submit");
     assert_eq!(created.status, 201, "{}", created.body);
     let id = created.body["id"].as_str().expect("id").to_owned();

@@ -31,15 +31,7 @@ async fn gateway(env: &TestEnv, shutdown: &CancellationToken) -> RestClient {
     let base = format!("http://{}", settings.api.listen);
     tokio::spawn(legion_gateway::run(settings, shutdown.clone()));
     let rest = RestClient::new(&base).expect("client");
-    legion_tests::wait::eventually("gateway ready", DEADLINE, || {
-        let rest = rest.clone();
-        async move {
-            let reply = rest.get("/readyz").await.map_err(|e| e.to_string())?;
-            if reply.status == 200 { Ok(()) } else { Err(format!("/readyz {}: {}", reply.status, reply.body)) }
-        }
-    })
-    .await
-    .expect("gateway ready");
+    legion_tests::rest::until_ready(&rest, DEADLINE).await.expect("gateway ready");
     rest
 }
 

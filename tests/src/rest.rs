@@ -235,6 +235,21 @@ async fn read(
     }
 }
 
+/// Waits until the gateway behind `rest` answers `GET /readyz` with 200, at most `timeout`.
+///
+/// # Errors
+/// [`crate::wait::Timeout`] with the last answer.
+pub async fn until_ready(rest: &RestClient, timeout: std::time::Duration) -> Result<(), crate::wait::Timeout> {
+    crate::wait::eventually("gateway ready", timeout, || {
+        let rest = rest.clone();
+        async move {
+            let reply = rest.get("/readyz").await.map_err(|e| e.to_string())?;
+            if reply.status == 200 { Ok(()) } else { Err(format!("/readyz {}: {}", reply.status, reply.body)) }
+        }
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderMap as RequestHeaders;
