@@ -512,6 +512,9 @@ impl Settings {
             );
         }
         self.crypt.jwt.validate()?;
+        if self.auth.cache_ttl_ms > 60_000 {
+            return invalid("auth.cache_ttl_ms", "must be 0 to 60000 (how late a revocation may reach a replica)");
+        }
         if let Some(key) = &self.auth.bootstrap_admin_key
             && key.chars().count() < 32
         {
@@ -553,9 +556,23 @@ impl Settings {
     }
 
     /// The settings as JSON with every secret-bearing value replaced by `"[REDACTED]"` (see [`redact`]).
+    /// Beyond the key names, every string under `crypt` is redacted (Vault role ids, secret ids and
+    /// whatever a backend needs), except the public `crypt.jwt` values listed in [`PUBLIC_JWT_KEYS`].
     pub fn redacted(&self) -> serde_json::Value {
         let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         redact(&mut value);
+        if let Some(serde_json::Value::Object(crypt)) = value.get_mut("crypt") {
+            for (section, inner) in crypt.iter_mut() {
+                match (section.as_str(), inner) {
+                    ("jwt", serde_json::Value::Object(jwt)) => {
+                        for (_, v) in jwt.iter_mut().filter(|(k, _)| !PUBLIC_JWT_KEYS.contains(&k.as_str())) {
+                            redact_strings(v);
+                        }
+                    }
+                    (_, other) => redact_strings(other),
+                }
+            }
+        }
         value
     }
 }
@@ -608,6 +625,9 @@ impl JwtSettings {
         }
         if self.ttl_s == 0 || self.ttl_s > 86_400 {
             return invalid("crypt.jwt.ttl_s", "must be 1 to 86400");
+        }
+        if self.leeway_s > 300 {
+            return invalid("crypt.jwt.leeway_s", "must be 0 to 300 (clock skew, not a lifetime)");
         }
         Ok(())
     }
@@ -741,6 +761,20 @@ fn resolve_one(reference: &str, key: &str, lookup: &dyn Fn(&str) -> Option<Strin
     })
 }
 
+/// The `crypt.jwt` keys shown as they are by [`Settings::redacted`]; every other string under `crypt`
+/// is redacted.
+pub const PUBLIC_JWT_KEYS: &[&str] = &["algorithms", "issuer", "audience", "ttl_s", "leeway_s"];
+
+/// Replaces every string in `value`, at any depth, with `"[REDACTED]"`.
+pub fn redact_strings(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => *s = "[REDACTED]".into(),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_strings),
+        serde_json::Value::Object(map) => map.values_mut().for_each(redact_strings),
+        _ => {}
+    }
+}
+
 /// Words that mark a key as secret-bearing, matched case-insensitively anywhere in the key.
 pub const SECRET_KEY_WORDS: &[&str] = &["password", "token", "secret", "key", "credential", "private"];
 
@@ -769,15 +803,43 @@ pub fn redact(value: &mut serde_json::Value) {
     }
 }
 
-/// `scheme://user:password@host/…` → `scheme://user:[REDACTED]@host/…`; `None` if there is no password.
+/// Redacts the secrets of a URL: the password of `scheme://user:password@host/…`, and the value of
+/// every query parameter whose name holds one of [`SECRET_KEY_WORDS`] (`?password=…`,
+/// `?sslkey=…`). `None` when there is nothing to redact.
 pub fn redact_url(s: &str) -> Option<String> {
     let (scheme, rest) = s.split_once("://")?;
-    let (userinfo, host) = rest.split_once('@')?;
-    if host.contains('@') || userinfo.contains('/') {
-        return None;
+    let mut changed = false;
+    let mut out = match rest.split_once('@') {
+        Some((userinfo, host)) if !host.contains('@') && !userinfo.contains('/') => match userinfo.split_once(':') {
+            Some((user, _password)) => {
+                changed = true;
+                format!("{scheme}://{user}:[REDACTED]@{host}")
+            }
+            None => s.to_owned(),
+        },
+        _ => s.to_owned(),
+    };
+    if let Some((base, query)) = out.clone().split_once('?') {
+        let (query, fragment) = match query.split_once('#') {
+            Some((q, f)) => (q, Some(f)),
+            None => (query, None),
+        };
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if SECRET_KEY_WORDS.iter().any(|w| name.to_ascii_lowercase().contains(w)) => {
+                    changed = true;
+                    format!("{name}=[REDACTED]")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out = format!("{base}?{}", pairs.join("&"));
+        if let Some(fragment) = fragment {
+            out = format!("{out}#{fragment}");
+        }
     }
-    let (user, _password) = userinfo.split_once(':')?;
-    Some(format!("{scheme}://{user}:[REDACTED]@{host}"))
+    changed.then_some(out)
 }
 
 /// The deepest JSON nesting any Legion API carries: protobuf decoders stop at 100 nested messages, and

@@ -289,6 +289,11 @@ async fn changing_one_audit_row_breaks_verification_at_that_row() {
             .fetch_one(&pool)
             .await
             .expect("row");
+    // Truncating the trail or moving its head back is refused by the database itself.
+    let refused = sqlx::query("TRUNCATE audit_log").execute(&pool).await.expect_err("truncate");
+    assert!(refused.to_string().contains("append-only"), "{refused}");
+    let refused = sqlx::query("UPDATE audit_head SET last_id = 1").execute(&pool).await.expect_err("head back");
+    assert!(refused.to_string().contains("forward"), "{refused}");
     sqlx::query("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only").execute(&pool).await.expect("disable");
     sqlx::query("UPDATE audit_log SET decision = 'allow', principal = 'api-key/forged' WHERE id = $1")
         .bind(target)
@@ -417,5 +422,60 @@ async fn idempotency_keys_belong_to_their_owner() {
     let other = bob.submit_task(request()).await.expect("bob").into_inner();
     assert!(other.created);
     assert_ne!(other.task.map(|t| t.id), first.task.map(|t| t.id));
+    stack.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_tokens_never_outlive_their_creator() {
+    let stack = start().await;
+    put_policy(&stack, "keys", &[("api-keys/*", &["create", "delete", "list"]), ("policies/*", &["read"])]).await;
+    let (parent_id, parent) = create_key(&stack, "parent", &["keys"], 60).await;
+    let mut as_parent = AuthServiceClient::new(as_key(&stack, &parent).await);
+    let child = as_parent
+        .create_api_key(v1::CreateApiKeyRequest { name: "child".into(), policies: vec!["keys".into()], ttl_s: 0 })
+        .await
+        .expect("child")
+        .into_inner()
+        .api_key
+        .expect("key");
+    let expires = child.expires_at.expect("the child expires with its parent");
+    assert!(expires.seconds <= chrono::Utc::now().timestamp() + 61, "{expires:?}");
+
+    // A token dies with its key.
+    let token = AuthServiceClient::new(stack.channel_as(Credential::none()).await)
+        .issue_token(v1::IssueTokenRequest { api_key: parent.clone() })
+        .await
+        .expect("token")
+        .into_inner()
+        .token;
+    let mut by_token = AuthServiceClient::new(as_token(&stack, &token).await);
+    by_token.who_am_i(v1::WhoAmIRequest {}).await.expect("token works");
+    AuthServiceClient::new(stack.admin_channel().await)
+        .revoke_api_key(v1::RevokeApiKeyRequest { id: parent_id })
+        .await
+        .expect("revoke");
+    let refused = by_token
+        .create_api_key(v1::CreateApiKeyRequest { name: "phoenix".into(), policies: vec!["keys".into()], ttl_s: 0 })
+        .await
+        .expect_err("the revoked key's token");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    // Revoking a key that holds more than the caller needs sudo: the admin key stays.
+    let (_, keeper) = create_key(&stack, "keeper", &["keys"], 0).await;
+    let admin_id = AuthServiceClient::new(stack.admin_channel().await)
+        .list_api_keys(v1::ListApiKeysRequest { include_revoked: false })
+        .await
+        .expect("list")
+        .into_inner()
+        .api_keys
+        .into_iter()
+        .find(|k| k.name == "bootstrap-admin")
+        .expect("bootstrap key")
+        .id;
+    let refused = AuthServiceClient::new(as_key(&stack, &keeper).await)
+        .revoke_api_key(v1::RevokeApiKeyRequest { id: admin_id })
+        .await
+        .expect_err("revoking admin");
+    assert_eq!(refused.code(), Code::PermissionDenied);
     stack.stop().await.expect("stop");
 }

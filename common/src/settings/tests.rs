@@ -151,3 +151,30 @@ fn credential_variables_are_not_settings() {
     let settings = Settings::load(&s).expect("credential variables are ignored");
     assert_eq!(settings.logging.level, "debug");
 }
+
+#[test]
+fn urls_lose_passwords_in_userinfo_and_query() {
+    assert_eq!(redact_url("postgres://u:p@h/db").as_deref(), Some("postgres://u:[REDACTED]@h/db"));
+    assert_eq!(
+        redact_url("postgres://u@h/db?sslmode=require&password=p&sslkey=/k#f").as_deref(),
+        Some("postgres://u@h/db?sslmode=require&password=[REDACTED]&sslkey=[REDACTED]#f")
+    );
+    assert_eq!(redact_url("amqp://h/%2f?heartbeat=10"), None);
+    assert_eq!(redact_url("not a url"), None);
+}
+
+#[test]
+fn every_string_under_crypt_is_redacted_but_the_public_jwt_values() {
+    let mut settings = Settings::default();
+    settings.crypt.vault = serde_json::json!({"role_id": "r", "deep": {"x": "y"}, "list": ["a"], "port": 8200});
+    settings.crypt.jwt.hs_secret = Some("0123456789abcdef0123456789abcdef".into());
+    settings.data.url = "postgres://postgres@127.0.0.1:5432/db?password=CANARY".into();
+    let v = settings.redacted();
+    assert_eq!(v["crypt"]["vault"]["role_id"], "[REDACTED]");
+    assert_eq!(v["crypt"]["vault"]["deep"]["x"], "[REDACTED]");
+    assert_eq!(v["crypt"]["vault"]["list"][0], "[REDACTED]");
+    assert_eq!(v["crypt"]["vault"]["port"], 8200);
+    assert_eq!(v["crypt"]["jwt"]["hs_secret"], "[REDACTED]");
+    assert_eq!(v["crypt"]["jwt"]["issuer"], "legion");
+    assert!(!v.to_string().contains("CANARY"));
+}

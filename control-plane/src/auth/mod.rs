@@ -46,6 +46,9 @@ pub struct Caller {
     pub request_id: String,
     /// The caller's address as the control plane saw it, or as the gateway reported it.
     pub source: String,
+    /// When the credential stops authenticating: the API key's expiry, or the token's `exp`. Keys this
+    /// caller creates never outlive it.
+    pub expires_at: Option<chrono::DateTime<Utc>>,
 }
 
 /// Who the request comes from before authentication: request id, address, the gRPC method.
@@ -89,6 +92,7 @@ struct Inner {
     jwt: JwtKeys,
     ttl: Duration,
     keys: Mutex<HashMap<[u8; 32], (ApiKeyRecord, Instant)>>,
+    key_ids: Mutex<HashMap<uuid::Uuid, (ApiKeyRecord, Instant)>>,
     acls: Mutex<AclCache>,
 }
 
@@ -113,6 +117,7 @@ impl Auth {
                 jwt,
                 ttl: cache_ttl,
                 keys: Mutex::new(HashMap::new()),
+                key_ids: Mutex::new(HashMap::new()),
                 acls: Mutex::new(HashMap::new()),
             }),
         }
@@ -177,7 +182,11 @@ impl Auth {
                     decision: Decision::Deny,
                     request_id: origin.request_id.clone(),
                     source: origin.source.clone(),
-                    detail: serde_json::json!({"reason": reason, "method": origin.method}),
+                    detail: if origin.method.is_empty() {
+                        serde_json::json!({"reason": reason})
+                    } else {
+                        serde_json::json!({"reason": reason, "method": origin.method})
+                    },
                 };
                 tracing::info!(request_id = %origin.request_id, source = %origin.source, %reason, "authentication refused");
                 self.audit(vec![event]).await?;
@@ -195,23 +204,50 @@ impl Auth {
                     .await;
             }
         };
-        let (principal, policies) = match credential {
+        let (principal, policies, expires_at) = match credential {
             Credential::ApiKey(key) => match self.lookup_key(&key).await? {
-                Ok(record) => (format!("api-key/{}", record.id), record.policies),
+                Ok(record) => (format!("api-key/{}", record.id), record.policies, record.expires_at),
                 Err((who, reason)) => {
                     return refuse(who, reason.into(), Status::unauthenticated("invalid, revoked or expired API key"))
                         .await;
                 }
             },
             Credential::Bearer(token) => match self.inner.jwt.verify(&token) {
-                Ok(claims) => (format!("jwt/{}", claims.sub), claims.policies),
+                Ok(claims) => {
+                    // A token exchanged for an API key dies with the key: revoking or expiring the key
+                    // ends its tokens too.
+                    if let Some(id) = claims.sub.strip_prefix("api-key/") {
+                        let id = uuid::Uuid::parse_str(id).ok();
+                        let record = match id {
+                            Some(id) => self.key_by_id(id).await?,
+                            None => None,
+                        };
+                        if !record.is_some_and(|r| r.is_valid_at(Utc::now())) {
+                            let reason = "the token's api key is unknown, revoked or expired".to_owned();
+                            return refuse(
+                                format!("jwt/{}", claims.sub),
+                                reason.clone(),
+                                Status::unauthenticated(reason),
+                            )
+                            .await;
+                        }
+                    }
+                    let expires_at = chrono::DateTime::from_timestamp(claims.exp, 0);
+                    (format!("jwt/{}", claims.sub), claims.policies, expires_at)
+                }
                 Err(refused) => {
                     let message = refused.to_string();
                     return refuse("anonymous".into(), message.clone(), Status::unauthenticated(message)).await;
                 }
             },
         };
-        Ok(Caller { principal, policies: policies.into(), request_id: origin.request_id, source: origin.source })
+        Ok(Caller {
+            principal,
+            policies: policies.into(),
+            request_id: origin.request_id,
+            source: origin.source,
+            expires_at,
+        })
     }
 
     /// Checks `capability` on `path` for an authenticated caller and audits the decision.
@@ -295,6 +331,33 @@ impl Auth {
         Ok(acl)
     }
 
+    /// The key with id `id` (cached like keys by hash).
+    async fn key_by_id(&self, id: uuid::Uuid) -> Result<Option<ApiKeyRecord>, Status> {
+        let cached =
+            lock(&self.inner.key_ids).get(&id).filter(|(_, at)| at.elapsed() < self.inner.ttl).map(|(r, _)| r.clone());
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let found = self.inner.store.get_api_key(id).await.map_err(crate::grpc::store_status)?;
+        if let Some(record) = &found {
+            let mut cache = lock(&self.inner.key_ids);
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(id, (record.clone(), Instant::now()));
+        }
+        Ok(found)
+    }
+
+    /// Checks several capabilities for an authenticated caller, each decided and audited (up to the first
+    /// denial).
+    ///
+    /// # Errors
+    /// As [`Auth::check`].
+    pub async fn check_many(&self, caller: &Caller, checks: &[(&str, Capability)]) -> Result<(), Status> {
+        self.check_all(caller, checks, "").await
+    }
+
     /// The valid key for `key`, or who it was and why it is refused.
     async fn lookup_key(&self, key: &str) -> Result<Result<ApiKeyRecord, (String, &'static str)>, Status> {
         let hash = credential::hash_key(key);
@@ -336,6 +399,7 @@ impl Auth {
                     policies: record.policies.clone().into(),
                     request_id: origin.request_id,
                     source: origin.source,
+                    expires_at: record.expires_at,
                 },
                 record,
             )),
@@ -440,6 +504,7 @@ impl Auth {
     /// Forgets the cached key `id` (after it was revoked on this replica).
     pub fn forget_key(&self, id: uuid::Uuid) {
         lock(&self.inner.keys).retain(|_, (record, _)| record.id != id);
+        lock(&self.inner.key_ids).remove(&id);
     }
 
     /// Creates the built-in `admin` policy if missing and, when `key` is given and no valid key is bound

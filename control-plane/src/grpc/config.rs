@@ -80,6 +80,7 @@ impl ConfigService for ConfigApi {
         &self,
         request: Request<v1::UpdateConfigRequest>,
     ) -> Result<Response<v1::UpdateConfigResponse>, Status> {
+        let caller = self.auth.authenticate(&request).await?;
         let section = request.get_ref().section.clone();
         let Some(patch) = request.get_ref().patch.as_ref() else {
             return Err(invalid("patch", "required: a JSON merge patch of the section"));
@@ -88,7 +89,6 @@ impl ConfigService for ConfigApi {
             kind: Some(prost_types::value::Kind::StructValue(patch.clone())),
         });
         let path = format!("config/{section}");
-        let caller = self.auth.authenticate(&request).await?;
         if READ_ONLY_SECTIONS.contains(&section.as_str()) {
             let reason = format!("section: {section} is read-only through the API; change the settings files");
             self.auth.record_denial(&caller, &path, Capability::Update, &reason).await?;

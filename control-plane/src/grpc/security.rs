@@ -10,7 +10,7 @@ use legion_proto::v1::policy_service_server::PolicyService;
 use tonic::{Request, Response, Status};
 
 use super::{invalid, parse_uuid, store_status};
-use crate::auth::{Auth, credential};
+use crate::auth::{Auth, Caller, credential};
 use crate::policy::parse::{Invalid, parse_policy, validate_name, validate_query_path};
 use crate::policy::{ADMIN_POLICY, Capability, Policy};
 use crate::store::security::{ApiKeyRecord, NewApiKey, StoredPolicy};
@@ -94,8 +94,13 @@ impl AuthService for AuthApi {
             return Err(Status::permission_denied(reason));
         }
         let key = credential::generate_key();
-        let expires_at = (req.ttl_s > 0)
+        let requested = (req.ttl_s > 0)
             .then(|| Utc::now() + chrono::Duration::seconds(i64::try_from(req.ttl_s).unwrap_or(i64::MAX)));
+        // A key never outlives the credential that created it (as a Vault child token).
+        let expires_at = match (requested, caller.expires_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let new = NewApiKey {
             id: uuid::Uuid::now_v7(),
             name: req.name.clone(),
@@ -136,6 +141,17 @@ impl AuthService for AuthApi {
         let record = record.ok_or_else(|| Status::not_found(format!("id: no api key {id}")))?;
         let path = format!("api-keys/{}", record.name);
         self.auth.check(&caller, &path, Capability::Delete).await?;
+        // Revoking a key that holds policies the caller does not hold is as privileged as creating one.
+        let beyond: Vec<&String> = record.policies.iter().filter(|p| !caller.policies.contains(p)).collect();
+        if !beyond.is_empty() && !self.auth.allows(&caller, &path, Capability::Sudo).await? {
+            let reason = format!(
+                "id: the key holds {} which {} does not; revoking it needs sudo on {path}",
+                beyond.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                caller.principal
+            );
+            self.auth.record_denial(&caller, &path, Capability::Sudo, &reason).await?;
+            return Err(Status::permission_denied(reason));
+        }
         let record = self.auth.store().revoke_api_key(id).await.map_err(store_status)?;
         self.auth.forget_key(id);
         self.auth.record_change(&caller, "api_key.revoke", &path, serde_json::json!({"id": id})).await?;
@@ -239,13 +255,22 @@ fn policy_message(stored: &StoredPolicy) -> v1::Policy {
     }
 }
 
-fn refuse_admin(name: &str) -> Result<(), Status> {
-    if name == ADMIN_POLICY {
-        return Err(Status::failed_precondition(format!(
-            "name: {ADMIN_POLICY} is built in and cannot be changed or deleted"
-        )));
+impl PolicyApi {
+    /// Refuses (and audits) any change to the built-in admin policy.
+    async fn refuse_admin(
+        &self,
+        caller: &Caller,
+        path: &str,
+        name: &str,
+        capability: Capability,
+    ) -> Result<(), Status> {
+        if name == ADMIN_POLICY {
+            let reason = format!("name: {ADMIN_POLICY} is built in and cannot be changed or deleted");
+            self.auth.record_denial(caller, path, capability, &reason).await?;
+            return Err(Status::failed_precondition(reason));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 #[tonic::async_trait]
@@ -254,13 +279,13 @@ impl PolicyService for PolicyApi {
         &self,
         request: Request<v1::PutPolicyRequest>,
     ) -> Result<Response<v1::PutPolicyResponse>, Status> {
+        let caller = self.auth.authenticate(&request).await?;
         let req = request.get_ref();
         let rules: Vec<(String, Vec<String>)> =
             req.rules.iter().map(|r| (r.path.clone(), r.capabilities.clone())).collect();
         let policy: Policy = parse_policy(&req.name, &rules).map_err(invalid_field)?;
-        refuse_admin(&req.name)?;
         let path = format!("policies/{}", req.name);
-        let caller = self.auth.authenticate(&request).await?;
+        self.refuse_admin(&caller, &path, &req.name, Capability::Update).await?;
         let exists = self.auth.store().get_policy(&req.name).await.map_err(store_status)?.is_some();
         self.auth.check(&caller, &path, if exists { Capability::Update } else { Capability::Create }).await?;
         let rules_json = policy.rules_json();
@@ -293,11 +318,12 @@ impl PolicyService for PolicyApi {
         &self,
         request: Request<v1::DeletePolicyRequest>,
     ) -> Result<Response<v1::DeletePolicyResponse>, Status> {
+        let caller = self.auth.authenticate(&request).await?;
         let name = request.get_ref().name.clone();
         validate_name("name", &name).map_err(invalid_field)?;
-        refuse_admin(&name)?;
         let path = format!("policies/{name}");
-        let caller = self.auth.authorize(&request, &path, Capability::Delete).await?;
+        self.refuse_admin(&caller, &path, &name, Capability::Delete).await?;
+        self.auth.check(&caller, &path, Capability::Delete).await?;
         if !self.auth.store().delete_policy(&name).await.map_err(store_status)? {
             return Err(Status::not_found(format!("name: no policy {name}")));
         }

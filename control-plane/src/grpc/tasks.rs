@@ -73,13 +73,15 @@ impl TaskService for TaskApi {
         &self,
         request: Request<v1::SubmitTaskRequest>,
     ) -> Result<Response<v1::SubmitTaskResponse>, Status> {
-        let mut spec =
-            validate_submit(request.get_ref(), &self.limits.borrow()).map_err(|e| invalid(e.field, e.reason))?;
+        // Who first (a caller without a credential learns nothing, not even what is wrong with the
+        // request), then what, then whether it may.
+        let caller = self.auth.authenticate(&request).await?;
+        let validated = validate_submit(request.get_ref(), &self.limits.borrow());
+        let mut spec = validated.map_err(|e| invalid(e.field, e.reason))?;
         let function = spec.function.to_string();
-        let caller = self
-            .auth
-            .authorize_all(
-                &request,
+        self.auth
+            .check_many(
+                &caller,
                 &[(&task_path(&function), Capability::Create), (&runner_path(&function), Capability::Execute)],
             )
             .await?;

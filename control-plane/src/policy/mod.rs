@@ -227,18 +227,21 @@ impl Acl {
         capability != Capability::Deny && self.lookup(path, capability == Capability::List).contains(&capability)
     }
 
-    /// Vault's `ACL.AllowOperation`: leading `/` dropped, exact rule, then (list operations only) the
-    /// exact rule without a trailing `/`, then the best glob or `+` rule.
+    /// Vault's `ACL.AllowOperation`: leading `/` dropped; the exact rule, then (list operations only)
+    /// the exact rule without a trailing `/`; then the best glob or `+` rule, then (list operations only)
+    /// the best one for the path without its trailing `/`. A `+` matches any one segment, an empty one
+    /// included (answers checked against OpenBao 2.7.2).
     fn lookup(&self, path: &str, list: bool) -> BTreeSet<Capability> {
         let path = path.trim_start_matches('/');
         let deny = || BTreeSet::from([Capability::Deny]);
-        let winner = match self.exact.get(path) {
-            Some(caps) => Some(caps),
-            None => match path.strip_suffix('/').and_then(|p| if list { self.exact.get(p) } else { None }) {
-                Some(caps) => Some(caps),
-                None => self.best_non_exact(path),
-            },
-        };
+        // For list operations a trailing `/` is optional: `tasks/` also takes the rules of `tasks`.
+        let bare = path.strip_suffix('/').filter(|_| list);
+        let winner = self
+            .exact
+            .get(path)
+            .or_else(|| bare.and_then(|p| self.exact.get(p)))
+            .or_else(|| self.best_non_exact(path))
+            .or_else(|| bare.and_then(|p| self.best_non_exact(p)));
         match winner {
             Some(caps) if !caps.contains(&Capability::Deny) && !caps.is_empty() => caps.clone(),
             _ => deny(),
