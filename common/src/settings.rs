@@ -198,7 +198,8 @@ pub struct TlsSettings {
 pub struct ApiSettings {
     /// HTTP listen address. Default `127.0.0.1:4567`.
     pub listen: SocketAddr,
-    /// Accepted `Host` header values; empty accepts any. Default empty.
+    /// Accepted `Host` header values (and request-target hosts); empty accepts any. `/healthz`, `/readyz`
+    /// and `/metrics` are exempt (probes and scrapes address the pod IP). Default empty.
     pub allowed_hosts: Vec<String>,
     /// Largest request body, in bytes. Default 2 MiB (2097152), above `limits.max_payload_bytes`
     /// so that an oversize `args` is reported by name.

@@ -43,6 +43,10 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use crate::layers::{
+    HOST_EXEMPT_PATHS, MAX_AUTHORIZATION_BYTES, MAX_CREDENTIAL_BYTES, MAX_FORWARDED_BYTES, MAX_HEADER_BYTES,
+    MAX_HEADER_COUNT, MAX_HEADER_VALUE_BYTES, MAX_REQUEST_ID_BYTES, MAX_URI_BYTES,
+};
 use crate::metrics::HttpMetrics;
 use crate::routes::{audit, auth, catalog, config, events, policies, system, tasks};
 use crate::state::AppState;
@@ -192,8 +196,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The REST API over `channel` (see [`client::connect_lazy`]), with its middleware: request ids
-/// (`x-request-id`, generated when absent, echoed in the response), a tracing span per request,
-/// metrics, the `api.allowed_hosts` check, the `api.max_body_bytes` limit and the
+/// (`x-request-id`, generated when absent or unusable, echoed in the response), a tracing span per
+/// request, metrics, the request-head limits ([`MAX_HEADER_VALUE_BYTES`], [`MAX_HEADER_BYTES`],
+/// [`MAX_HEADER_COUNT`], [`MAX_FORWARDED_BYTES`], [`MAX_URI_BYTES`]: 431 or 414 before anything is
+/// forwarded), the `Host` checks (one `Host`, agreeing with the target's authority, in
+/// `api.allowed_hosts` except on [`HOST_EXEMPT_PATHS`]), the `api.max_body_bytes` limit and the
 /// `api.request_timeout_ms` timeout. `shutdown` ends open event streams, each with a final
 /// `event: error` problem (503 `UNAVAILABLE`, "gateway shutting down"), so that a graceful shutdown
 /// completes and clients know to reconnect. Serve it with `axum::serve` and
@@ -213,6 +220,7 @@ pub fn router(api: &ApiSettings, channel: Channel, shutdown: CancellationToken) 
         .method_not_allowed_fallback(system::method_not_allowed)
         .layer(DefaultBodyLimit::max(api.max_body_bytes))
         .layer(from_fn_with_state(allowed_hosts, layers::check_host))
+        .layer(from_fn(layers::limit_headers))
         .layer(from_fn(layers::ensure_problem))
         .layer(from_fn_with_state(metrics, metrics::track))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -224,13 +232,16 @@ pub fn router(api: &ApiSettings, channel: Channel, shutdown: CancellationToken) 
                 .on_failure(DefaultOnFailure::new().level(Level::WARN)),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(from_fn(layers::sanitize_request_id))
         .with_state(state)
 }
 
 fn request_span(request: &axum::http::Request<Body>) -> tracing::Span {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
     let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    tracing::info_span!("http_request", method = %request.method(), route, path = %request.uri().path(), request_id)
+    // The span exists before the limits are checked: a path is logged up to 256 bytes.
+    let path = layers::quoted(request.uri().path(), 256);
+    tracing::info_span!("http_request", method = %request.method(), route, %path, request_id)
 }
 
 /// Runs the gateway until `shutdown` is cancelled: checks its identity ([`client::check_identity`]:

@@ -158,3 +158,89 @@ async fn credentials_and_the_client_address_reach_the_control_plane() {
     assert_eq!(body["detail"], "no credential: send x-api-key or authorization");
     shutdown.cancel();
 }
+
+/// Regression: an oversized credential was forwarded, and the control plane's HTTP/2 server (16 KiB
+/// header lists) reset the one shared connection, failing other callers' calls with 429 or 503. Now it
+/// is refused with 431 before anything is forwarded, and concurrent calls are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_never_reach_the_control_plane() {
+    let shutdown = CancellationToken::new();
+    let gateway = start(&shutdown).await;
+    let (_, status, body) = get(gateway, "/api/v1/auth/whoami", &[("x-api-key", "warm-up")]).await;
+    assert_eq!(status, 200, "{body}");
+
+    let mut calls = tokio::task::JoinSet::new();
+    for round in 0..6 {
+        for size in [20 * 1024, 64 * 1024, 300 * 1024] {
+            let name = if round % 2 == 0 { "x-api-key" } else { "authorization" };
+            calls.spawn(async move {
+                let value = format!("Bearer {}", "k".repeat(size));
+                let (_, status, body) = get(gateway, "/api/v1/auth/whoami", &[(name, value.as_str())]).await;
+                (Some(name), status, body)
+            });
+        }
+        for _ in 0..4 {
+            calls.spawn(async move {
+                let (_, status, body) = get(gateway, "/api/v1/auth/whoami", &[("x-api-key", "lgn_small")]).await;
+                (None, status, body)
+            });
+        }
+    }
+    let (mut small, mut oversized) = (Vec::new(), Vec::new());
+    while let Some(call) = calls.join_next().await {
+        let (name, status, body) = call.expect("call");
+        match name {
+            Some(name) => oversized.push((name, status, body)),
+            None => small.push((status, body)),
+        }
+    }
+    let failed: Vec<_> = small.iter().filter(|(status, _)| *status != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} small calls failed next to oversized ones, first: {:?}",
+        failed.len(),
+        small.len(),
+        failed.first()
+    );
+    for (name, status, body) in oversized {
+        assert_eq!((status, &body["code"]), (431, &json!("INVALID_ARGUMENT")), "{body}");
+        let detail = body["detail"].as_str().expect("detail");
+        assert!(detail.starts_with(name) && !detail.contains("kkkk"), "{detail}");
+    }
+
+    // The longest credentials the control plane accepts get through, with a request id of its limit.
+    let key = "k".repeat(legion_gateway::MAX_CREDENTIAL_BYTES);
+    let bearer = format!("Bearer {key}");
+    let request_id = "r".repeat(legion_gateway::MAX_REQUEST_ID_BYTES);
+    for (name, value) in [("x-api-key", key.as_str()), ("authorization", bearer.as_str())] {
+        let (_, status, body) =
+            get(gateway, "/api/v1/auth/whoami", &[(name, value), ("x-request-id", &request_id)]).await;
+        assert_eq!(status, 200, "{body}");
+        let seen: Value = serde_json::from_str(body["principal"].as_str().expect("principal")).expect("echo json");
+        assert_eq!((&seen[name], &seen["x-request-id"]), (&json!(value), &json!(request_id)));
+    }
+    // Both at once would overflow the control plane's header list: refused, naming both.
+    let both = [("x-api-key", key.as_str()), ("authorization", bearer.as_str())];
+    let (_, status, body) = get(gateway, "/api/v1/auth/whoami", &both).await;
+    assert_eq!(status, 431, "{body}");
+    assert!(body["detail"].as_str().is_some_and(|d| d.starts_with("authorization, x-api-key: larger than")), "{body}");
+    let (_, status, body) = get(gateway, "/api/v1/auth/whoami", &[("x-api-key", "lgn_small")]).await;
+    assert_eq!(status, 200, "the shared connection is intact: {body}");
+    shutdown.cancel();
+}
+
+/// The `Host` bypasses as a client sends them over HTTP/1.1: a second `Host` header, and an
+/// absolute-form target naming another host than `Host`, are refused before any call is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_bypasses_are_refused_on_the_wire() {
+    let shutdown = CancellationToken::new();
+    let gateway = start(&shutdown).await;
+    let (_, status, body) = get(gateway, "/.well-known/jwks.json", &[("host", "evil.example")]).await;
+    assert_eq!((status, &body["detail"]), (400, &json!("host: given more than once")), "{body}");
+    let (_, status, body) = get(gateway, "http://evil.example/.well-known/jwks.json", &[]).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["detail"], "host: differs from the request target's authority evil.example");
+    let (_, status, body) = get(gateway, &format!("http://{gateway}/.well-known/jwks.json"), &[]).await;
+    assert_eq!(status, 200, "an absolute-form target that agrees with Host is served: {body}");
+    shutdown.cancel();
+}

@@ -485,3 +485,199 @@ async fn valid_security_calls_reach_the_control_plane() {
         assert_problem(&r, 503, "UNAVAILABLE", "control plane unavailable");
     }
 }
+
+fn request_id(response: &Response) -> Option<&str> {
+    response.headers().get("x-request-id").and_then(|v| v.to_str().ok())
+}
+
+/// A 431 (or 414) problem that names what is too large, never quotes a header value, and carries a
+/// request id.
+fn assert_too_large(r: &(StatusCode, Option<String>, serde_json::Value, Response), status: u16, detail: &str) {
+    assert_problem(r, status, "INVALID_ARGUMENT", detail);
+    assert!(!r.2.to_string().contains("vvvv"), "a header value is quoted: {}", r.2);
+    assert!(request_id(&r.3).is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()), "no request id: {}", r.2);
+}
+
+fn with_headers(uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut builder = Request::get(uri);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Body::empty()).expect("request")
+}
+
+/// Regression: an oversized credential was forwarded and the control plane dropped the shared
+/// connection. Header values above 8 KiB (credentials included), heads above 32 KiB, more than 100
+/// fields, repeated credentials and targets above 8 KiB are refused before anything is forwarded, on
+/// every route, public ones included; credentials of the control plane's limit still get through.
+#[tokio::test]
+async fn oversized_or_repeated_headers_are_refused_before_forwarding() {
+    let app = app(&ApiSettings::default());
+    let whoami = "/api/v1/auth/whoami";
+    let value = |n: usize| "v".repeat(n);
+    let key = value(legion_gateway::MAX_CREDENTIAL_BYTES);
+    let bearer = format!("Bearer {key}");
+    assert_eq!(legion_gateway::MAX_HEADER_VALUE_BYTES, 8192);
+    assert_eq!(legion_gateway::MAX_CREDENTIAL_BYTES, 8192, "the control plane's MAX_CREDENTIAL_BYTES");
+
+    // At the limits: forwarded (and here the control plane is unreachable).
+    for headers in [[("x-api-key", key.as_str())], [("authorization", bearer.as_str())], [("x-pad", key.as_str())]] {
+        let r = send(&app, with_headers(whoami, &headers)).await;
+        assert_problem(&r, 503, "UNAVAILABLE", "control plane unavailable");
+    }
+    // Above them: 431 naming the header, on API and public routes alike.
+    let over = value(legion_gateway::MAX_CREDENTIAL_BYTES + 1);
+    let bearer_over = format!("Bearer {over}");
+    let huge = value(300 * 1024);
+    for uri in [whoami, "/api/v1/tasks", "/healthz", "/.well-known/jwks.json", "/no/such/route"] {
+        for (name, value, detail) in [
+            ("x-api-key", over.as_str(), "x-api-key: value larger than 8192 bytes"),
+            ("x-api-key", huge.as_str(), "x-api-key: value larger than 8192 bytes"),
+            ("authorization", bearer_over.as_str(), "authorization: value larger than 8199 bytes"),
+            ("cookie", over.as_str(), "cookie: value larger than 8192 bytes"),
+            ("host", over.as_str(), "host: value larger than 8192 bytes"),
+        ] {
+            assert_too_large(&send(&app, with_headers(uri, &[(name, value)])).await, 431, detail);
+        }
+    }
+    // Too large in total, too many fields, a long name quoted only in part.
+    let seven_k = value(7 * 1024);
+    let many: Vec<(String, &str)> = (0..5).map(|i| (format!("x-pad-{i}"), seven_k.as_str())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    assert_too_large(&send(&app, with_headers(whoami, &many)).await, 431, "headers: larger than 32768 bytes in total");
+    let names: Vec<String> = (0..=legion_gateway::MAX_HEADER_COUNT).map(|i| format!("x-h-{i}")).collect();
+    let fields: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    assert_too_large(&send(&app, with_headers("/healthz", &fields)).await, 431, "headers: more than 100 fields");
+    assert_eq!(send(&app, with_headers("/healthz", &fields[1..])).await.0, StatusCode::OK, "100 fields pass");
+    let long_name = format!("x-{}", "n".repeat(1000));
+    let r = send(&app, with_headers(whoami, &[(long_name.as_str(), over.as_str())])).await;
+    assert_too_large(&r, 431, "x-nnn");
+    assert!(r.2["detail"].as_str().is_some_and(|d| d.len() < 300), "{}", r.2);
+
+    // Both credentials at their limit would overflow the control plane's 16 KiB header list.
+    let r = send(&app, with_headers(whoami, &[("x-api-key", &key), ("authorization", &bearer)])).await;
+    assert_too_large(&r, 431, "authorization, x-api-key: larger than 10240 bytes together");
+    // A repeated credential is ambiguous: 400 naming it.
+    for name in ["x-api-key", "authorization"] {
+        let r = send(&app, with_headers(whoami, &[(name, "Bearer a"), (name, "Bearer b")])).await;
+        assert_problem(&r, 400, "INVALID_ARGUMENT", &format!("{name}: given more than once"));
+    }
+    // A target above 8 KiB: 414.
+    let r = send(&app, get(&format!("/api/v1/tasks?function={}", value(9000)))).await;
+    assert_too_large(&r, 414, "uri: longer than 8192 bytes");
+
+    // The metrics count the refusals like any other response.
+    let response = app.clone().oneshot(get("/metrics")).await.expect("infallible");
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    assert!(String::from_utf8_lossy(&body).contains(r#"status="431"}"#));
+}
+
+/// Many oversized requests at once next to ordinary ones: each gets its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_are_refused_under_concurrency() {
+    let app = app(&ApiSettings::default());
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let app = app.clone();
+        calls.spawn(async move {
+            let big = i % 2 == 0;
+            let key = if big { "v".repeat(64 * 1024) } else { "lgn_small".to_owned() };
+            (big, send(&app, with_headers("/api/v1/auth/whoami", &[("x-api-key", &key)])).await.0)
+        });
+    }
+    while let Some(call) = calls.join_next().await {
+        let (big, status) = call.expect("call");
+        let expected = if big { StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE } else { StatusCode::SERVICE_UNAVAILABLE };
+        assert_eq!(status, expected, "big: {big}");
+    }
+}
+
+/// `x-request-id` is echoed, logged and forwarded: one that is too long, not visible ASCII or repeated
+/// is replaced by a fresh UUID, and the request goes on.
+#[tokio::test]
+async fn unusable_request_ids_are_replaced() {
+    let app = app(&ApiSettings::default());
+    let longest = "r".repeat(legion_gateway::MAX_REQUEST_ID_BYTES);
+    let (_, _, _, response) = send(&app, with_headers("/healthz", &[("x-request-id", &longest)])).await;
+    assert_eq!(request_id(&response), Some(longest.as_str()));
+    let too_long = "r".repeat(legion_gateway::MAX_REQUEST_ID_BYTES + 1);
+    let huge = "r".repeat(20 * 1024);
+    for headers in [
+        vec![("x-request-id", too_long.as_str())],
+        vec![("x-request-id", huge.as_str())],
+        vec![("x-request-id", "has space")],
+        vec![("x-request-id", "")],
+        vec![("x-request-id", "a"), ("x-request-id", "b")],
+    ] {
+        let (status, _, _, response) = send(&app, with_headers("/healthz", &headers)).await;
+        assert_eq!(status, StatusCode::OK, "{:?}", headers.first());
+        let id = request_id(&response).expect("request id");
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id:.40} was kept");
+    }
+}
+
+/// The `Host` checks cannot be sidestepped: a second `Host` header, an absolute-form target naming
+/// another host, or one disagreeing with `Host` is refused, on every path, the probe paths included;
+/// the target's authority must be allowed like `Host`. Only the probe paths skip the allow-list, and
+/// only it.
+#[tokio::test]
+async fn the_host_check_cannot_be_sidestepped() {
+    let api = ApiSettings { allowed_hosts: vec!["api.example.com".into()], ..ApiSettings::default() };
+    let restricted = app(&api);
+    let open = app(&ApiSettings::default());
+    let request = |uri: &str, hosts: &[&str]| {
+        let mut builder = Request::get(uri);
+        for host in hosts {
+            builder = builder.header(header::HOST, *host);
+        }
+        builder.body(Body::empty()).expect("request")
+    };
+    let paths = ["/api/v1/tasks/42", "/api/v1/openapi.json", "/.well-known/jwks.json", "/healthz", "/metrics"];
+    for path in paths {
+        for hosts in [["api.example.com", "evil.example"], ["evil.example", "api.example.com"]] {
+            for app in [&restricted, &open] {
+                let r = send(app, request(path, &hosts)).await;
+                assert_problem(&r, 400, "INVALID_ARGUMENT", "host: given more than once");
+                assert!(request_id(&r.3).is_some(), "{path}");
+            }
+        }
+        let absolute = format!("http://evil.example{path}");
+        for app in [&restricted, &open] {
+            let r = send(app, request(&absolute, &["api.example.com"])).await;
+            assert_problem(
+                &r,
+                400,
+                "INVALID_ARGUMENT",
+                "host: differs from the request target's authority evil.example",
+            );
+            let good = format!("http://api.example.com{path}");
+            let r = send(app, request(&good, &["evil.example"])).await;
+            assert_problem(&r, 400, "INVALID_ARGUMENT", "host: differs from the request target's authority");
+        }
+    }
+    // The authority alone (HTTP/2's :authority, or an absolute-form target without Host) must be allowed.
+    for path in ["/api/v1/tasks/42", "/api/v1/openapi.json", "/.well-known/jwks.json"] {
+        let r = send(&restricted, request(&format!("http://evil.example{path}"), &[])).await;
+        assert_problem(&r, 400, "INVALID_ARGUMENT", "host: evil.example is not in api.allowed_hosts");
+        let r = send(&restricted, request(&format!("http://evil.example{path}"), &["EVIL.example"])).await;
+        assert_problem(&r, 400, "INVALID_ARGUMENT", "host: evil.example is not in api.allowed_hosts");
+    }
+    // Agreeing, allowed: served.
+    let r = send(&restricted, request("http://api.example.com/api/v1/tasks/42", &["API.example.com"])).await;
+    assert_problem(&r, 400, "INVALID_ARGUMENT", "id: must be a UUID");
+    let r = send(&restricted, request("http://api.example.com:4567/api/v1/openapi.json", &[])).await;
+    assert_eq!(r.0, StatusCode::OK);
+    // Probes by pod IP, as kubelet and Prometheus send them: exempt from the allow-list only.
+    for path in ["/healthz", "/metrics"] {
+        assert_eq!(send(&restricted, request(path, &["10.0.0.7:4567"])).await.0, StatusCode::OK, "{path}");
+        let r = send(&restricted, request(&format!("http://10.0.0.7:4567{path}"), &["10.0.0.7:4567"])).await;
+        assert_eq!(r.0, StatusCode::OK, "{path}");
+    }
+    let r = send(&restricted, request("/readyz", &["10.0.0.7:4567"])).await;
+    assert_problem(&r, 503, "UNAVAILABLE", "control plane health check failed");
+    // A long foreign host is quoted in part.
+    let long = format!("{}.example", "e".repeat(2000));
+    let r = send(&restricted, request("/api/v1/tasks", &[&long])).await;
+    assert_problem(&r, 400, "INVALID_ARGUMENT", "host: eee");
+    assert!(r.2["detail"].as_str().is_some_and(|d| d.len() < 300), "{}", r.2);
+}
