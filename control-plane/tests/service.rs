@@ -33,6 +33,10 @@ async fn status_of(stack: &Stack, id: &str) -> v1::TaskStatus {
 
 /// Takes `want` messages from the extension's queue, waiting up to 20 s for them.
 async fn drain_queue(channel: &lapin::Channel, want: usize) -> Vec<(TaskMessage, bool)> {
+    // Declare the queue first (as the publisher does, with the same arguments): a basic.get on a queue
+    // the publisher has not declared yet would close the channel.
+    legion_common::broker::declare_topology(channel).await.expect("topology");
+    legion_common::broker::declare_extension_queue(channel, "core", None).await.expect("declare");
     let mut messages = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while messages.len() < want {
