@@ -51,12 +51,11 @@ pub struct Caller {
     pub expires_at: Option<chrono::DateTime<Utc>>,
 }
 
-/// Who the request comes from before authentication: request id, address, the gRPC method.
+/// Who the request comes from before authentication: request id, address, peer certificate.
 #[derive(Debug, Clone)]
 struct Origin {
     request_id: String,
     source: String,
-    method: String,
     peer: Option<Principal>,
 }
 
@@ -73,11 +72,7 @@ fn origin<T>(request: &Request<T>) -> Origin {
         (Some(Principal::Gateway(name)), None) => format!("{remote} (gateway/{name})"),
         _ => remote,
     };
-    let method = request
-        .extensions()
-        .get::<tonic::GrpcMethod>()
-        .map_or_else(String::new, |m| format!("{}/{}", m.service(), m.method()));
-    Origin { request_id: credential::request_id(request.metadata()), source, method, peer }
+    Origin { request_id: credential::request_id(request.metadata()), source, peer }
 }
 
 /// Authenticates callers, evaluates their policies and audits every decision. Cheap to clone.
@@ -160,7 +155,7 @@ impl Auth {
         checks: &[(&str, Capability)],
     ) -> Result<Caller, Status> {
         let caller = self.authenticate(request).await?;
-        self.check_all(&caller, checks, &origin(request).method).await?;
+        self.check_many(&caller, checks).await?;
         Ok(caller)
     }
 
@@ -182,11 +177,7 @@ impl Auth {
                     decision: Decision::Deny,
                     request_id: origin.request_id.clone(),
                     source: origin.source.clone(),
-                    detail: if origin.method.is_empty() {
-                        serde_json::json!({"reason": reason})
-                    } else {
-                        serde_json::json!({"reason": reason, "method": origin.method})
-                    },
+                    detail: serde_json::json!({"reason": reason}),
                 };
                 tracing::info!(request_id = %origin.request_id, source = %origin.source, %reason, "authentication refused");
                 self.audit(vec![event]).await?;
@@ -255,10 +246,10 @@ impl Auth {
     /// # Errors
     /// `PERMISSION_DENIED` when denied, `UNAVAILABLE` when it cannot be decided or audited.
     pub async fn check(&self, caller: &Caller, path: &str, capability: Capability) -> Result<(), Status> {
-        self.check_all(caller, &[(path, capability)], "").await
+        self.check_all(caller, &[(path, capability)]).await
     }
 
-    async fn check_all(&self, caller: &Caller, checks: &[(&str, Capability)], method: &str) -> Result<(), Status> {
+    async fn check_all(&self, caller: &Caller, checks: &[(&str, Capability)]) -> Result<(), Status> {
         let acl = self.acl(&caller.policies).await?;
         let mut events = Vec::with_capacity(checks.len());
         let mut denied = None;
@@ -272,7 +263,7 @@ impl Auth {
                 decision: if allowed { Decision::Allow } else { Decision::Deny },
                 request_id: caller.request_id.clone(),
                 source: caller.source.clone(),
-                detail: if method.is_empty() { serde_json::json!({}) } else { serde_json::json!({"method": method}) },
+                detail: serde_json::json!({}),
             });
             if !allowed {
                 denied = Some(format!("{} lacks {capability} on {path}", caller.principal));
@@ -355,7 +346,7 @@ impl Auth {
     /// # Errors
     /// As [`Auth::check`].
     pub async fn check_many(&self, caller: &Caller, checks: &[(&str, Capability)]) -> Result<(), Status> {
-        self.check_all(caller, checks, "").await
+        self.check_all(caller, checks).await
     }
 
     /// The valid key for `key`, or who it was and why it is refused.

@@ -24,6 +24,7 @@
 //! TLS, reset), timeouts, and a response body larger than the cap (`limits.max_result_bytes`) fail
 //! the call.
 
+use crate::client::error_chain;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -148,22 +149,6 @@ pub fn parse_args(args: &Value) -> Result<RequestArgs, FunctionError> {
         .map(|s| u16::try_from(s).map_err(|_| invalid("args.fail_on_status: status out of range".into())))
         .collect::<Result<Vec<u16>, _>>()?;
     Ok(RequestArgs { url, headers, body, timeout, fail_on_status })
-}
-
-/// An error and its sources, joined with `": "`, so that "connection refused" is not hidden behind
-/// "error sending request".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = s.source();
-    }
-    message
 }
 
 /// Whether a content type is JSON: `application/json` or a `+json` suffix, parameters ignored.
