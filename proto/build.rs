@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "proto/legion/v1/catalog.proto",
     "proto/legion/v1/executor.proto",
     "proto/legion/v1/security.proto",
+    "proto/legion/v1/chains.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -165,6 +165,18 @@ pub struct ControlPlaneSettings {
     pub commit_batch: usize,
     /// Submits coalesced into one transaction, at most. Default 256.
     pub submit_batch: usize,
+    /// Sandbox processes that evaluate `jinja` and `jq` chain transformations (each evaluates one at a
+    /// time). 1 to 64. Default 2.
+    pub transform_workers: usize,
+    /// Longest evaluation of one transformation, in ms; past it the sandbox process is killed and
+    /// replaced, and the child task fails with the reason. 1 to 60000. Default 1000.
+    pub transform_timeout_ms: u64,
+    /// Address-space limit of each sandbox process (`RLIMIT_AS`), in bytes. At least 64 MiB. Default
+    /// 512 MiB (536870912).
+    pub transform_memory_bytes: u64,
+    /// Largest output of one transformation (serialized JSON), in bytes. At least 1 KiB. Default 16 MiB
+    /// (16777216).
+    pub transform_max_output_bytes: usize,
 }
 
 impl Default for ControlPlaneSettings {
@@ -176,6 +188,10 @@ impl Default for ControlPlaneSettings {
             node_lease_ms: 30_000,
             commit_batch: 512,
             submit_batch: 256,
+            transform_workers: 2,
+            transform_timeout_ms: 1000,
+            transform_memory_bytes: 512 * 1024 * 1024,
+            transform_max_output_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -393,6 +409,17 @@ pub struct Limits {
     /// (with a `next_page_token`) rather than pass it, and holds at least one task. Default 16 MiB
     /// (16777216).
     pub max_list_bytes: usize,
+    /// Deepest task of a chain run (the root has depth 0); a chain's own `max_depth` may only lower it.
+    /// A child deeper than the cap is created `skipped` with the reason. 1 to 1000. Default 32.
+    pub max_chain_depth: u32,
+    /// Most tasks one relationship creates from one parent (an array transformation output). A larger
+    /// output fails that child with the reason. 1 to 10000. Default 1000.
+    pub max_fanout: u32,
+    /// Most relationships in one chain. 1 to 1000. Default 100.
+    pub max_relationships: u32,
+    /// Largest transformation (a `jinja` template, a `jq` expression or a serialized `static` value)
+    /// and largest `conditions` document (serialized), in bytes. Default 64 KiB (65536).
+    pub max_transformation_bytes: usize,
 }
 
 impl Default for Limits {
@@ -407,6 +434,10 @@ impl Default for Limits {
             max_idempotency_key_bytes: 255,
             max_json_depth: 32,
             max_list_bytes: 16 * 1024 * 1024,
+            max_chain_depth: 32,
+            max_fanout: 1000,
+            max_relationships: 100,
+            max_transformation_bytes: 64 * 1024,
         }
     }
 }
@@ -549,6 +580,31 @@ impl Settings {
         }
         if l.default_timeout_ms == 0 || l.default_timeout_ms > l.max_timeout_ms {
             return invalid("limits.default_timeout_ms", "must be 1 to limits.max_timeout_ms");
+        }
+        for (key, value, max) in [
+            ("limits.max_chain_depth", l.max_chain_depth, MAX_CHAIN_DEPTH_CEILING),
+            ("limits.max_fanout", l.max_fanout, MAX_FANOUT_CEILING),
+            ("limits.max_relationships", l.max_relationships, MAX_RELATIONSHIPS_CEILING),
+        ] {
+            if value == 0 || value > max {
+                return invalid(key, &format!("must be 1 to {max}"));
+            }
+        }
+        if l.max_transformation_bytes == 0 {
+            return invalid("limits.max_transformation_bytes", "must be at least 1");
+        }
+        let cp = &self.control_plane;
+        if cp.transform_workers == 0 || cp.transform_workers > 64 {
+            return invalid("control_plane.transform_workers", "must be 1 to 64");
+        }
+        if cp.transform_timeout_ms == 0 || cp.transform_timeout_ms > 60_000 {
+            return invalid("control_plane.transform_timeout_ms", "must be 1 to 60000");
+        }
+        if cp.transform_memory_bytes < 64 * 1024 * 1024 {
+            return invalid("control_plane.transform_memory_bytes", "must be at least 67108864 (64 MiB)");
+        }
+        if cp.transform_max_output_bytes < 1024 {
+            return invalid("control_plane.transform_max_output_bytes", "must be at least 1024");
         }
         if self.api.max_body_bytes < l.max_payload_bytes {
             return invalid("api.max_body_bytes", "must be at least limits.max_payload_bytes");
@@ -847,6 +903,15 @@ pub fn redact_url(s: &str) -> Option<String> {
 /// one JSON level is three (`Value`, `Struct` or `ListValue`, map entry). `limits.max_json_depth` is at
 /// most this.
 pub const MAX_JSON_DEPTH_CEILING: usize = 32;
+
+/// Largest accepted `limits.max_chain_depth`.
+pub const MAX_CHAIN_DEPTH_CEILING: u32 = 1000;
+
+/// Largest accepted `limits.max_fanout`.
+pub const MAX_FANOUT_CEILING: u32 = 10_000;
+
+/// Largest accepted `limits.max_relationships`.
+pub const MAX_RELATIONSHIPS_CEILING: u32 = 1000;
 
 /// The nesting depth of a JSON value: 0 for a scalar, 1 for `{"a":1}` or `[1]`, and so on.
 pub fn json_depth(value: &serde_json::Value) -> usize {

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod auth;
 pub mod catalog;
+pub mod chains;
 pub mod config;
 pub mod delivery;
 pub mod dispatch;
@@ -33,6 +34,8 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::AuditLog;
 use crate::auth::Auth;
 use crate::auth::jwt::JwtKeys;
+use crate::chains::fire::Firing;
+use crate::chains::sandbox::{Sandbox, SandboxSettings};
 use crate::dispatch::backoff::Backoff;
 use crate::dispatch::lease::{LeaseSettings, Sweeper};
 use crate::dispatch::promoter;
@@ -40,6 +43,7 @@ use crate::dispatch::publisher::Publisher;
 use crate::events::Events;
 use crate::grpc::audit::AuditApi;
 use crate::grpc::catalog::CatalogApi;
+use crate::grpc::chains::ChainApi;
 use crate::grpc::config::ConfigApi;
 use crate::grpc::executor::{ExecutorApi, ExecutorConfig};
 use crate::grpc::security::{AuthApi, PolicyApi};
@@ -124,13 +128,38 @@ pub async fn migrate(settings: &Settings, shutdown: &CancellationToken) -> anyho
 /// Startup failures (database unreachable, migrations, TLS material, a listen address in use) and a
 /// failing gRPC server.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let program = std::env::current_exe().context("cannot find the control plane's own executable")?;
+    run_with(settings, Options { sandbox_program: program }, shutdown).await
+}
+
+/// What [`run_with`] takes beyond settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `legion-control-plane` executable, started as `sandbox` processes to evaluate chain
+    /// transformations ([`chains::sandbox`]). [`run`] uses the running executable; tests that run the
+    /// control plane in their own process pass the built binary.
+    pub sandbox_program: std::path::PathBuf,
+}
+
+/// [`run`] with explicit [`Options`].
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(settings: Settings, options: Options, shutdown: CancellationToken) -> anyhow::Result<()> {
     check_settings(&settings)?;
     let tls = legion_common::tls::server_config(&settings.tls).context("invalid TLS settings")?;
     let pool = migrate(&settings, &shutdown).await?;
-    let pg = PgStore::new(pool.clone());
+    let (limits_tx, limits) = tokio::sync::watch::channel(settings.limits.clone());
+    let sandbox = Sandbox::new(SandboxSettings {
+        program: options.sandbox_program,
+        workers: settings.control_plane.transform_workers,
+        timeout: Duration::from_millis(settings.control_plane.transform_timeout_ms),
+        memory_bytes: settings.control_plane.transform_memory_bytes,
+        max_output_bytes: settings.control_plane.transform_max_output_bytes,
+    });
+    let pg = PgStore::new(pool.clone()).with_firing(Firing::new(sandbox.clone(), limits.clone()));
     let store: Arc<dyn Store> = Arc::new(pg.clone());
     let security: Arc<dyn SecurityStore> = Arc::new(pg);
-    let (limits_tx, limits) = tokio::sync::watch::channel(settings.limits.clone());
     config::apply_overrides(security.as_ref(), &settings, &limits_tx)
         .await
         .context("cannot read the settings changed through the API")?;
@@ -192,6 +221,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         auth: AuthApi::new(auth.clone()),
         policies: PolicyApi::new(auth.clone()),
         audit: AuditApi::new(pool.clone(), auth.clone()),
+        chains: ChainApi::new(store.clone(), limits.clone(), auth.clone()),
         config: ConfigApi::new(auth, settings.clone(), limits_tx),
         executor: ExecutorApi::new(
             store.clone(),
@@ -228,6 +258,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
             tracing::error!(error = %e, "background loop panicked");
         }
     }
+    sandbox.shutdown().await;
     pool.close().await;
     shutdown.cancel();
     let _ = admin.await;

@@ -2,7 +2,8 @@
 //!
 //! Without a subcommand: applies the migrations and serves until SIGTERM or SIGINT, then drains.
 //! `migrate` applies the migrations and exits. Bad settings or usage exit 64 with a message on stderr;
-//! logs go to stderr.
+//! logs go to stderr. The hidden `sandbox --memory-bytes N --max-output-bytes N` serves transformation
+//! evaluations for the control plane's sandbox pool (`chains::sandbox`), without loading settings.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,17 @@ struct Cli {
 enum Command {
     /// Apply the database migrations and exit.
     Migrate,
+    /// Serve transformation evaluations on stdin/stdout (internal: started by the control plane's
+    /// transformation sandbox; reads no settings).
+    #[command(hide = true)]
+    Sandbox {
+        /// RLIMIT_AS of this process, in bytes.
+        #[arg(long = "memory-bytes", value_name = "N")]
+        memory_bytes: u64,
+        /// Largest transformation output, serialized as JSON, in bytes.
+        #[arg(long = "max-output-bytes", value_name = "N")]
+        max_output_bytes: usize,
+    },
 }
 
 fn usage_exit() -> ExitCode {
@@ -48,6 +60,10 @@ fn main() -> ExitCode {
             return usage_exit();
         }
     };
+    // The sandbox needs no settings: it must not read settings files or start telemetry.
+    if let Some(Command::Sandbox { memory_bytes, max_output_bytes }) = cli.command {
+        return legion_control_plane::chains::sandbox::serve_stdio(memory_bytes, max_output_bytes);
+    }
     let sources = Sources { dirs: cli.settings_dirs, files: cli.settings_files, ..Sources::default() };
     let settings = match Settings::load(&sources) {
         Ok(settings) => settings,
@@ -88,6 +104,7 @@ fn main() -> ExitCode {
                     Err(e) => Err(e),
                 }
             }
+            Some(Command::Sandbox { .. }) => Ok(()),
             None => legion_control_plane::run(settings, legion_common::shutdown::on_signal()).await,
         };
         match result {

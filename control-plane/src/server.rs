@@ -1,5 +1,5 @@
 //! The gRPC server: TLS only (client certificates verified against `tls.ca`, optional at the TLS layer),
-//! the three Legion services, `grpc.health.v1` (every service SERVING, NOT_SERVING once draining) and
+//! the Legion services, `grpc.health.v1` (every service SERVING, NOT_SERVING once draining) and
 //! reflection in both `grpc.reflection.v1` and `v1alpha` (grpcurl 1.8.6 speaks only v1alpha).
 //!
 //! Message sizes are set explicitly on each Legion service, in both directions, to
@@ -15,6 +15,7 @@ use std::future::Future;
 use legion_proto::v1::audit_service_server::AuditServiceServer;
 use legion_proto::v1::auth_service_server::AuthServiceServer;
 use legion_proto::v1::catalog_service_server::CatalogServiceServer;
+use legion_proto::v1::chain_service_server::ChainServiceServer;
 use legion_proto::v1::config_service_server::ConfigServiceServer;
 use legion_proto::v1::executor_service_server::ExecutorServiceServer;
 use legion_proto::v1::policy_service_server::PolicyServiceServer;
@@ -28,6 +29,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::grpc::audit::AuditApi;
 use crate::grpc::catalog::CatalogApi;
+use crate::grpc::chains::ChainApi;
 use crate::grpc::config::ConfigApi;
 use crate::grpc::executor::ExecutorApi;
 use crate::grpc::security::{AuthApi, PolicyApi};
@@ -65,10 +67,12 @@ pub struct Services {
     pub audit: AuditApi,
     /// `legion.v1.ConfigService`.
     pub config: ConfigApi,
+    /// `legion.v1.ChainService`.
+    pub chains: ChainApi,
 }
 
 /// The fully qualified names of the Legion services, as health reports them.
-pub fn service_names() -> [&'static str; 7] {
+pub fn service_names() -> [&'static str; 8] {
     [
         <TaskServiceServer<TaskApi> as NamedService>::NAME,
         <CatalogServiceServer<CatalogApi> as NamedService>::NAME,
@@ -77,6 +81,7 @@ pub fn service_names() -> [&'static str; 7] {
         <PolicyServiceServer<PolicyApi> as NamedService>::NAME,
         <AuditServiceServer<AuditApi> as NamedService>::NAME,
         <ConfigServiceServer<ConfigApi> as NamedService>::NAME,
+        <ChainServiceServer<ChainApi> as NamedService>::NAME,
     ]
 }
 
@@ -146,6 +151,11 @@ pub async fn serve(
         .add_service(PolicyServiceServer::new(services.policies))
         .add_service(AuditServiceServer::new(services.audit).max_encoding_message_size(MAX_MESSAGE_BYTES))
         .add_service(ConfigServiceServer::new(services.config))
+        .add_service(
+            ChainServiceServer::new(services.chains)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             set_health(&health, ServingStatus::NotServing).await;

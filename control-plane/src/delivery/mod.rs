@@ -39,6 +39,8 @@ pub struct TaskState {
     pub node: Option<String>,
     /// Whether `not_before` has passed (or is unset); matters for `scheduled` tasks.
     pub due: bool,
+    /// The chain version of the run the task belongs to: its success fires relationships.
+    pub chain_version: Option<i64>,
 }
 
 /// The status of one attempt row (`task_attempts.status`).
@@ -233,6 +235,7 @@ pub(crate) mod test_support {
             redeliveries: 0,
             node: None,
             due: true,
+            chain_version: None,
         }
     }
 }

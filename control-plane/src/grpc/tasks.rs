@@ -13,6 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use super::chains::{actions, chain_path};
 use super::{convert, invalid, parse_uuid, status, store_status};
 use crate::auth::{Auth, Caller};
 use crate::events::Events;
@@ -79,12 +80,26 @@ impl TaskService for TaskApi {
         let validated = validate_submit(request.get_ref(), &self.limits.borrow());
         let mut spec = validated.map_err(|e| invalid(e.field, e.reason))?;
         let function = spec.function.to_string();
-        self.auth
-            .check_many(
-                &caller,
-                &[(&task_path(&function), Capability::Create), (&runner_path(&function), Capability::Execute)],
-            )
-            .await?;
+        let mut paths = vec![(task_path(&function), Capability::Create), (runner_path(&function), Capability::Execute)];
+        if let Some(name) = &spec.chain {
+            // A chain run executes the chain's actions on the submitter's behalf: it needs `execute` on
+            // the chain and on the runner of each action.
+            let chain = self.store.get_chain(name).await.map_err(store_status)?;
+            let chain = chain.ok_or_else(|| invalid("chain", format!("unknown chain {name:?}")))?;
+            if !chain.definition.relationships.iter().any(|r| r.active && r.trigger == function) {
+                return Err(invalid(
+                    "chain",
+                    format!(
+                        "no active relationship of chain {name:?} is triggered by {function}: the run would do nothing"
+                    ),
+                ));
+            }
+            paths.push((chain_path(name), Capability::Execute));
+            paths.extend(actions(&chain.definition).iter().map(|a| (runner_path(a), Capability::Execute)));
+            spec.chain_version = Some(chain.version);
+        }
+        let checks: Vec<(&str, Capability)> = paths.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+        self.auth.check_many(&caller, &checks).await?;
         spec.owner = caller.principal;
         let inserted = self.submitter.submit(spec).await.map_err(|e| match e {
             submit::Error::Store(e) => store_status(e),

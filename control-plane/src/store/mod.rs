@@ -5,6 +5,7 @@
 //! set-based SQL over arrays; the decisions inside them are the pure planners of [`crate::delivery`].
 //! Every transaction that changes a task locks its row first, in id order, so batches do not deadlock.
 
+pub mod chains;
 pub mod error;
 pub mod model;
 pub mod pg;
@@ -72,7 +73,10 @@ pub trait DeliveryStore: Send + Sync {
     ) -> Result<(Vec<Decision>, Vec<StatusChange>)>;
 
     /// Decides and records a batch of completions in one transaction ([`crate::delivery::complete`]),
-    /// with the outbox rows of retries. Results are checked against `limits`.
+    /// with the outbox rows of retries. Results are checked against `limits`. When the store fires
+    /// chains (see `PgStore::with_firing`), the children of every task of a chain run that succeeded
+    /// ([`crate::chains::fire`]) are written in the same transaction, with their outbox rows; their
+    /// status changes are returned with the others.
     async fn complete(&self, items: &[CompleteItem], limits: ResultLimits)
     -> Result<(Vec<Verdict>, Vec<StatusChange>)>;
 
@@ -149,6 +153,6 @@ pub trait CatalogStore: Send + Sync {
 }
 
 /// Everything the control plane stores.
-pub trait Store: TaskStore + DeliveryStore + OutboxStore + CatalogStore {}
+pub trait Store: TaskStore + DeliveryStore + OutboxStore + CatalogStore + chains::ChainStore {}
 
-impl<T: TaskStore + DeliveryStore + OutboxStore + CatalogStore> Store for T {}
+impl<T: TaskStore + DeliveryStore + OutboxStore + CatalogStore + chains::ChainStore> Store for T {}

@@ -43,6 +43,12 @@ pub struct Task {
     pub parent_id: Option<Uuid>,
     /// Relationship that created this task.
     pub relationship_id: Option<Uuid>,
+    /// Position in its chain run: 0 for the root and for tasks outside chains.
+    pub depth: u32,
+    /// The chain version the run is pinned to.
+    pub chain_version: Option<i64>,
+    /// Position among the children one relationship created from one parent, from 0.
+    pub fanout_index: Option<u32>,
     /// Node of the current attempt.
     pub node: Option<String>,
     /// Region label.
@@ -89,6 +95,10 @@ pub struct NewTask {
     pub routing_key: String,
     /// The submitting principal; the idempotency key is unique per owner.
     pub owner: String,
+    /// The chain whose run this task starts (it becomes its own `root_id`).
+    pub chain: Option<String>,
+    /// The chain's current version, to which the run is pinned; set with `chain`.
+    pub chain_version: Option<i64>,
     /// The broker message of dispatch 1 (JSON `TaskMessage`), written to the outbox when `delay_ms` is 0.
     pub payload: Vec<u8>,
 }

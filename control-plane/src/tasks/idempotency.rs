@@ -13,8 +13,8 @@ pub fn same_parameters(new: &NewTask, existing: &Task) -> bool {
         && new.priority == existing.priority
         && new.max_attempts == existing.max_attempts
         && new.timeout_ms == existing.timeout_ms
-        // SubmitTask refuses chains until the chain API ships, so a submitted task has none.
-        && existing.chain.is_none()
+        // The chain by name: a resubmit after the chain changed still names the same run.
+        && new.chain == existing.chain
         && new.region == existing.region
 }
 
@@ -58,6 +58,8 @@ mod tests {
             routing_key: "core.util.echo.eu-west".into(),
             payload: Vec::new(),
             owner: String::new(),
+            chain: None,
+            chain_version: None,
         }
     }
 
@@ -81,6 +83,9 @@ mod tests {
             root_id: None,
             parent_id: None,
             relationship_id: None,
+            depth: 0,
+            chain_version: None,
+            fanout_index: None,
             node: None,
             region: new.region.clone(),
             idempotency_key: new.idempotency_key.clone(),
@@ -118,7 +123,11 @@ mod tests {
         for other in &others {
             assert!(!same_parameters(other, &existing), "{other:?}");
         }
-        assert!(!same_parameters(&new, &Task { chain: Some("nightly".into()), ..existing }));
+        assert!(!same_parameters(&new, &Task { chain: Some("nightly".into()), ..existing.clone() }));
+        let chained = NewTask { chain: Some("nightly".into()), chain_version: Some(7), ..new };
+        assert!(!same_parameters(&chained, &existing));
+        // Another version of the same chain is the same submit.
+        assert!(same_parameters(&chained, &Task { chain: Some("nightly".into()), chain_version: Some(3), ..existing }));
     }
 
     #[test]

@@ -135,6 +135,8 @@ pub fn new_task(spec: SubmitSpec) -> NewTask {
         routing_key,
         payload,
         owner: spec.owner,
+        chain: spec.chain,
+        chain_version: spec.chain_version,
     }
 }
 
@@ -362,6 +364,9 @@ mod tests {
                 root_id: None,
                 parent_id: None,
                 relationship_id: None,
+                depth: 0,
+                chain_version: None,
+                fanout_index: None,
                 node: None,
                 region: None,
                 idempotency_key: first.idempotency_key.clone(),

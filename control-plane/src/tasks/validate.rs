@@ -49,6 +49,11 @@ pub struct SubmitSpec {
     /// The principal submitting the task; set by the caller after authentication (empty from
     /// [`validate_submit`]). Idempotency keys are scoped to it.
     pub owner: String,
+    /// The chain whose run the task starts (name checked by [`validate_submit`], existence by the
+    /// caller).
+    pub chain: Option<String>,
+    /// The chain's current version; set by the caller after looking the chain up.
+    pub chain_version: Option<i64>,
 }
 
 /// Checks a `SubmitTask` request and applies its defaults.
@@ -58,9 +63,7 @@ pub struct SubmitSpec {
 pub fn validate_submit(req: &SubmitTaskRequest, limits: &Limits) -> Result<SubmitSpec, InvalidArgument> {
     let function = FunctionName::parse(&req.function).map_err(|reason| InvalidArgument::new("function", reason))?;
     if let Some(chain) = &req.chain {
-        // Chains are defined through the chain API; none can exist before it ships, so every name is
-        // unknown. The field is validated here rather than silently ignored.
-        return Err(InvalidArgument::new("chain", format!("unknown chain {chain:?}")));
+        crate::policy::parse::validate_name("chain", chain).map_err(|e| InvalidArgument::new("chain", e.reason))?;
     }
     let args = match &req.args {
         None => serde_json::Value::Object(serde_json::Map::new()),
@@ -155,6 +158,8 @@ pub fn validate_submit(req: &SubmitTaskRequest, limits: &Limits) -> Result<Submi
         idempotency_key,
         region,
         owner: String::new(),
+        chain: req.chain.clone(),
+        chain_version: None,
     })
 }
 
@@ -168,7 +173,8 @@ pub fn contains_nul(value: &serde_json::Value) -> bool {
     }
 }
 
-fn json_kind(value: &serde_json::Value) -> &'static str {
+/// "a string", "an object", …: the kind of a JSON value, for error messages.
+pub fn json_kind(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",
@@ -228,7 +234,8 @@ mod tests {
         let cases: Vec<(SubmitTaskRequest, &str)> = vec![
             (request("core.util"), "function"),
             (request("Core.util.echo"), "function"),
-            (SubmitTaskRequest { chain: Some("c".into()), ..base.clone() }, "chain"),
+            (SubmitTaskRequest { chain: Some("Bad Name".into()), ..base.clone() }, "chain"),
+            (SubmitTaskRequest { chain: Some(String::new()), ..base.clone() }, "chain"),
             (SubmitTaskRequest { args: Some(legion_proto::json_to_value(&json!([1]))), ..base.clone() }, "args"),
             (SubmitTaskRequest { args: Some(legion_proto::json_to_value(&json!("s"))), ..base.clone() }, "args"),
             (

@@ -1,4 +1,4 @@
-//! A control plane started with [`legion_control_plane::run`] against a test database, its own RabbitMQ
+//! A control plane started with [`legion_control_plane::run_with`] against a test database, its own RabbitMQ
 //! vhost (reached through a TCP proxy the test can cut) and fresh dev certificates.
 
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
@@ -152,7 +152,7 @@ impl Stack {
         edit(&mut settings);
         settings.validate().expect("valid test settings");
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(legion_control_plane::run(settings.clone(), shutdown.clone()));
+        let server = tokio::spawn(legion_control_plane::run_with(settings.clone(), options(), shutdown.clone()));
         let stack = Self { settings, certs, proxy, vhost, db, shutdown, server };
         super::eventually("the admin listener", Duration::from_secs(30), || async {
             reqwest_like_get(stack.settings.control_plane.admin_listen, "/healthz")
@@ -230,7 +230,8 @@ impl Stack {
             .expect("clean shutdown");
         tokio::time::sleep(downtime).await;
         self.shutdown = CancellationToken::new();
-        self.server = tokio::spawn(legion_control_plane::run(self.settings.clone(), self.shutdown.clone()));
+        self.server =
+            tokio::spawn(legion_control_plane::run_with(self.settings.clone(), options(), self.shutdown.clone()));
         let admin = self.settings.control_plane.admin_listen;
         super::eventually("the restarted admin listener", Duration::from_secs(30), || async {
             reqwest_like_get(admin, "/healthz").await.filter(|(code, _)| *code == 200)
@@ -270,4 +271,10 @@ pub async fn reqwest_like_get(addr: SocketAddr, path: &str) -> Option<(u16, Stri
 
 pub fn cert_dir(stack: &Stack) -> PathBuf {
     stack.certs.path().to_path_buf()
+}
+
+/// The control plane's options in tests: transformations run in the built `legion-control-plane` binary
+/// (the test binary is not one).
+pub fn options() -> legion_control_plane::Options {
+    legion_control_plane::Options { sandbox_program: env!("CARGO_BIN_EXE_legion-control-plane").into() }
 }

@@ -1,14 +1,16 @@
 //! [`DeliveryStore`] on PostgreSQL: lock the batch's tasks in id order, plan with the pure deciders of
 //! [`crate::delivery`], write the plan with set-based SQL, commit.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use legion_common::TaskStatus;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::outbox::{DispatchRow, NewOutbox, dispatch_columns, insert_outbox};
-use super::{PgStore, StateRow, int, state_columns, with_retries};
+use super::{PgStore, StateRow, chains, int, state_columns, with_retries};
 use crate::delivery::complete::{self, CompleteItem, ResultLimits, Verdict};
 use crate::delivery::start::{self, Decision, StartItem};
 use crate::delivery::{Plan, TaskState, lost};
@@ -42,10 +44,26 @@ impl DeliveryStore for PgStore {
         with_retries("complete tasks", || async {
             let mut tx = self.pool.begin().await?;
             let states = lock_states(&mut tx, &complete::task_ids(items)).await?;
+            let chained: HashSet<Uuid> = states.iter().filter(|s| s.chain_version.is_some()).map(|s| s.id).collect();
             let (verdicts, plan) = complete::plan(states, items, limits);
             apply_plan(&mut tx, &plan).await?;
+            let mut changes = plan.changes.clone();
+            if let Some(firing) = &self.firing {
+                let succeeded: Vec<(Uuid, &str)> = plan
+                    .updates
+                    .iter()
+                    .filter(|u| u.state.status == TaskStatus::Succeeded && chained.contains(&u.state.id))
+                    .filter_map(|u| u.result.as_deref().map(|r| (u.state.id, r)))
+                    .collect();
+                if !succeeded.is_empty() {
+                    let parents = chains::parents(&mut tx, &succeeded).await?;
+                    let versions = chains::versions(&mut tx, &parents, firing.cache()).await?;
+                    let children = firing.children(&parents, &versions).await;
+                    changes.extend(chains::insert_children(&mut tx, &children).await?);
+                }
+            }
             tx.commit().await?;
-            Ok((verdicts, plan.changes))
+            Ok((verdicts, changes))
         })
         .await
     }

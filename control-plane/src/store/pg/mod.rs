@@ -5,6 +5,7 @@
 //! (`UNNEST`) for batches. Every transaction that changes tasks locks them in id order.
 
 mod catalog;
+mod chains;
 mod delivery;
 mod outbox;
 mod security;
@@ -21,6 +22,7 @@ use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 use super::{Error, Result, Task};
+use crate::chains::fire::Firing;
 use crate::delivery::TaskState;
 
 /// The schema migrations, embedded at build time from `migrations/`.
@@ -50,15 +52,30 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 }
 
 /// The PostgreSQL store. Cheap to clone (the pool is shared).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    firing: Option<Firing>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("pool", &self.pool).field("fires_chains", &self.firing.is_some()).finish()
+    }
 }
 
 impl PgStore {
-    /// A store over `pool`.
+    /// A store over `pool` that records completions without firing chains.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, firing: None }
+    }
+
+    /// The same store, firing the relationships of chain runs when their tasks succeed
+    /// ([`crate::chains::fire`]).
+    #[must_use]
+    pub fn with_firing(mut self, firing: Firing) -> Self {
+        self.firing = Some(firing);
+        self
     }
 
     /// The pool.
@@ -90,7 +107,7 @@ macro_rules! task_columns {
     () => {
         "id, function, status, args, result, error, attempt, failures, max_attempts, dispatch, redeliveries, \
          priority, timeout_ms, chain, root_id, parent_id, relationship_id, node, region, idempotency_key, \
-         not_before, created_at, started_at, finished_at, owner"
+         not_before, created_at, started_at, finished_at, owner, depth, chain_version, fanout_index"
     };
 }
 pub(crate) use task_columns;
@@ -99,7 +116,7 @@ pub(crate) use task_columns;
 macro_rules! state_columns {
     () => {
         "id, status, attempt, failures, max_attempts, dispatch, redeliveries, node, \
-         (not_before IS NULL OR not_before <= now()) AS due"
+         (not_before IS NULL OR not_before <= now()) AS due, chain_version"
     };
 }
 pub(crate) use state_columns;
@@ -132,6 +149,9 @@ pub(crate) struct TaskRow {
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     owner: String,
+    depth: i32,
+    chain_version: Option<i64>,
+    fanout_index: Option<i32>,
 }
 
 impl TryFrom<TaskRow> for Task {
@@ -156,6 +176,9 @@ impl TryFrom<TaskRow> for Task {
             root_id: row.root_id,
             parent_id: row.parent_id,
             relationship_id: row.relationship_id,
+            depth: unsigned(row.depth, "depth")?,
+            chain_version: row.chain_version,
+            fanout_index: row.fanout_index.map(|i| unsigned(i, "fanout_index")).transpose()?,
             node: row.node,
             region: row.region,
             idempotency_key: row.idempotency_key,
@@ -180,6 +203,7 @@ pub(crate) struct StateRow {
     redeliveries: i32,
     node: Option<String>,
     due: bool,
+    chain_version: Option<i64>,
 }
 
 impl TryFrom<StateRow> for TaskState {
@@ -196,6 +220,7 @@ impl TryFrom<StateRow> for TaskState {
             redeliveries: unsigned(row.redeliveries, "redeliveries")?,
             node: row.node,
             due: row.due,
+            chain_version: row.chain_version,
         })
     }
 }

@@ -212,17 +212,20 @@ impl PgStore {
         let inserted: Vec<(Uuid, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
             "WITH input AS (
                  SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::int[], $6::int[],
-                                      $7::int8[], $8::text[], $9::text[], $10::bytea[], $12::text[], $13::text[])
+                                      $7::int8[], $8::text[], $9::text[], $10::bytea[], $12::text[], $13::text[],
+                                      $14::text[], $15::int8[])
                      WITH ORDINALITY AS u(id, function, args, priority, max_attempts, timeout_ms, delay_ms,
-                                          idempotency_key, region, payload, routing_key, owner, n)
+                                          idempotency_key, region, payload, routing_key, owner, chain,
+                                          chain_version, n)
              ),
              ins AS (
                  INSERT INTO tasks (id, function, status, args, priority, max_attempts, timeout_ms, dispatch,
-                                    idempotency_key, region, not_before, owner)
+                                    idempotency_key, region, not_before, owner, chain, chain_version, root_id)
                  SELECT id, function, CASE WHEN delay_ms > 0 THEN 'scheduled' ELSE 'pending' END, args::jsonb,
                         priority, max_attempts, timeout_ms, CASE WHEN delay_ms > 0 THEN 0 ELSE 1 END,
                         idempotency_key, region,
-                        CASE WHEN delay_ms > 0 THEN now() + delay_ms::float8 * interval '1 millisecond' END, owner
+                        CASE WHEN delay_ms > 0 THEN now() + delay_ms::float8 * interval '1 millisecond' END, owner,
+                        chain, chain_version, CASE WHEN chain IS NOT NULL THEN id END
                  FROM input ORDER BY n
                  ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
                  RETURNING id, created_at, not_before
@@ -249,6 +252,8 @@ impl PgStore {
         .bind(TASK_EXCHANGE)
         .bind(&columns.routing_keys)
         .bind(&columns.owners)
+        .bind(&columns.chains)
+        .bind(&columns.chain_versions)
         .fetch_all(&mut *tx)
         .await?;
         let created: HashMap<Uuid, (DateTime<Utc>, Option<DateTime<Utc>>)> =
@@ -309,6 +314,8 @@ struct InsertColumns {
     payloads: Vec<Vec<u8>>,
     routing_keys: Vec<String>,
     owners: Vec<String>,
+    chains: Vec<Option<String>>,
+    chain_versions: Vec<Option<i64>>,
 }
 
 impl InsertColumns {
@@ -325,6 +332,8 @@ impl InsertColumns {
         self.payloads.push(task.payload.clone());
         self.routing_keys.push(task.routing_key.clone());
         self.owners.push(task.owner.clone());
+        self.chains.push(task.chain.clone());
+        self.chain_versions.push(task.chain_version);
     }
 }
 
@@ -345,10 +354,13 @@ fn new_task(task: &NewTask, created_at: DateTime<Utc>, not_before: Option<DateTi
         redeliveries: 0,
         priority: task.priority,
         timeout_ms: task.timeout_ms,
-        chain: None,
-        root_id: None,
+        chain: task.chain.clone(),
+        root_id: task.chain.is_some().then_some(task.id),
         parent_id: None,
         relationship_id: None,
+        depth: 0,
+        chain_version: task.chain_version,
+        fanout_index: None,
         node: None,
         region: task.region.clone(),
         idempotency_key: task.idempotency_key.clone(),

@@ -1,0 +1,331 @@
+//! Chains through the whole control plane (`run_with`) against real PostgreSQL and RabbitMQ, with the
+//! executor protocol driven by hand: relationships fire in the transaction of the parent's completion,
+//! exactly once, with conditions, transformations (in the sandbox processes), skips and failures
+//! recorded on the child, runs pinned to their chain version, and the chain API's validation and
+//! authorization.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use legion_proto::v1;
+use legion_proto::v1::chain_service_client::ChainServiceClient;
+use legion_proto::{json_to_value, value_to_json};
+use serde_json::{Value, json};
+use support::eventually;
+use support::stack::{Credential, Stack, core_manifest};
+use tonic::Code;
+
+fn relationship(trigger: &str, action: &str) -> v1::Relationship {
+    v1::Relationship { trigger: trigger.into(), action: action.into(), ..v1::Relationship::default() }
+}
+
+fn chain(name: &str, relationships: Vec<v1::Relationship>) -> v1::Chain {
+    v1::Chain { name: name.into(), relationships, ..v1::Chain::default() }
+}
+
+async fn chains(stack: &Stack) -> ChainServiceClient<support::stack::AuthChannel> {
+    ChainServiceClient::new(stack.admin_channel().await)
+}
+
+async fn apply(stack: &Stack, chain: v1::Chain) -> Result<v1::ApplyChainResponse, tonic::Status> {
+    chains(stack).await.apply_chain(v1::ApplyChainRequest { chain: Some(chain) }).await.map(tonic::Response::into_inner)
+}
+
+async fn submit(stack: &Stack, function: &str, args: Value, chain: Option<&str>) -> Result<v1::Task, tonic::Status> {
+    let request = v1::SubmitTaskRequest {
+        function: function.into(),
+        args: Some(json_to_value(&args)),
+        chain: chain.map(str::to_owned),
+        ..v1::SubmitTaskRequest::default()
+    };
+    let response = stack.tasks().await.submit_task(request).await?.into_inner();
+    Ok(response.task.unwrap())
+}
+
+async fn get(stack: &Stack, id: &str) -> v1::Task {
+    stack.tasks().await.get_task(v1::GetTaskRequest { id: id.into() }).await.expect("get").into_inner()
+}
+
+async fn run_tree(stack: &Stack, root: &str) -> Vec<v1::Task> {
+    let request =
+        v1::ListTasksRequest { root_id: Some(root.into()), page_size: 1000, ..v1::ListTasksRequest::default() };
+    let mut tasks = stack.tasks().await.list_tasks(request).await.expect("list").into_inner().tasks;
+    tasks.reverse();
+    tasks
+}
+
+/// Starts dispatch 1 of `task` as the test executor, then completes it with `result`; returns whether
+/// the completion was accepted.
+async fn run(stack: &Stack, task: &str, result: &Value) -> bool {
+    eventually("the task to be queued", Duration::from_secs(10), || async {
+        (get(stack, task).await.status() == v1::TaskStatus::Queued).then_some(())
+    })
+    .await;
+    let mut executor = stack.executor().await;
+    let start = executor
+        .start_task(v1::StartTaskRequest {
+            items: vec![v1::StartItem { task_id: task.into(), dispatch: 1, redelivered: false }],
+        })
+        .await
+        .expect("start")
+        .into_inner();
+    assert_eq!(start.results[0].decision(), v1::StartDecision::Run, "{start:?}");
+    complete(stack, task, start.results[0].attempt, result).await
+}
+
+async fn complete(stack: &Stack, task: &str, attempt: u32, result: &Value) -> bool {
+    let acks = stack
+        .executor()
+        .await
+        .complete_task(v1::CompleteTaskRequest {
+            items: vec![v1::Completion {
+                task_id: task.into(),
+                attempt,
+                outcome: Some(v1::completion::Outcome::ResultJson(serde_json::to_vec(result).unwrap())),
+                duration_ms: 3,
+            }],
+        })
+        .await
+        .expect("complete")
+        .into_inner();
+    acks.acks[0].accepted
+}
+
+async fn registered(stack: &Stack) {
+    let manifest = core_manifest(&["echo", "noop", "fail", "sleep"]);
+    stack.executor().await.register_node(manifest).await.expect("register");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relationships_fire_once_with_conditions_and_transformations() {
+    let stack = Stack::start(true, |_| {}).await;
+    registered(&stack).await;
+    let mut big = relationship("core.util.echo", "core.util.noop");
+    big.conditions =
+        Some(json_to_value(&json!({"all": [{"fact": "results.n", "operator": "greater_than", "value": 3}]})));
+    big.transformation = Some(json_to_value(&json!({"engine": "jq", "expr": "{m: (.results.n * 2), from: .task.id}"})));
+    let mut small = relationship("core.util.echo", "core.util.fail");
+    small.conditions = Some(json_to_value(&json!({"fact": "results.n", "operator": "less_than", "value": 3})));
+    let mut templated = relationship("core.util.echo", "core.util.sleep");
+    templated.transformation = Some(json_to_value(
+        &json!({"engine": "jinja", "template": "{\"ms\": {{ results.n }}, \"url\": {{ args.url | tojson }}}"}),
+    ));
+    let mut broken = relationship("core.util.echo", "core.util.noop");
+    broken.transformation = Some(json_to_value(&json!({"engine": "jq", "expr": ".results.n | error(\"boom\")"})));
+    let applied = apply(&stack, chain("pipeline", vec![big, small, templated, broken])).await.expect("apply");
+    assert!(applied.created && applied.changed);
+
+    let root =
+        submit(&stack, "core.util.echo", json!({"url": "http://x.test/"}), Some("pipeline")).await.expect("submit");
+    assert_eq!(root.chain.as_deref(), Some("pipeline"));
+    assert_eq!(root.root_id.as_deref(), Some(root.id.as_str()), "a chain's root is its own root");
+    assert_eq!(root.chain_version, Some(applied.chain.as_ref().unwrap().version));
+
+    assert!(run(&stack, &root.id, &json!({"n": 5})).await);
+    // A second completion (a retried CompleteTask) is stale and fires nothing more.
+    assert!(!complete(&stack, &root.id, 1, &json!({"n": 5})).await);
+
+    let tree = run_tree(&stack, &root.id).await;
+    assert_eq!(tree.len(), 5, "root and one child per relationship: {tree:#?}");
+    let children: Vec<&v1::Task> = tree.iter().filter(|t| t.id != root.id).collect();
+    for child in &children {
+        assert_eq!(child.parent_id.as_deref(), Some(root.id.as_str()));
+        assert_eq!(child.root_id.as_deref(), Some(root.id.as_str()));
+        assert_eq!(child.chain.as_deref(), Some("pipeline"));
+        assert_eq!(child.depth, 1);
+        assert!(child.relationship_id.is_some());
+    }
+    let by_function = |f: &str| children.iter().filter(|t| t.function == f).copied().collect::<Vec<_>>();
+    let noops = by_function("core.util.noop");
+    assert_eq!(noops.len(), 2);
+    let doubled = noops.iter().find(|t| t.status() != v1::TaskStatus::Failed).expect("the jq child");
+    assert_eq!(value_to_json(doubled.args.as_ref().unwrap()), json!({"m": 10, "from": root.id}));
+    let failed = noops.iter().find(|t| t.status() == v1::TaskStatus::Failed).expect("the failing transformation");
+    assert!(failed.error.as_deref().unwrap().starts_with("transformation failed: "), "{failed:?}");
+    assert!(failed.error.as_deref().unwrap().contains("boom"), "{failed:?}");
+    let skipped = by_function("core.util.fail");
+    assert_eq!(skipped[0].status(), v1::TaskStatus::Skipped);
+    assert!(skipped[0].error.as_deref().unwrap().starts_with("conditions not met: "), "{:?}", skipped[0]);
+    let sleep = by_function("core.util.sleep");
+    assert_eq!(value_to_json(sleep[0].args.as_ref().unwrap()), json!({"ms": 5, "url": "http://x.test/"}));
+    // The parent is untouched by its children's failures.
+    assert_eq!(get(&stack, &root.id).await.status(), v1::TaskStatus::Succeeded);
+
+    // The runnable children were dispatched; the skipped and failed ones ended at once.
+    eventually("the runnable children to be queued", Duration::from_secs(10), || async {
+        let tree = run_tree(&stack, &root.id).await;
+        let queued = tree.iter().filter(|t| t.status() == v1::TaskStatus::Queued).count();
+        (queued == 2).then_some(())
+    })
+    .await;
+    // Exactly one child per (parent, relationship): the database holds no repeat.
+    let pool = stack.pool().await;
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM tasks WHERE parent_id = $1::uuid")
+        .bind(&root.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 4);
+    stack.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_pinned_to_their_version_and_deleted_chains_stop() {
+    let stack = Stack::start(true, |_| {}).await;
+    registered(&stack).await;
+    let first = apply(&stack, chain("pinned", vec![relationship("core.util.echo", "core.util.noop")])).await.unwrap();
+    let version = first.chain.unwrap().version;
+    // Applying the same document again changes nothing.
+    let again = apply(&stack, chain("pinned", vec![relationship("core.util.echo", "core.util.noop")])).await.unwrap();
+    assert!(!again.created && !again.changed);
+    assert_eq!(again.chain.unwrap().version, version);
+
+    let old_run = submit(&stack, "core.util.echo", json!({}), Some("pinned")).await.unwrap();
+    let changed = apply(&stack, chain("pinned", vec![relationship("core.util.echo", "core.util.fail")])).await.unwrap();
+    assert!(changed.changed && !changed.created);
+    assert!(changed.chain.unwrap().version > version);
+    let new_run = submit(&stack, "core.util.echo", json!({}), Some("pinned")).await.unwrap();
+
+    assert!(run(&stack, &old_run.id, &json!({"a": 1})).await);
+    assert!(run(&stack, &new_run.id, &json!({"a": 1})).await);
+    let old_child = run_tree(&stack, &old_run.id).await;
+    assert_eq!(old_child[1].function, "core.util.noop", "the run started before the change keeps its version");
+    assert_eq!(value_to_json(old_child[1].args.as_ref().unwrap()), json!({"a": 1}), "the result is passed on");
+    let new_child = run_tree(&stack, &new_run.id).await;
+    assert_eq!(new_child[1].function, "core.util.fail");
+
+    // A run whose chain is deleted creates nothing more.
+    let orphan = submit(&stack, "core.util.echo", json!({}), Some("pinned")).await.unwrap();
+    chains(&stack).await.delete_chain(v1::DeleteChainRequest { name: "pinned".into() }).await.expect("delete");
+    assert!(run(&stack, &orphan.id, &json!({})).await);
+    assert_eq!(run_tree(&stack, &orphan.id).await.len(), 1);
+    let gone = chains(&stack).await.get_chain(v1::GetChainRequest { name: "pinned".into() }).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    stack.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chain_api_validates_authorizes_and_audits() {
+    let stack = Stack::start(true, |_| {}).await;
+    registered(&stack).await;
+    let mut bad_operator = relationship("core.util.echo", "core.util.noop");
+    bad_operator.conditions =
+        Some(json_to_value(&json!({"all": [{"fact": "results.status", "operator": "equals", "value": 200}]})));
+    let cases = [
+        (
+            chain("x", vec![relationship("core.util.echo", "core.util.nope")]),
+            "relationships[0].action: unknown function",
+        ),
+        (
+            chain("x", vec![relationship("core.util.echo", "core.util.noop"), bad_operator]),
+            "relationships[1].conditions.all[0].operator: unknown operator",
+        ),
+        (chain("x", vec![relationship("core.util.echo", "core.util.echo")]), "relationships[0].action: closes a cycle"),
+        (chain("Bad Name", vec![relationship("core.util.echo", "core.util.noop")]), "name: "),
+    ];
+    for (document, prefix) in cases {
+        let status = apply(&stack, document).await.expect_err(prefix);
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().starts_with(prefix), "{:?} should start with {prefix:?}", status.message());
+    }
+    let mut capped = chain("loop", vec![relationship("core.util.echo", "core.util.echo")]);
+    capped.max_depth = Some(3);
+    apply(&stack, capped).await.expect("a capped loop is accepted");
+
+    // Submits: an unknown chain, and a function that triggers nothing in it.
+    let unknown = submit(&stack, "core.util.echo", json!({}), Some("missing")).await.unwrap_err();
+    assert_eq!((unknown.code(), unknown.message()), (Code::InvalidArgument, "chain: unknown chain \"missing\""));
+    let idle = submit(&stack, "core.util.noop", json!({}), Some("loop")).await.unwrap_err();
+    assert!(idle.message().starts_with("chain: no active relationship"), "{idle:?}");
+
+    // A loop runs to its cap: depth 3 is the last created, depth 4 is skipped with the reason.
+    let root = submit(&stack, "core.util.echo", json!({"i": 0}), Some("loop")).await.unwrap();
+    let mut current = root.id.clone();
+    for depth in 1..=3 {
+        assert!(run(&stack, &current, &json!({"i": depth})).await);
+        let tree = run_tree(&stack, &root.id).await;
+        let child = tree.iter().find(|t| t.parent_id.as_deref() == Some(current.as_str())).expect("child").clone();
+        assert_eq!(child.depth, depth);
+        current = child.id;
+    }
+    assert!(run(&stack, &current, &json!({})).await);
+    let tree = run_tree(&stack, &root.id).await;
+    let last = tree.iter().find(|t| t.parent_id.as_deref() == Some(current.as_str())).expect("capped child");
+    assert_eq!((last.status(), last.depth), (v1::TaskStatus::Skipped, 4));
+    assert!(last.error.as_deref().unwrap().contains("exceeds the run's depth cap 3"), "{last:?}");
+
+    // A key that may apply chains but not run core.util.noop cannot make a chain run it.
+    let mut policies = legion_proto::v1::policy_service_client::PolicyServiceClient::new(stack.admin_channel().await);
+    let rule = |path: &str, capabilities: &[&str]| v1::PolicyRule {
+        path: path.into(),
+        capabilities: capabilities.iter().map(|c| (*c).to_owned()).collect(),
+    };
+    let rules = vec![
+        rule("chains/*", &["create", "read", "update", "execute"]),
+        rule("runners/core/util/echo", &["execute"]),
+        rule("tasks/*", &["create", "read", "list"]),
+    ];
+    policies.put_policy(v1::PutPolicyRequest { name: "chain-author".into(), rules }).await.expect("policy");
+    let mut auth = legion_proto::v1::auth_service_client::AuthServiceClient::new(stack.admin_channel().await);
+    let key = auth
+        .create_api_key(v1::CreateApiKeyRequest {
+            name: "author".into(),
+            policies: vec!["chain-author".into()],
+            ttl_s: 0,
+        })
+        .await
+        .expect("key")
+        .into_inner()
+        .key;
+    let mut limited = ChainServiceClient::new(stack.channel_as(Credential::api_key(&key).unwrap()).await);
+    let denied = limited
+        .apply_chain(v1::ApplyChainRequest {
+            chain: Some(chain("sneaky", vec![relationship("core.util.echo", "core.util.noop")])),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    limited
+        .apply_chain(v1::ApplyChainRequest {
+            chain: Some(chain(
+                "echoes",
+                vec![relationship("core.util.echo", "core.util.echo")]
+                    .into_iter()
+                    .map(|mut r| {
+                        r.active = Some(false);
+                        r
+                    })
+                    .collect(),
+            )),
+        })
+        .await
+        .expect("a chain of functions the author may run");
+    // Nor start a run of a chain whose actions it may not run.
+    let mut tasks = legion_proto::v1::task_service_client::TaskServiceClient::new(
+        stack.channel_as(Credential::api_key(&key).unwrap()).await,
+    );
+    apply(&stack, chain("admins-only", vec![relationship("core.util.echo", "core.util.noop")])).await.unwrap();
+    let refused = tasks
+        .submit_task(v1::SubmitTaskRequest {
+            function: "core.util.echo".into(),
+            chain: Some("admins-only".into()),
+            ..v1::SubmitTaskRequest::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+
+    // Changes are in the audit trail.
+    let pool = stack.pool().await;
+    let actions: Vec<(String, String)> =
+        sqlx::query_as("SELECT action, resource FROM audit_log WHERE action LIKE 'chain.%' ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(actions.contains(&("chain.apply".into(), "chains/loop".into())), "{actions:?}");
+    assert!(actions.contains(&("chain.apply".into(), "chains/echoes".into())), "{actions:?}");
+    stack.stop().await.expect("clean stop");
+}
