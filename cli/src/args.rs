@@ -70,6 +70,12 @@ pub enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
+    /// Create or replace, list, show and delete chains (named sets of relationships between functions).
+    Chain {
+        /// The chain command.
+        #[command(subcommand)]
+        command: ChainCommand,
+    },
     /// Create, list, show, delete and check Vault-style ACL policies.
     Policy {
         /// The policy command.
@@ -146,6 +152,17 @@ pub enum TaskCommand {
         #[arg(value_parser = parse_task_id)]
         id: String,
     },
+    /// Prints the tree of a chain run under a task, one indented line per task: id, function, status,
+    /// duration (finished_at - started_at, or -) and, for a task that did not succeed, its error or
+    /// skip reason.
+    Tree {
+        /// Task id (UUID): the run's root, or a task of the run to show only the subtree under it.
+        #[arg(value_parser = parse_task_id)]
+        id: String,
+        /// Print the tree as nested JSON `{"task":{…},"children":[…]}` (tasks in their REST shape).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `legion task submit`.
@@ -203,6 +220,31 @@ pub struct List {
     /// `next_page_token` of the previous page.
     #[arg(long, value_name = "TOKEN")]
     pub page_token: Option<String>,
+}
+
+/// `legion chain …`.
+#[derive(Debug, Subcommand)]
+pub enum ChainCommand {
+    /// Creates or replaces a chain from a JSON or YAML file shaped as the body of `POST /api/v1/chains`
+    /// (`{"name","description","max_depth","relationships":[{"trigger","action","conditions",…}]}`) and
+    /// prints whether it was created, changed (a new version) or unchanged, with its version. A
+    /// `.yaml`/`.yml` file is read as YAML; any other as JSON, else YAML.
+    Apply {
+        /// The chain file; `-` reads standard input.
+        file: PathBuf,
+    },
+    /// Prints every chain as a table: name, version, relationships, updated_at, updated_by.
+    List,
+    /// Prints a chain (its REST shape, as pretty JSON).
+    Show {
+        /// The chain's name.
+        name: String,
+    },
+    /// Deletes a chain; runs in flight create no further tasks. Prints nothing.
+    Delete {
+        /// The chain's name.
+        name: String,
+    },
 }
 
 /// `legion policy …`.

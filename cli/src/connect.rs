@@ -8,6 +8,7 @@ pub use legion_common::credential::{AuthChannel, Credential};
 use legion_common::settings::{Sources, TlsSettings};
 use legion_proto::v1::audit_service_client::AuditServiceClient;
 use legion_proto::v1::auth_service_client::AuthServiceClient;
+use legion_proto::v1::chain_service_client::ChainServiceClient;
 use legion_proto::v1::policy_service_client::PolicyServiceClient;
 use legion_proto::v1::task_service_client::TaskServiceClient;
 use tonic::transport::{Channel, Endpoint};
@@ -72,6 +73,12 @@ impl Clients {
     /// `legion.v1.TaskService`.
     pub fn tasks(&self) -> TaskServiceClient<AuthChannel> {
         TaskServiceClient::with_interceptor(self.channel.clone(), self.credential.clone())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    /// `legion.v1.ChainService`.
+    pub fn chains(&self) -> ChainServiceClient<AuthChannel> {
+        ChainServiceClient::with_interceptor(self.channel.clone(), self.credential.clone())
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 

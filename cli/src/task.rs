@@ -3,7 +3,7 @@
 //!
 //! Objects are printed as pretty JSON; `watch` and `submit --wait` print one compact JSON line per
 //! status change (`{"status","attempt","at","task"}`) and return exit code 0 if the task ended
-//! `succeeded`, 2 if it ended otherwise.
+//! `succeeded`, 2 if it ended otherwise. `tree` prints the tasks of a chain run ([`crate::tree`]).
 
 use std::io::Write;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::args::{List, Submit, TaskCommand};
 use crate::connect::AuthChannel;
 use crate::error::{EXIT_TASK_DID_NOT_SUCCEED, Error};
+use crate::tree::TaskTree;
 
 /// Reconnections a watch attempts after losing the control plane before it gives up.
 pub const WATCH_RECONNECTS: u32 = 10;
@@ -56,6 +57,17 @@ pub async fn run(
         TaskCommand::Cancel { id } => {
             let task = client.cancel_task(v1::CancelTaskRequest { id }).await?.into_inner();
             print_pretty(out, &Task::try_from(&task)?)?;
+        }
+        TaskCommand::Tree { id, json } => {
+            let tasks = crate::tree::fetch_run(&mut client, &id).await?;
+            let tree = TaskTree::build(tasks, &id)
+                .ok_or_else(|| tonic::Status::internal(format!("task {id} is missing from its own run")))?;
+            if json {
+                print_pretty(out, &tree.json())?;
+            } else {
+                tree.write_text(out)?;
+                out.flush()?;
+            }
         }
     }
     Ok(0)

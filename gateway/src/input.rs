@@ -95,8 +95,19 @@ impl SubmitTask {
 pub fn parse_object<T: DeserializeOwned>(body: &[u8], fields: &[&str], required: &[&str]) -> Result<T, Problem> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| Problem::invalid("body", format!("not valid JSON: {e}")))?;
+    object_from_value(&value, fields, required)
+}
+
+/// [`parse_object`] for a document already parsed (from YAML, say): `value` must be an object with
+/// members among `fields`, each of `required` present. Errors as [`parse_object`], the document being
+/// named `body`.
+pub fn object_from_value<T: DeserializeOwned>(
+    value: &serde_json::Value,
+    fields: &[&str],
+    required: &[&str],
+) -> Result<T, Problem> {
     let Some(object) = value.as_object() else {
-        return Err(Problem::invalid("body", format!("must be a JSON object, not {}", kind(&value))));
+        return Err(Problem::invalid("body", format!("must be a JSON object, not {}", kind(value))));
     };
     let unknown: Vec<&str> = object.keys().map(String::as_str).filter(|k| !fields.contains(k)).collect();
     if !unknown.is_empty() {
@@ -112,7 +123,7 @@ pub fn parse_object<T: DeserializeOwned>(body: &[u8], fields: &[&str], required:
     if let Some(missing) = required.iter().find(|f| object.get(**f).is_none_or(serde_json::Value::is_null)) {
         return Err(Problem::invalid(missing, "required"));
     }
-    serde_path_to_error::deserialize(&value).map_err(|e| Problem::invalid(&e.path().to_string(), e.inner()))
+    serde_path_to_error::deserialize(value).map_err(|e| Problem::invalid(&e.path().to_string(), e.inner()))
 }
 
 /// Checks that `value` is no deeper than protobuf can carry to the control plane
@@ -181,7 +192,7 @@ pub struct ListTasksQuery {
     pub function: Option<String>,
     /// Only tasks of runs of this chain.
     pub chain: Option<String>,
-    /// Only tasks of the chain run rooted at this task (a UUID).
+    /// The tasks of one chain run, root included: the id (UUID) of the run's root task.
     #[param(format = Uuid)]
     pub root_id: Option<String>,
     /// Tasks per page, 1 to 1000; default 100.
@@ -284,9 +295,12 @@ pub fn is_json_content_type(value: Option<&str>) -> bool {
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+mod chains;
 mod security;
 #[cfg(test)]
 mod tests;
+
+pub use chains::{ChainBody, LIST_CHAINS_PARAMS, ListChainsQuery, RelationshipBody};
 
 pub use security::{
     AUDIT_DECISIONS, AUDIT_PARAMS, CapabilitiesBody, CreateApiKey, IssueToken, LIST_API_KEYS_PARAMS, ListApiKeysQuery,

@@ -48,7 +48,7 @@ pub use crate::layers::{
     MAX_HEADER_COUNT, MAX_HEADER_VALUE_BYTES, MAX_REQUEST_ID_BYTES, MAX_URI_BYTES,
 };
 use crate::metrics::HttpMetrics;
-use crate::routes::{audit, auth, catalog, config, events, policies, system, tasks};
+use crate::routes::{audit, auth, catalog, chains, config, events, policies, system, tasks};
 use crate::state::AppState;
 
 /// Why the gateway could not start or stopped with an error.
@@ -81,7 +81,7 @@ impl Error {
 #[openapi(
     info(
         title = "Legion REST API",
-        description = "Submit and follow tasks, inspect the extension catalog and the nodes, manage API keys \
+        description = "Submit and follow tasks, define chains, inspect the extension catalog and the nodes, manage API keys \
             and policies, read the audit trail and the settings. Every route but the operations ones and \
             /.well-known/jwks.json needs a credential: `X-API-Key: <key>` or `Authorization: Bearer <JWT>`; \
             the control plane authorizes each call against the caller's policies (401 UNAUTHENTICATED without \
@@ -90,6 +90,8 @@ impl Error {
     ),
     tags(
         (name = "tasks", description = "Submit, inspect, list, cancel and watch tasks"),
+        (name = "chains", description = "Chains: named sets of relationships that turn the completion of one task \
+            into the next; submit a task with `chain` to start a run"),
         (name = "catalog", description = "Extensions and nodes"),
         (name = "auth", description = "API keys, tokens, capabilities and the token-verifying keys"),
         (name = "policies", description = "Vault-style ACL policies"),
@@ -108,6 +110,8 @@ fn api_routes(timeout: Duration) -> (Router<AppState>, utoipa::openapi::OpenApi)
         .routes(routes!(tasks::get_task))
         .routes(routes!(tasks::cancel_task))
         .routes(routes!(tasks::list_attempts))
+        .routes(routes!(chains::apply_chain, chains::list_chains))
+        .routes(routes!(chains::get_chain, chains::delete_chain))
         .routes(routes!(catalog::list_extensions))
         .routes(routes!(catalog::disable_extension))
         .routes(routes!(catalog::enable_extension))

@@ -6,6 +6,7 @@ use std::time::Duration;
 use legion_proto::v1::audit_service_client::AuditServiceClient;
 use legion_proto::v1::auth_service_client::AuthServiceClient;
 use legion_proto::v1::catalog_service_client::CatalogServiceClient;
+use legion_proto::v1::chain_service_client::ChainServiceClient;
 use legion_proto::v1::config_service_client::ConfigServiceClient;
 use legion_proto::v1::policy_service_client::PolicyServiceClient;
 use legion_proto::v1::task_service_client::TaskServiceClient;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub tasks: TaskServiceClient<Channel>,
     /// `legion.v1.CatalogService`.
     pub catalog: CatalogServiceClient<Channel>,
+    /// `legion.v1.ChainService`.
+    pub chains: ChainServiceClient<Channel>,
     /// `legion.v1.AuthService`: API keys, tokens, capabilities, the JWKS.
     pub auth: AuthServiceClient<Channel>,
     /// `legion.v1.PolicyService`.
@@ -55,6 +58,7 @@ impl AppState {
         Self {
             tasks: TaskServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
             catalog: CatalogServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            chains: ChainServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
             auth: AuthServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
             policies: PolicyServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
             audit: AuditServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),

@@ -49,6 +49,11 @@ pub struct Task {
     /// The chain this task runs in.
     #[schema(required = true)]
     pub chain: Option<String>,
+    /// The version of the chain the run is pinned to (the version current when its root was
+    /// submitted); null outside chains.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub chain_version: Option<i64>,
     /// The root task of the chain run.
     #[schema(required = true)]
     pub root_id: Option<String>,
@@ -58,6 +63,15 @@ pub struct Task {
     /// The relationship that created this task.
     #[schema(required = true)]
     pub relationship_id: Option<String>,
+    /// Position in its chain run: 0 for the root (and for tasks outside chains), the parent's depth + 1.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub depth: u32,
+    /// Position among the children one relationship created from one parent (a fan-out), from 0; null
+    /// for tasks no relationship created.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub fanout_index: Option<u32>,
     /// The node that runs or ran the current attempt.
     #[schema(required = true)]
     pub node: Option<String>,
@@ -96,9 +110,12 @@ impl TryFrom<&v1::Task> for Task {
             max_attempts: t.max_attempts,
             priority: t.priority,
             chain: t.chain.clone(),
+            chain_version: t.chain_version,
             root_id: t.root_id.clone(),
             parent_id: t.parent_id.clone(),
             relationship_id: t.relationship_id.clone(),
+            depth: t.depth,
+            fanout_index: t.fanout_index,
             node: t.node.clone(),
             region: t.region.clone(),
             created_at: time(t.created_at.as_ref()),
@@ -216,11 +233,13 @@ pub(crate) fn time(ts: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>>
 }
 
 mod catalog;
+mod chains;
 mod security;
 #[cfg(test)]
 mod tests;
 
 pub use catalog::{Extension, ExtensionList, Function, Node, NodeExtension, NodeList, Runner};
+pub use chains::{Chain, ChainPage, Relationship};
 pub use security::{
     ApiKey, ApiKeyList, AuditPage, AuditRecord, AuditVerification, CapabilityMap, CreatedApiKey, Policy, PolicyList,
     PolicyRule, Token, WhoAmI, struct_to_json,

@@ -172,3 +172,86 @@ async fn control_plane_refusals_keep_their_meaning() {
     let unknown = call(&app, post("/api/v1/extensions/nosuch/enable", &json!({}))).await;
     assert_problem(&unknown, 404, "NOT_FOUND", "nosuch");
 }
+
+/// A chain through the gateway: applied (201, then 200 with the same version when unchanged), refused
+/// by field when a rule is malformed, run (a fan-out of three and a skipped child), and its run listed
+/// with `root_id` with each task's position in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chains_run_through_the_router() {
+    let env = TestEnv::start().await.expect("control plane starts");
+    let _executor = env.start_executor(&ExecutorOptions::default()).await.expect("executor starts");
+    let app = gateway(&env);
+
+    let chain = json!({
+        "name": "gw-fanout",
+        "description": "three noops and a skip",
+        "relationships": [
+            {"trigger": "core.util.echo", "action": "core.util.noop",
+             "transformation": {"engine": "static", "value": [{"i": 0}, {"i": 1}, {"i": 2}]}},
+            {"trigger": "core.util.echo", "action": "core.util.noop",
+             "conditions": {"fact": "results.go", "operator": "is_true"}}
+        ]
+    });
+    let created = call(&app, post("/api/v1/chains", &chain)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.location.as_deref(), Some("/api/v1/chains/gw-fanout"));
+    assert_eq!((&created.body["version"], &created.body["relationships"][1]["active"]), (&json!(1), &json!(true)));
+    let again = call(&app, post("/api/v1/chains", &chain)).await;
+    assert_eq!((again.status, &again.body["version"]), (StatusCode::OK, &json!(1)), "{}", again.body);
+    let shown = call(&app, get("/api/v1/chains/gw-fanout")).await;
+    assert_eq!((shown.status, &shown.body["description"]), (StatusCode::OK, &json!("three noops and a skip")));
+    let listed = call(&app, get("/api/v1/chains?limit=10")).await;
+    assert_eq!(listed.body["chains"][0]["name"], "gw-fanout", "{}", listed.body);
+
+    let mut bad = chain.clone();
+    bad["relationships"][1]["conditions"]["operator"] = json!("equals");
+    let refused = call(&app, post("/api/v1/chains", &bad)).await;
+    assert_problem(&refused, 400, "INVALID_ARGUMENT", "relationships[1].conditions");
+    assert!(refused.body["detail"].as_str().is_some_and(|d| d.contains("equals")), "{}", refused.body);
+
+    let submit = json!({"function": "core.util.echo", "args": {"go": false}, "chain": "gw-fanout"});
+    let root = call(&app, post("/api/v1/tasks", &submit)).await;
+    assert_eq!(root.status, StatusCode::CREATED, "{}", root.body);
+    let root_id = root.body["id"].as_str().expect("id").to_owned();
+    let uri = format!("/api/v1/tasks?root_id={root_id}&limit=1000");
+    let run = legion_tests::assert_eventually!(TASK_DEADLINE, "the chain run finishes", || async {
+        let page = call(&app, get(&uri)).await;
+        let tasks = page.body["tasks"].as_array().cloned().unwrap_or_default();
+        let done = tasks.len() == 5
+            && tasks.iter().all(|t| ["succeeded", "skipped"].contains(&t["status"].as_str().unwrap_or("")));
+        if done { Ok(tasks) } else { Err(page.body.to_string()) }
+    });
+    let root_task = run.iter().find(|t| t["id"] == json!(root_id)).expect("the root is listed");
+    assert_eq!(
+        (&root_task["depth"], &root_task["chain_version"], &root_task["fanout_index"]),
+        (&json!(0), &json!(1), &json!(null))
+    );
+    let mut fanout: Vec<i64> = run
+        .iter()
+        .filter(|t| t["status"] == "succeeded" && t["function"] == "core.util.noop")
+        .map(|t| {
+            assert_eq!(
+                (&t["depth"], &t["parent_id"], &t["chain_version"]),
+                (&json!(1), &json!(root_id), &json!(1)),
+                "{t}"
+            );
+            t["fanout_index"].as_i64().expect("fanout_index")
+        })
+        .collect();
+    fanout.sort_unstable();
+    assert_eq!(fanout, [0, 1, 2]);
+    let skipped: Vec<&Value> = run.iter().filter(|t| t["status"] == "skipped").collect();
+    assert_eq!(skipped.len(), 1, "{run:?}");
+    assert!(skipped[0]["error"].as_str().is_some_and(|e| !e.is_empty()), "a skip has its reason: {}", skipped[0]);
+
+    let deleted = call(
+        &app,
+        Request::delete("/api/v1/chains/gw-fanout")
+            .header("x-api-key", ADMIN_KEY)
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_problem(&call(&app, get("/api/v1/chains/gw-fanout")).await, 404, "NOT_FOUND", "gw-fanout");
+}

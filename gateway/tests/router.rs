@@ -192,6 +192,10 @@ async fn the_openapi_document_covers_every_route() {
         ("/api/v1/tasks/{id}/cancel", "post"),
         ("/api/v1/tasks/{id}/attempts", "get"),
         ("/api/v1/tasks/{id}/events", "get"),
+        ("/api/v1/chains", "post"),
+        ("/api/v1/chains", "get"),
+        ("/api/v1/chains/{name}", "get"),
+        ("/api/v1/chains/{name}", "delete"),
         ("/api/v1/extensions", "get"),
         ("/api/v1/extensions/{name}/disable", "post"),
         ("/api/v1/extensions/{name}/enable", "post"),
@@ -219,7 +223,7 @@ async fn the_openapi_document_covers_every_route() {
     for (path, method) in expected {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
     }
-    assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(25), "no undocumented or extra paths");
+    assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(27), "no undocumented or extra paths");
     let schemas = &doc["components"]["schemas"];
     for schema in [
         "Task",
@@ -245,6 +249,11 @@ async fn the_openapi_document_covers_every_route() {
         "AuditPage",
         "AuditRecord",
         "AuditVerification",
+        "ChainBody",
+        "RelationshipBody",
+        "Chain",
+        "ChainPage",
+        "Relationship",
     ] {
         assert!(schemas[schema].is_object(), "schema {schema} missing");
     }
@@ -256,6 +265,19 @@ async fn the_openapi_document_covers_every_route() {
     }
     let region_type = &task["properties"]["region"]["type"];
     assert_eq!(region_type, &serde_json::json!(["string", "null"]), "{task}");
+    // The task object carries its position in a chain run.
+    for key in ["depth", "chain_version", "fanout_index"] {
+        assert!(task["properties"][key].is_object(), "Task.{key} missing: {task}");
+        assert!(task["required"].as_array().is_some_and(|r| r.contains(&key.into())), "Task.{key} not required");
+    }
+    let root_id = doc["paths"]["/api/v1/tasks"]["get"]["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "root_id"))
+        .expect("root_id parameter");
+    assert!(
+        root_id["description"].as_str().is_some_and(|d| d.starts_with("The tasks of one chain run, root included")),
+        "{root_id}"
+    );
     let submit = &doc["paths"]["/api/v1/tasks"]["post"];
     assert!(submit["requestBody"]["content"]["application/json"].is_object());
     assert!(submit["responses"]["201"].is_object() && submit["responses"]["200"].is_object());

@@ -266,3 +266,49 @@ fn credentials_are_global_and_never_shown() {
     let api_key = command.get_arguments().find(|a| a.get_id() == "api_key").expect("--api-key");
     assert!(api_key.is_hide_env_values_set(), "the environment's value is never printed in help");
 }
+
+#[test]
+fn chain_commands_parse() {
+    let chain = |line: &[&str]| match parse(line).expect("parses").command {
+        Command::Chain { command } => command,
+        other => panic!("not a chain command: {other:?}"),
+    };
+    let ChainCommand::Apply { file } = chain(&["chain", "apply", "nightly.yaml"]) else { panic!("apply") };
+    assert_eq!(file, PathBuf::from("nightly.yaml"));
+    let ChainCommand::Apply { file } = chain(&["chain", "apply", "-"]) else { panic!("apply") };
+    assert_eq!(file, PathBuf::from("-"));
+    assert!(matches!(chain(&["chain", "list"]), ChainCommand::List));
+    let ChainCommand::Show { name } = chain(&["chain", "show", "nightly"]) else { panic!("show") };
+    assert_eq!(name, "nightly");
+    let ChainCommand::Delete { name } = chain(&["chain", "delete", "nightly"]) else { panic!("delete") };
+    assert_eq!(name, "nightly");
+    let cli = parse(&["chain", "list", "--api-key", "k", "--ca", "/ca.pem"]).expect("connection flags anywhere");
+    assert_eq!(cli.connection.ca, Some(PathBuf::from("/ca.pem")));
+}
+
+#[test]
+fn task_tree_takes_an_id_and_json() {
+    let TaskCommand::Tree { id, json } = task(&["task", "tree", &ID.to_uppercase()]) else { panic!("tree") };
+    assert_eq!((id.as_str(), json), (ID, false));
+    let TaskCommand::Tree { json, .. } = task(&["task", "tree", ID, "--json"]) else { panic!("tree") };
+    assert!(json);
+}
+
+#[test]
+fn bad_chain_and_tree_lines_are_usage_errors() {
+    for line in [
+        &["chain"][..],
+        &["chain", "apply"],
+        &["chain", "apply", "a.yaml", "b.yaml"],
+        &["chain", "show"],
+        &["chain", "delete"],
+        &["chain", "list", "extra"],
+        &["chain", "apply", "a.yaml", "--name", "x"],
+        &["task", "tree"],
+        &["task", "tree", "42"],
+        &["task", "tree", ID, "--yaml"],
+    ] {
+        let err = parse(line).expect_err(&format!("{line:?} must be refused"));
+        assert!(err.use_stderr(), "{line:?}");
+    }
+}

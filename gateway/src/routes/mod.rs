@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod auth;
 pub mod catalog;
+pub mod chains;
 pub mod config;
 pub mod events;
 pub mod policies;

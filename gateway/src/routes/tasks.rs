@@ -50,7 +50,8 @@ pub async fn submit_task(
     Ok(reply)
 }
 
-/// Lists tasks, newest first, one page at a time.
+/// Lists tasks, newest first, one page at a time. With `root_id`: the tasks of one chain run, root
+/// included (`legion task tree` pages through them to draw the run).
 #[utoipa::path(
     get,
     path = "/api/v1/tasks",

@@ -30,6 +30,9 @@ fn proto_task() -> v1::Task {
         idempotency_key: Some("k".into()),
         not_before: None,
         owner: "api-key/k1".into(),
+        depth: 2,
+        chain_version: Some(3),
+        fanout_index: Some(1),
     }
 }
 
@@ -49,9 +52,12 @@ fn a_task_converts_to_the_rest_shape() {
             "max_attempts": 2,
             "priority": 7,
             "chain": "nightly",
+            "chain_version": 3,
             "root_id": "0190f5c8-0000-7000-8000-000000000001",
             "parent_id": null,
             "relationship_id": null,
+            "depth": 2,
+            "fanout_index": 1,
             "node": "exec-1",
             "region": "eu",
             "created_at": "2026-01-01T00:00:00Z",
@@ -61,6 +67,24 @@ fn a_task_converts_to_the_rest_shape() {
             "owner": "api-key/k1"
         })
     );
+}
+
+#[test]
+fn chain_position_fields_are_always_present() {
+    let task =
+        v1::Task { chain: None, root_id: None, chain_version: None, fanout_index: None, depth: 0, ..proto_task() };
+    let json = serde_json::to_value(Task::try_from(&task).expect("converts")).expect("serializes");
+    assert_eq!(
+        (&json["depth"], &json["chain_version"], &json["fanout_index"]),
+        (&0.into(), &None::<i64>.into(), &None::<u32>.into())
+    );
+    // A task object from an older gateway, without them, still deserializes.
+    let mut old = json;
+    for key in ["depth", "chain_version", "fanout_index"] {
+        old.as_object_mut().expect("object").remove(key);
+    }
+    let back: Task = serde_json::from_value(old).expect("deserializes");
+    assert_eq!((back.depth, back.chain_version, back.fanout_index), (0, None, None));
 }
 
 #[test]
