@@ -30,6 +30,9 @@ CREATE INDEX chain_versions_chain ON chain_versions (chain, id);
 ALTER TABLE tasks ADD COLUMN chain_version BIGINT;
 -- Position of a task among the children one relationship created from one parent (fan-out), from 0.
 ALTER TABLE tasks ADD COLUMN fanout_index INTEGER;
+-- On the root task of a chain run: how many tasks the run holds (itself included), capped by
+-- limits.max_run_tasks. Maintained under the root row's lock when children are created.
+ALTER TABLE tasks ADD COLUMN run_tasks INTEGER NOT NULL DEFAULT 1;
 -- A parent's relationship creates each child once, whatever happens to CompleteTask.
 CREATE UNIQUE INDEX tasks_parent_relationship ON tasks (parent_id, relationship_id, fanout_index)
     WHERE parent_id IS NOT NULL;

@@ -2,7 +2,8 @@
 //! `POST /api/v1/chains` from a JSON or YAML file ([`legion_gateway::input::ChainBody`], so a file is
 //! refused exactly as the REST API refuses the same body) and prints one line:
 //! `chain NAME created|changed|unchanged, version N`. `list` prints a table, `show` the REST shape
-//! ([`legion_gateway::view::Chain`]) as pretty JSON, `delete` nothing.
+//! ([`legion_gateway::view::Chain`]) as pretty JSON, which `apply` takes back (its output-only members
+//! are ignored), `delete` nothing.
 
 use std::io::{Read, Write};
 use std::path::Path;

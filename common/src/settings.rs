@@ -171,6 +171,11 @@ pub struct ControlPlaneSettings {
     /// Longest evaluation of one transformation, in ms; past it the sandbox process is killed and
     /// replaced, and the child task fails with the reason. 1 to 60000. Default 1000.
     pub transform_timeout_ms: u64,
+    /// Longest time all the transformations fired by one completion batch may take together, in ms:
+    /// evaluations still unfinished then fail their child tasks with the reason, so a chain with many
+    /// slow transformations can neither hold a completion past the executor's call deadline (30 s) nor
+    /// keep the sandbox from other runs for long. 1 to 20000. Default 5000.
+    pub transform_budget_ms: u64,
     /// Address-space limit of each sandbox process (`RLIMIT_AS`), in bytes. At least 64 MiB. Default
     /// 512 MiB (536870912).
     pub transform_memory_bytes: u64,
@@ -190,6 +195,7 @@ impl Default for ControlPlaneSettings {
             submit_batch: 256,
             transform_workers: 2,
             transform_timeout_ms: 1000,
+            transform_budget_ms: 5000,
             transform_memory_bytes: 512 * 1024 * 1024,
             transform_max_output_bytes: 16 * 1024 * 1024,
         }
@@ -417,6 +423,10 @@ pub struct Limits {
     pub max_fanout: u32,
     /// Most relationships in one chain. 1 to 1000. Default 100.
     pub max_relationships: u32,
+    /// Most tasks in one chain run, its root included: fan-out and depth multiply, so this bounds
+    /// what one submit can create. A relationship whose children would pass it creates one `failed`
+    /// child naming the limit instead. 1 to 1000000. Default 10000.
+    pub max_run_tasks: u32,
     /// Largest transformation (a `jinja` template, a `jq` expression or a serialized `static` value)
     /// and largest `conditions` document (serialized), in bytes. Default 64 KiB (65536).
     pub max_transformation_bytes: usize,
@@ -437,6 +447,7 @@ impl Default for Limits {
             max_chain_depth: 32,
             max_fanout: 1000,
             max_relationships: 100,
+            max_run_tasks: 10_000,
             max_transformation_bytes: 64 * 1024,
         }
     }
@@ -585,6 +596,7 @@ impl Settings {
             ("limits.max_chain_depth", l.max_chain_depth, MAX_CHAIN_DEPTH_CEILING),
             ("limits.max_fanout", l.max_fanout, MAX_FANOUT_CEILING),
             ("limits.max_relationships", l.max_relationships, MAX_RELATIONSHIPS_CEILING),
+            ("limits.max_run_tasks", l.max_run_tasks, MAX_RUN_TASKS_CEILING),
         ] {
             if value == 0 || value > max {
                 return invalid(key, &format!("must be 1 to {max}"));
@@ -599,6 +611,9 @@ impl Settings {
         }
         if cp.transform_timeout_ms == 0 || cp.transform_timeout_ms > 60_000 {
             return invalid("control_plane.transform_timeout_ms", "must be 1 to 60000");
+        }
+        if cp.transform_budget_ms == 0 || cp.transform_budget_ms > 20_000 {
+            return invalid("control_plane.transform_budget_ms", "must be 1 to 20000");
         }
         if cp.transform_memory_bytes < 64 * 1024 * 1024 {
             return invalid("control_plane.transform_memory_bytes", "must be at least 67108864 (64 MiB)");
@@ -912,6 +927,9 @@ pub const MAX_FANOUT_CEILING: u32 = 10_000;
 
 /// Largest accepted `limits.max_relationships`.
 pub const MAX_RELATIONSHIPS_CEILING: u32 = 1000;
+
+/// Largest accepted `limits.max_run_tasks`.
+pub const MAX_RUN_TASKS_CEILING: u32 = 1_000_000;
 
 /// The nesting depth of a JSON value: 0 for a scalar, 1 for `{"a":1}` or `[1]`, and so on.
 pub fn json_depth(value: &serde_json::Value) -> usize {

@@ -157,7 +157,11 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
         memory_bytes: settings.control_plane.transform_memory_bytes,
         max_output_bytes: settings.control_plane.transform_max_output_bytes,
     });
-    let pg = PgStore::new(pool.clone()).with_firing(Firing::new(sandbox.clone(), limits.clone()));
+    let pg = PgStore::new(pool.clone()).with_firing(Firing::new(
+        sandbox.clone(),
+        limits.clone(),
+        Duration::from_millis(settings.control_plane.transform_budget_ms),
+    ));
     let store: Arc<dyn Store> = Arc::new(pg.clone());
     let security: Arc<dyn SecurityStore> = Arc::new(pg);
     config::apply_overrides(security.as_ref(), &settings, &limits_tx)

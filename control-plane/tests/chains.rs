@@ -329,3 +329,82 @@ async fn the_chain_api_validates_authorizes_and_audits() {
     assert!(actions.contains(&("chain.apply".into(), "chains/echoes".into())), "{actions:?}");
     stack.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_numbers_survive_the_database() {
+    // A jq 1/0 gives the largest double; PostgreSQL stores it as a 309-digit numeric, which must read
+    // back (it used to make every read of the task, and every completion batch holding it, fail).
+    let stack = Stack::start(true, |_| {}).await;
+    registered(&stack).await;
+    let mut rel = relationship("core.util.echo", "core.util.noop");
+    rel.transformation =
+        Some(json_to_value(&json!({"engine": "jq", "expr": "{a: (1/0), b: -1.7976931348623157e308, c: 5e-324}"})));
+    apply(&stack, chain("extremes", vec![rel])).await.expect("apply");
+    let root =
+        submit(&stack, "core.util.echo", json!({"n": 1.797_693_134_862_315_7e308}), Some("extremes")).await.unwrap();
+    assert!(run(&stack, &root.id, &json!({"n": 1.797_693_134_862_315_7e308})).await);
+    let tree = run_tree(&stack, &root.id).await;
+    assert_eq!(tree.len(), 2, "{tree:#?}");
+    assert_eq!(value_to_json(tree[0].args.as_ref().unwrap()), json!({"n": f64::MAX}));
+    assert_eq!(value_to_json(tree[1].args.as_ref().unwrap()), json!({"a": f64::MAX, "b": -f64::MAX, "c": 5e-324}));
+    stack.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_budgets_and_caps_bound_what_one_submit_costs() {
+    let stack = Stack::start(true, |s| {
+        s.limits.max_run_tasks = 6;
+        // Two workers, 300 ms each: five slow evaluations need 900 ms, more than the budget.
+        s.control_plane.transform_timeout_ms = 300;
+        s.control_plane.transform_budget_ms = 700;
+    })
+    .await;
+    registered(&stack).await;
+    // Fan-out 3 per level: the root and 3 children fit (4), the next level's first group of 3 does not.
+    let mut spread = relationship("core.util.echo", "core.util.echo");
+    spread.transformation = Some(json_to_value(&json!({"engine": "static", "value": [{"i": 1}, {"i": 2}, {"i": 3}]})));
+    let mut capped = chain("spread", vec![spread]);
+    capped.max_depth = Some(5);
+    apply(&stack, capped).await.expect("apply");
+    let root = submit(&stack, "core.util.echo", json!({}), Some("spread")).await.unwrap();
+    assert!(run(&stack, &root.id, &json!({})).await);
+    let children: Vec<v1::Task> = run_tree(&stack, &root.id).await.into_iter().filter(|t| t.depth == 1).collect();
+    assert_eq!(children.len(), 3);
+    assert!(run(&stack, &children[0].id, &json!({})).await);
+    let tree = run_tree(&stack, &root.id).await;
+    let grandchildren: Vec<&v1::Task> = tree.iter().filter(|t| t.depth == 2).collect();
+    assert_eq!(grandchildren.len(), 1, "{tree:#?}");
+    assert_eq!(grandchildren[0].status(), v1::TaskStatus::Failed);
+    assert_eq!(
+        grandchildren[0].error.as_deref(),
+        Some("the run has 4 tasks; 3 more would pass limits.max_run_tasks (6)")
+    );
+
+    // Slow transformations: each is stopped by its timeout, all of them by the completion's budget;
+    // the completion returns and the parent succeeds.
+    let slow: Vec<v1::Relationship> = (0..5)
+        .map(|_| {
+            let mut r = relationship("core.util.noop", "core.util.sleep");
+            r.transformation = Some(json_to_value(&json!({"engine": "jq", "expr": "last(repeat(1))"})));
+            r
+        })
+        .collect();
+    apply(&stack, chain("slow", slow)).await.expect("apply");
+    let root = submit(&stack, "core.util.noop", json!({}), Some("slow")).await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(run(&stack, &root.id, &json!({})).await);
+    assert!(started.elapsed() < Duration::from_secs(10), "the completion took {:?}", started.elapsed());
+    let tree = run_tree(&stack, &root.id).await;
+    assert_eq!(tree.len(), 6);
+    assert_eq!(tree[0].status(), v1::TaskStatus::Succeeded);
+    for child in &tree[1..] {
+        assert_eq!(child.status(), v1::TaskStatus::Failed, "{child:?}");
+        let error = child.error.as_deref().unwrap();
+        assert!(
+            error.contains("control_plane.transform_timeout_ms") || error.contains("control_plane.transform_budget_ms"),
+            "{error}"
+        );
+    }
+    assert!(tree[1..].iter().any(|t| t.error.as_deref().unwrap().contains("transform_budget_ms")), "{tree:#?}");
+    stack.stop().await.expect("clean stop");
+}

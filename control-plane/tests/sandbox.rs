@@ -191,3 +191,40 @@ fn the_sandbox_process_answers_on_stdio_and_exits_at_eof() {
     assert_eq!(lines[0], r#"{"ok":{"a":1}}"#);
     assert!(lines[1].starts_with(r#"{"error":"invalid transformation request: "#), "{}", lines[1]);
 }
+
+/// The pids of this process's `sandbox` children started with `--max-output-bytes <marker>`.
+fn sandbox_children(marker: &str) -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // Fields after the `(comm)`: state, ppid, …
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).unwrap_or("");
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if ppid == me && cmdline.split(|b| *b == 0).any(|arg| arg == marker.as_bytes()) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test]
+async fn a_process_that_died_while_idle_is_replaced_before_use() {
+    // An output limit no other test uses marks this test's process.
+    let pool = Sandbox::new(SandboxSettings {
+        program: PathBuf::from(env!("CARGO_BIN_EXE_legion-control-plane")),
+        workers: 1,
+        timeout: Duration::from_secs(10),
+        memory_bytes: MEMORY_BYTES,
+        max_output_bytes: 1_048_577,
+    });
+    assert_works(&pool).await;
+    let pids = sandbox_children("1048577");
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let killed = std::process::Command::new("kill").arg("-9").arg(pids[0].to_string()).status().unwrap();
+    assert!(killed.success());
+    // Give the kernel a moment to end it; the next evaluation must not pay for its death.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_works(&pool).await;
+}

@@ -1,8 +1,9 @@
 //! The chain routes: their OpenAPI description; what the gateway refuses by itself (bodies, queries);
 //! and, against an in-process `ChainService` that keeps chains in memory the way chains.proto describes
 //! them (create or replace with versions, NOT_FOUND for unknown names, INVALID_ARGUMENT naming the
-//! field), the status codes, `Location`, the REST shape, the mapping of gRPC refusals to problems and
-//! the caller's credential reaching the service.
+//! field), the status codes, `Location` and `Legion-Chain-Changed`, the REST shape (which applies
+//! again as it is), the mapping of gRPC refusals to problems and the caller's credential reaching the
+//! service.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -126,6 +127,8 @@ struct Reply {
     status: StatusCode,
     content_type: String,
     location: Option<String>,
+    /// The `Legion-Chain-Changed` header.
+    changed: Option<String>,
     body: Value,
 }
 
@@ -134,8 +137,9 @@ async fn send(app: &axum::Router, request: Request<Body>) -> Reply {
     let status = response.status();
     let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (content_type, location) = (header(header::CONTENT_TYPE).unwrap_or_default(), header(header::LOCATION));
+    let changed = header(header::HeaderName::from_static("legion-chain-changed"));
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
-    Reply { status, content_type, location, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+    Reply { status, content_type, location, changed, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
 }
 
 /// A request with `x-api-key: ops` and, when `body` is given, `content-type` and the body.
@@ -182,7 +186,7 @@ async fn chains_are_created_replaced_listed_shown_and_deleted() {
 
     let r = call(&app, "POST", "/api/v1/chains", Some(&chain("nightly", "equal"))).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    assert_eq!(r.location.as_deref(), Some("/api/v1/chains/nightly"));
+    assert_eq!((r.location.as_deref(), r.changed.as_deref()), (Some("/api/v1/chains/nightly"), Some("true")));
     assert_eq!(
         (&r.body["version"], &r.body["updated_by"], &r.body["description"]),
         (&json!(1), &json!("api-key/ops"), &json!(null))
@@ -195,9 +199,17 @@ async fn chains_are_created_replaced_listed_shown_and_deleted() {
     );
 
     let r = call(&app, "POST", "/api/v1/chains", Some(&chain("nightly", "equal"))).await;
-    assert_eq!((r.status, r.location.as_deref(), &r.body["version"]), (StatusCode::OK, None, &json!(1)), "unchanged");
+    assert_eq!(
+        (r.status, r.location.as_deref(), r.changed.as_deref(), &r.body["version"]),
+        (StatusCode::OK, None, Some("false"), &json!(1)),
+        "unchanged"
+    );
     let r = call(&app, "POST", "/api/v1/chains", Some(&chain("nightly", "not_equal"))).await;
-    assert_eq!((r.status, &r.body["version"]), (StatusCode::OK, &json!(2)), "replaced: a new version");
+    assert_eq!(
+        (r.status, r.changed.as_deref(), &r.body["version"]),
+        (StatusCode::OK, Some("true"), &json!(2)),
+        "replaced: a new version"
+    );
 
     for name in ["a", "b", "c"] {
         assert_eq!(call(&app, "POST", "/api/v1/chains", Some(&chain(name, "equal"))).await.status, StatusCode::CREATED);
@@ -212,6 +224,7 @@ async fn chains_are_created_replaced_listed_shown_and_deleted() {
 
     let r = call(&app, "GET", "/api/v1/chains/nightly", None).await;
     assert_eq!((r.status, &r.body["name"], &r.body["version"]), (StatusCode::OK, &json!("nightly"), &json!(2)));
+    assert_eq!(r.changed, None, "only POST answers Legion-Chain-Changed");
     let r = call(&app, "DELETE", "/api/v1/chains/nightly", None).await;
     assert_eq!((r.status, &r.body), (StatusCode::NO_CONTENT, &Value::Null));
     for method in ["GET", "DELETE"] {
@@ -264,7 +277,13 @@ async fn the_openapi_document_describes_the_chain_routes() {
     }
     let body = &chains["post"]["requestBody"]["content"]["application/json"]["schema"];
     assert_eq!(body["$ref"], "#/components/schemas/ChainBody");
-    assert!(chains["post"]["responses"]["201"]["headers"]["location"].is_object());
+    let responses = &chains["post"]["responses"];
+    assert!(responses["201"]["headers"]["location"].is_object());
+    for status in ["201", "200"] {
+        let changed = &responses[status]["headers"]["Legion-Chain-Changed"];
+        assert_eq!(changed["schema"]["type"], "boolean", "{status}: {changed}");
+        assert!(changed["description"].as_str().is_some_and(|d| d.starts_with("`true`")), "{status}: {changed}");
+    }
     let params: Vec<&str> = chains["get"]["parameters"]
         .as_array()
         .map(|ps| ps.iter().filter_map(|p| p["name"].as_str()).collect())
@@ -294,6 +313,64 @@ async fn the_openapi_document_describes_the_chain_routes() {
     }
     assert_eq!(schemas["ChainBody"]["required"], json!(["name", "relationships"]));
     assert_eq!(schemas["RelationshipBody"]["required"], json!(["trigger", "action"]));
+    // The members only the view has are documented on the bodies as output only, ignored on input.
+    for (schema, member) in [
+        ("ChainBody", "version"),
+        ("ChainBody", "created_at"),
+        ("ChainBody", "updated_at"),
+        ("ChainBody", "updated_by"),
+        ("RelationshipBody", "id"),
+    ] {
+        let property = &schemas[schema]["properties"][member];
+        assert_eq!(property["readOnly"], json!(true), "{schema}.{member}: {property}");
+        let description = property["description"].as_str().unwrap_or_default();
+        assert!(description.starts_with("Output only; ignored on input."), "{schema}.{member}: {property}");
+    }
+    for (schema, member) in [("ChainBody", "name"), ("RelationshipBody", "trigger")] {
+        assert_eq!(schemas[schema]["properties"][member]["readOnly"], Value::Null, "{schema}.{member}");
+    }
+}
+
+/// Regression: the output of `GET /api/v1/chains/{name}` POSTed back to `POST /api/v1/chains` was
+/// refused (`created_at, updated_at, updated_by, version: unknown fields`). It applies, unchanged, and
+/// the output-only members are not sent: the ids are assigned again and the author is the caller.
+#[tokio::test]
+async fn an_exported_chain_applies_again() {
+    let shutdown = CancellationToken::new();
+    let app = gateway(&shutdown).await;
+    let mut definition = chain("nightly", "equal");
+    definition["description"] = json!("reports");
+    definition["max_depth"] = json!(4);
+    assert_eq!(call(&app, "POST", "/api/v1/chains", Some(&definition)).await.status, StatusCode::CREATED);
+    definition["relationships"][0]["conditions"]["value"] = json!(201);
+    assert_eq!(call(&app, "POST", "/api/v1/chains", Some(&definition)).await.changed.as_deref(), Some("true"));
+
+    let exported = call(&app, "GET", "/api/v1/chains/nightly", None).await.body;
+    assert_eq!((&exported["version"], &exported["updated_by"]), (&json!(2), &json!("api-key/ops")));
+    assert!(exported["created_at"].is_string() && exported["relationships"][0]["id"].is_string(), "{exported}");
+    let r = call(&app, "POST", "/api/v1/chains", Some(&exported)).await;
+    assert_eq!((r.status, r.changed.as_deref(), r.location.as_deref()), (StatusCode::OK, Some("false"), None));
+    assert_eq!(r.body, exported, "the same version, as it was");
+
+    // Edited and applied again: a new version, whatever the stale output-only members say.
+    let mut edited = exported.clone();
+    edited["relationships"][0]["priority"] = json!(7);
+    edited["relationships"][0]["id"] = json!("not-an-id");
+    edited["updated_by"] = json!("someone/else");
+    let request = Request::builder()
+        .method("POST")
+        .uri("/api/v1/chains")
+        .header("x-api-key", "ci")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(edited.to_string()))
+        .expect("request");
+    let r = send(&app, request).await;
+    assert_eq!((r.status, r.changed.as_deref(), &r.body["version"]), (StatusCode::OK, Some("true"), &json!(3)));
+    assert_eq!(
+        (&r.body["updated_by"], &r.body["relationships"][0]["id"], &r.body["relationships"][0]["priority"]),
+        (&json!("api-key/ci"), &json!("0190f5c8-7e4a-7b3c-9d2e-000000000000"), &json!(7))
+    );
+    shutdown.cancel();
 }
 
 #[tokio::test]
@@ -302,7 +379,11 @@ async fn chain_bodies_and_queries_are_checked_by_name() {
     let cases = [
         (r#"{"relationships":[]}"#, "name: required"),
         (r#"{"name":"c"}"#, "relationships: required"),
-        (r#"{"name":"c","relationships":[],"version":2}"#, "version: unknown field"),
+        (r#"{"name":"c","relationships":[],"etag":2}"#, "etag: unknown field"),
+        (
+            r#"{"name":"c","relationships":[{"id":"x","trigger":"a.b.c","action":"d.e.f","version":1}]}"#,
+            "relationships[0].version: unknown field",
+        ),
         (
             r#"{"name":"c","relationships":[{"trigger":"a.b.c","action":"d.e.f","when":{}}]}"#,
             "relationships[0].when: unknown field",

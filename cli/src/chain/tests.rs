@@ -93,7 +93,7 @@ fn bad_files_are_usage_errors_naming_the_file_and_the_field() {
     let cases = [
         ("a.yaml", "name: c\nrelationships: [\n", "a.yaml: not valid YAML: "),
         ("b.json", "{\"name\": ", "b.json: not valid JSON (EOF while parsing"),
-        ("c.yaml", "name: c\nrelationships: []\nversion: 2\n", "c.yaml: version: unknown field"),
+        ("c.yaml", "name: c\nrelationships: []\nversion: 2\nowner: x\n", "c.yaml: owner: unknown field"),
         (
             "d.yml",
             "name: c\nrelationships:\n  - {trigger: a.b.c, action: d.e.f, timeout_ms: 4294967296}\n",
@@ -238,6 +238,62 @@ async fn chain_commands_talk_to_the_control_plane() {
     let (result, _) = legion(addr, dir.path(), &["chain", "show", "nightly"], b"").await;
     let err = result.expect_err("gone");
     assert_eq!((err.to_string().as_str(), err.exit_code()), ("NOT_FOUND: chain nightly not found", 1));
+}
+
+/// Regression: `legion chain show X > f.json && legion chain apply f.json` failed with
+/// `created_at, updated_at, updated_by, version: unknown fields`. The shown document applies again,
+/// unchanged, and its output-only members (relationship ids, version, times, author) are not sent.
+#[tokio::test]
+async fn a_shown_chain_applies_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, state) = serve(dir.path(), Vec::new()).await;
+    let file = write(dir.path(), "nightly.yaml", YAML);
+    let (result, _) = legion(addr, dir.path(), &["chain", "apply", file.to_str().expect("utf-8")], b"").await;
+    assert_eq!(result.expect("applies"), 0);
+
+    let (result, shown) = legion(addr, dir.path(), &["chain", "show", "nightly"], b"").await;
+    assert_eq!(result.expect("shows"), 0);
+    let exported = write(dir.path(), "f.json", &shown);
+    let exported = exported.to_str().expect("utf-8");
+    let document: Value = serde_json::from_str(&shown).expect("json");
+    for member in ["version", "created_at", "updated_at", "updated_by"] {
+        assert!(document.get(member).is_some(), "{member}: {shown}");
+    }
+    assert!(document["relationships"][0].get("id").is_some(), "{shown}");
+    let from_yaml = read_chain(&file, std::io::empty()).expect("yaml");
+    assert_eq!(read_chain(Path::new(exported), std::io::empty()).expect("reads"), from_yaml, "the same definition");
+    let (result, out) = legion(addr, dir.path(), &["chain", "apply", exported], b"").await;
+    assert_eq!((result.expect("applies"), out.as_str()), (0, "chain nightly unchanged, version 1\n"));
+
+    // A chain as a real control plane keeps it, with ids, times and another author.
+    let relationship = v1::Relationship {
+        id: "0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5e".into(),
+        trigger: "a.b.c".into(),
+        action: "d.e.f".into(),
+        ..v1::Relationship::default()
+    };
+    let at = Some(prost_types::Timestamp { seconds: 1_767_225_600, nanos: 0 });
+    let stored = v1::Chain {
+        name: "kept".into(),
+        relationships: vec![relationship],
+        version: 4,
+        created_at: at,
+        updated_at: at,
+        updated_by: "jwt/someone".into(),
+        ..v1::Chain::default()
+    };
+    state.chains.lock().expect("lock").insert("kept".into(), stored);
+    let (result, shown) = legion(addr, dir.path(), &["chain", "show", "kept"], b"").await;
+    assert_eq!(result.expect("shows"), 0);
+    let (result, out) = legion(addr, dir.path(), &["chain", "apply", "-"], shown.as_bytes()).await;
+    assert!(result.expect("applies") == 0 && out.starts_with("chain kept "), "{out}");
+    let chains = state.chains.lock().expect("lock");
+    let applied = chains.get("kept").expect("kept");
+    assert_eq!(
+        (applied.relationships[0].id.as_str(), applied.relationships[0].trigger.as_str(), applied.updated_by.as_str()),
+        ("", "a.b.c", "api-key/test"),
+        "the id and the author were not sent"
+    );
 }
 
 /// A bad file is reported before any connection is attempted, whatever the connection settings.

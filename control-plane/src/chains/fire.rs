@@ -203,7 +203,7 @@ pub fn expand(
 ) -> Vec<Child> {
     let output = match output {
         Ok(output) => output,
-        Err(reason) => return vec![failed(parent, rel, 0, format!("transformation failed: {reason}"))],
+        Err(reason) => return vec![failed(parent, rel, 0, format!("transformation failed: {reason}"), limits)],
     };
     match output {
         Value::Object(_) => vec![child(parent, rel, 0, output, limits)],
@@ -213,6 +213,7 @@ pub fn expand(
             0,
             TaskStatus::Skipped,
             "transformation produced an empty array: nothing to fan out".into(),
+            limits,
         )],
         Value::Array(items) if items.len() > usize::try_from(limits.max_fanout).unwrap_or(usize::MAX) => {
             vec![failed(
@@ -224,6 +225,7 @@ pub fn expand(
                     items.len(),
                     limits.max_fanout
                 ),
+                limits,
             )]
         }
         Value::Array(items) => items
@@ -241,6 +243,7 @@ pub fn expand(
                             "transformation item {i} is {}; the args of a task must be an object",
                             json_kind(&other)
                         ),
+                        limits,
                     ),
                 }
             })
@@ -253,6 +256,7 @@ pub fn expand(
                 "transformation produced {}; the args of a task must be an object (or an array of objects to fan out)",
                 json_kind(&other)
             ),
+            limits,
         )],
     }
 }
@@ -262,21 +266,19 @@ fn child(parent: &Parent, rel: &CompiledRelationship, index: u32, args: Value, l
     if args_json.len() > limits.max_payload_bytes {
         let reason =
             format!("args: {} bytes exceeds limits.max_payload_bytes ({})", args_json.len(), limits.max_payload_bytes);
-        return failed(parent, rel, index, reason);
+        return failed(parent, rel, index, reason, limits);
     }
     let depth = json_depth(&args);
     if depth > limits.max_json_depth {
         let reason =
             format!("args: nested {depth} levels deep, more than limits.max_json_depth ({})", limits.max_json_depth);
-        return failed(parent, rel, index, reason);
+        return failed(parent, rel, index, reason, limits);
     }
     if contains_nul(&args) {
-        return failed(parent, rel, index, "args: strings must not contain NUL (\\u0000)".into());
+        return failed(parent, rel, index, "args: strings must not contain NUL (\\u0000)".into(), limits);
     }
     let r = &rel.relationship;
-    let mut child = base(parent, rel, index);
-    child.timeout_ms = r.timeout_ms.unwrap_or(limits.default_timeout_ms).min(limits.max_timeout_ms);
-    child.max_attempts = r.max_attempts.unwrap_or(1).min(limits.max_attempts).max(1);
+    let mut child = base(parent, rel, index, limits);
     child.delay_ms = r.delay_ms;
     if r.delay_ms > 0 {
         child.status = TaskStatus::Scheduled;
@@ -289,16 +291,23 @@ fn child(parent: &Parent, rel: &CompiledRelationship, index: u32, args: Value, l
     child
 }
 
-fn failed(parent: &Parent, rel: &CompiledRelationship, index: u32, reason: String) -> Child {
-    ended(parent, rel, index, TaskStatus::Failed, reason)
+fn failed(parent: &Parent, rel: &CompiledRelationship, index: u32, reason: String, limits: &Limits) -> Child {
+    ended(parent, rel, index, TaskStatus::Failed, reason, limits)
 }
 
-fn ended(parent: &Parent, rel: &CompiledRelationship, index: u32, status: TaskStatus, reason: String) -> Child {
-    Child { status, error: Some(reason), ..base(parent, rel, index) }
+fn ended(
+    parent: &Parent,
+    rel: &CompiledRelationship,
+    index: u32,
+    status: TaskStatus,
+    reason: String,
+    limits: &Limits,
+) -> Child {
+    Child { status, error: Some(reason), ..base(parent, rel, index, limits) }
 }
 
 /// A child with everything inherited and empty args; the caller sets status and args.
-fn base(parent: &Parent, rel: &CompiledRelationship, index: u32) -> Child {
+fn base(parent: &Parent, rel: &CompiledRelationship, index: u32, limits: &Limits) -> Child {
     let r = &rel.relationship;
     Child {
         id: Uuid::now_v7(),
@@ -308,8 +317,8 @@ fn base(parent: &Parent, rel: &CompiledRelationship, index: u32) -> Child {
         args_json: "{}".into(),
         error: None,
         priority: r.priority.unwrap_or(parent.priority),
-        max_attempts: 1,
-        timeout_ms: 1,
+        max_attempts: r.max_attempts.unwrap_or(1).clamp(1, limits.max_attempts.max(1)),
+        timeout_ms: r.timeout_ms.unwrap_or(limits.default_timeout_ms).min(limits.max_timeout_ms),
         delay_ms: 0,
         chain: parent.chain.clone(),
         chain_version: parent.chain_version,
@@ -325,6 +334,54 @@ fn base(parent: &Parent, rel: &CompiledRelationship, index: u32) -> Child {
     }
 }
 
+/// Keeps the run of each child within `max_run_tasks` (`limits.max_run_tasks`). `run_tasks` holds, per
+/// root, how many tasks its run has now. Children are taken in order, one group (the children of one
+/// relationship from one parent) at a time: a group that fits is kept whole; one that does not is
+/// replaced by a single `failed` child naming the limit (allowed past the cap: it fires nothing, and
+/// only a task created within the cap can give rise to one). Returns the children to create and how
+/// many each root gains.
+pub fn cap_run(
+    children: Vec<Child>,
+    run_tasks: &HashMap<Uuid, u32>,
+    max_run_tasks: u32,
+) -> (Vec<Child>, HashMap<Uuid, u32>) {
+    let mut added: HashMap<Uuid, u32> = HashMap::new();
+    let mut kept = Vec::with_capacity(children.len());
+    let mut rest = children.into_iter().peekable();
+    while let Some(first) = rest.next() {
+        let mut group = vec![first];
+        while let Some(next) = rest.peek() {
+            if next.parent_id != group[0].parent_id || next.relationship_id != group[0].relationship_id {
+                break;
+            }
+            if let Some(next) = rest.next() {
+                group.push(next);
+            }
+        }
+        let root = group[0].root_id;
+        let now = run_tasks.get(&root).copied().unwrap_or(1).saturating_add(added.get(&root).copied().unwrap_or(0));
+        let size = u32::try_from(group.len()).unwrap_or(u32::MAX);
+        if now.saturating_add(size) <= max_run_tasks {
+            *added.entry(root).or_default() += size;
+            kept.extend(group);
+        } else {
+            let reason =
+                format!("the run has {now} tasks; {size} more would pass limits.max_run_tasks ({max_run_tasks})");
+            let mut marker = group.swap_remove(0);
+            marker.status = TaskStatus::Failed;
+            marker.error = Some(reason);
+            marker.args = json!({});
+            marker.args_json = "{}".into();
+            marker.fanout_index = 0;
+            marker.payload = Vec::new();
+            marker.delay_ms = 0;
+            *added.entry(root).or_default() += 1;
+            kept.push(marker);
+        }
+    }
+    (kept, added)
+}
+
 /// Fires relationships: the parsed-version cache, the transformation sandbox and the live limits.
 /// Cheap to clone.
 #[derive(Clone)]
@@ -332,12 +389,15 @@ pub struct Firing {
     cache: super::compiled::ChainCache,
     sandbox: Sandbox,
     limits: tokio::sync::watch::Receiver<Limits>,
+    budget: std::time::Duration,
 }
 
 impl Firing {
-    /// Firing with `sandbox` for `jinja`/`jq` and the live `limits`.
-    pub fn new(sandbox: Sandbox, limits: tokio::sync::watch::Receiver<Limits>) -> Self {
-        Self { cache: super::compiled::ChainCache::default(), sandbox, limits }
+    /// Firing with `sandbox` for `jinja`/`jq`, the live `limits`, and `budget`
+    /// (`control_plane.transform_budget_ms`): the longest all transformations of one call of
+    /// [`Firing::children`] may take together.
+    pub fn new(sandbox: Sandbox, limits: tokio::sync::watch::Receiver<Limits>, budget: std::time::Duration) -> Self {
+        Self { cache: super::compiled::ChainCache::default(), sandbox, limits, budget }
     }
 
     /// The parsed chain versions.
@@ -345,9 +405,15 @@ impl Firing {
         &self.cache
     }
 
+    /// `limits.max_run_tasks`, as currently set.
+    pub fn max_run_tasks(&self) -> u32 {
+        self.limits.borrow().max_run_tasks
+    }
+
     /// The children of every parent, parents in order, each parent's relationships in order. A parent
     /// whose version is not in `chains` (its chain was deleted) has none. Transformations of all
-    /// parents evaluate concurrently (as many at once as the sandbox has processes).
+    /// parents evaluate concurrently (as many at once as the sandbox has processes); those unfinished
+    /// when the budget runs out fail their children with the reason.
     pub async fn children(&self, parents: &[Parent], chains: &HashMap<i64, Arc<CompiledChain>>) -> Vec<Child> {
         let limits = self.limits.borrow().clone();
         let mut plans = Vec::new();
@@ -357,13 +423,22 @@ impl Firing {
             let steps = decide(parent, chain, &context, &limits);
             plans.push((parent, context, steps));
         }
+        let deadline = tokio::time::Instant::now() + self.budget;
+        let budget_ms = self.budget.as_millis();
         let mut evaluations = Vec::new();
         for (parent, context, steps) in &plans {
             for step in steps {
                 if let Step::Run(rel) = step {
                     evaluations.push(async move {
                         match &rel.transformation {
-                            Some(t) => self.sandbox.evaluate(t, context).await,
+                            Some(t) => tokio::time::timeout_at(deadline, self.sandbox.evaluate(t, context))
+                                .await
+                                .unwrap_or_else(|_| {
+                                    Err(format!(
+                                        "the transformations of this completion ran past \
+                                         control_plane.transform_budget_ms ({budget_ms} ms)"
+                                    ))
+                                }),
                             None => Ok(default_args(parent)),
                         }
                     });
@@ -376,7 +451,7 @@ impl Firing {
             for step in steps {
                 match step {
                     Step::Skip(rel, reason) => {
-                        children.push(ended(parent, rel, 0, TaskStatus::Skipped, reason.clone()));
+                        children.push(ended(parent, rel, 0, TaskStatus::Skipped, reason.clone(), &limits));
                     }
                     Step::Run(rel) => {
                         let output = outputs.next().unwrap_or_else(|| Err("transformation not evaluated".into()));

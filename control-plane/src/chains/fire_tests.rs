@@ -1,3 +1,5 @@
+use std::collections::HashMap;
+
 use legion_common::TaskStatus;
 use legion_common::settings::Limits;
 use serde_json::{Value, json};
@@ -225,4 +227,33 @@ fn without_a_transformation_the_result_is_passed_on() {
     assert_eq!(default_args(&parent(json!({"a": 1}))), json!({"a": 1}));
     assert_eq!(default_args(&parent(json!([1, 2]))), json!({"result": [1, 2]}));
     assert_eq!(default_args(&parent(json!(null))), json!({"result": null}));
+}
+
+#[test]
+fn a_run_stays_within_max_run_tasks() {
+    let c = chain(
+        vec![relationship("http.request.get", "core.util.echo"), relationship("http.request.get", "core.util.noop")],
+        None,
+    );
+    let p = parent(json!({}));
+    let mut children = expand(&p, &c.relationships[0], Ok(json!([{}, {}, {}])), &Limits::default());
+    children.extend(expand(&p, &c.relationships[1], Ok(json!([{}, {}])), &Limits::default()));
+    // The run holds 4 tasks; 3 more fit under 7, the next group of 2 does not.
+    let sizes: HashMap<Uuid, u32> = [(p.root_id, 4)].into_iter().collect();
+    let (kept, added) = cap_run(children, &sizes, 7);
+    assert_eq!(kept.len(), 4);
+    assert!(kept[..3].iter().all(|c| c.status == TaskStatus::Pending && c.function == "core.util.echo"));
+    let marker = &kept[3];
+    assert_eq!(
+        (marker.function.as_str(), marker.status, marker.fanout_index),
+        ("core.util.noop", TaskStatus::Failed, 0)
+    );
+    assert_eq!(marker.error.as_deref(), Some("the run has 7 tasks; 2 more would pass limits.max_run_tasks (7)"));
+    assert!(marker.payload.is_empty());
+    assert_eq!(added.get(&p.root_id), Some(&4));
+    // Within the cap nothing changes.
+    let again = expand(&p, &c.relationships[0], Ok(json!([{}, {}])), &Limits::default());
+    let (kept, added) = cap_run(again.clone(), &HashMap::new(), 10);
+    assert_eq!(kept, again);
+    assert_eq!(added.get(&p.root_id), Some(&2));
 }

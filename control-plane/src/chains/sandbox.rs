@@ -131,7 +131,10 @@ impl Sandbox {
         let permit =
             self.inner.permits.acquire().await.map_err(|_| "transformation sandbox is shut down".to_owned())?;
         let mut lease = Lease::new(&self.inner, permit);
-        let worker = match lease.worker.take() {
+        // A process that died while idle (killed by an operator or the OOM killer) is replaced before
+        // use, so that its death does not fail an evaluation it never started.
+        let reusable = lease.worker.take().and_then(Worker::alive);
+        let worker = match reusable {
             Some(worker) => worker,
             None => Worker::spawn(settings).map_err(|e| {
                 tracing::warn!(program = %settings.program.display(), error = %e, "transformation sandbox did not start");
@@ -214,6 +217,21 @@ impl Worker {
         };
         tracing::debug!(pid = child.id(), "transformation sandbox started");
         Ok(Self { child, stdin, stdout: BufReader::new(stdout) })
+    }
+
+    /// The worker if its process is still running; a process that exited is reaped and dropped.
+    fn alive(mut self) -> Option<Self> {
+        match self.child.try_wait() {
+            Ok(None) => Some(self),
+            Ok(Some(status)) => {
+                tracing::warn!(status = %status, "idle transformation sandbox had exited; starting another");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check an idle transformation sandbox; starting another");
+                None
+            }
+        }
     }
 
     /// Sends `request` and reads the reply within the timeout. Returns the worker if it can serve again.

@@ -7,13 +7,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use legion_common::FunctionName;
-use legion_common::settings::Limits;
+use legion_common::settings::{Limits, json_depth};
 use uuid::Uuid;
 
 use super::condition::Condition;
 use super::transform::Transformation;
 use super::{Definition, FieldError, Relationship};
 use crate::policy::parse::validate_name;
+use crate::tasks::validate::json_kind;
 
 /// Longest chain description, in bytes.
 pub const MAX_DESCRIPTION_BYTES: usize = 1024;
@@ -124,6 +125,7 @@ fn relationship(i: usize, spec: &RelationshipSpec, limits: &Limits) -> Result<Re
                     ),
                 ));
             }
+            check_depth(value, &field("conditions"), limits)?;
             Condition::parse(value, &field("conditions"))?;
             Some(value.clone())
         }
@@ -131,7 +133,11 @@ fn relationship(i: usize, spec: &RelationshipSpec, limits: &Limits) -> Result<Re
     let transformation = match &spec.transformation {
         None | Some(serde_json::Value::Null) => None,
         Some(value) => {
-            Transformation::parse(value, &field("transformation"), limits.max_transformation_bytes)?;
+            check_depth(value, &field("transformation"), limits)?;
+            let parsed = Transformation::parse(value, &field("transformation"), limits.max_transformation_bytes)?;
+            if let Transformation::Static { value: output } = &parsed {
+                check_static(output, &field("transformation.value"))?;
+            }
             Some(value.clone())
         }
     };
@@ -178,6 +184,36 @@ fn relationship(i: usize, spec: &RelationshipSpec, limits: &Limits) -> Result<Re
         max_attempts: spec.max_attempts,
         timeout_ms: spec.timeout_ms,
     })
+}
+
+/// A document nested deeper than `limits.max_json_depth` could not even be sent back to a gRPC client
+/// (protobuf decoders stop at 100 nested messages; one JSON level is three).
+fn check_depth(value: &serde_json::Value, field: &str, limits: &Limits) -> Result<(), FieldError> {
+    let depth = json_depth(value);
+    if depth > limits.max_json_depth {
+        return Err(FieldError::new(
+            field,
+            format!("nested {depth} levels deep, more than limits.max_json_depth ({})", limits.max_json_depth),
+        ));
+    }
+    Ok(())
+}
+
+/// A static value is used as it is: anything but an object or an array of objects would fail every
+/// child it creates, so it is refused now.
+fn check_static(value: &serde_json::Value, field: &str) -> Result<(), FieldError> {
+    let ok = match value {
+        serde_json::Value::Object(_) => true,
+        serde_json::Value::Array(items) => items.iter().all(serde_json::Value::is_object),
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(FieldError::new(
+        field,
+        format!("must be an object (the args) or an array of objects (one child each), not {}", json_kind(value)),
+    ))
 }
 
 /// Checks every trigger and action against `known` (the catalog's `extension.runner.function` names).

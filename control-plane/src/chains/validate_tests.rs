@@ -70,6 +70,24 @@ fn each_bad_field_is_named_with_its_relationship() {
             "relationships[1].transformation.expr: ",
         ),
         (with(|r| r.transformation = Some(json!({"engine": "lua"}))), "relationships[1].transformation.engine: "),
+        (
+            with(|r| r.transformation = Some(json!({"engine": "static", "value": "text"}))),
+            "relationships[1].transformation.value: must be an object",
+        ),
+        (
+            with(|r| r.transformation = Some(json!({"engine": "static", "value": [{"a": 1}, 2]}))),
+            "relationships[1].transformation.value: must be an object",
+        ),
+        (
+            with(|r| {
+                let mut rule = json!({"fact": "results.a", "operator": "nil"});
+                for _ in 0..17 {
+                    rule = json!({"all": [rule]});
+                }
+                r.conditions = Some(rule);
+            }),
+            "relationships[1].conditions: nested 35 levels deep, more than limits.max_json_depth (32)",
+        ),
         (with(|r| r.delay_ms = u64::MAX), "relationships[1].delay_ms: "),
         (with(|r| r.priority = Some(10)), "relationships[1].priority: must be 0 to 9, got 10"),
         (with(|r| r.max_attempts = Some(0)), "relationships[1].max_attempts: "),

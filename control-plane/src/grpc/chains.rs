@@ -120,18 +120,21 @@ impl ChainService for ChainApi {
     ) -> Result<Response<v1::ApplyChainResponse>, Status> {
         let caller = self.auth.authenticate(&request).await?;
         let chain = request.get_ref().chain.as_ref().ok_or_else(|| invalid("chain", "required"))?;
+        // Whether the caller may write this chain comes before what is wrong with the document, so
+        // that validation (which consults the catalog) answers only callers allowed to write it.
+        validate_name("name", &chain.name).map_err(|e| invalid(&e.field, e.reason))?;
+        let path = chain_path(&chain.name);
+        let exists = self.store.get_chain(&chain.name).await.map_err(store_status)?.is_some();
+        let capability = if exists { Capability::Update } else { Capability::Create };
+        self.auth.check(&caller, &path, capability).await?;
         let limits = self.limits.borrow().clone();
         let definition = validate::validate(&spec(chain), &limits).map_err(field_error)?;
         let functions = validate::functions(&definition);
         let known: HashSet<String> =
             self.store.function_status(&functions).await.map_err(store_status)?.into_keys().collect();
         validate::unknown_functions(&definition, &known).map_err(field_error)?;
-        let path = chain_path(&chain.name);
-        let exists = self.store.get_chain(&chain.name).await.map_err(store_status)?.is_some();
-        let capability = if exists { Capability::Update } else { Capability::Create };
         let runners: Vec<String> = actions(&definition).iter().map(|a| runner_path(a)).collect();
-        let mut checks: Vec<(&str, Capability)> = vec![(&path, capability)];
-        checks.extend(runners.iter().map(|p| (p.as_str(), Capability::Execute)));
+        let checks: Vec<(&str, Capability)> = runners.iter().map(|p| (p.as_str(), Capability::Execute)).collect();
         self.auth.check_many(&caller, &checks).await?;
         let applied =
             self.store.apply_chain(&chain.name, &definition, &caller.principal).await.map_err(store_status)?;

@@ -83,7 +83,12 @@ impl TaskService for TaskApi {
         let mut paths = vec![(task_path(&function), Capability::Create), (runner_path(&function), Capability::Execute)];
         if let Some(name) = &spec.chain {
             // A chain run executes the chain's actions on the submitter's behalf: it needs `execute` on
-            // the chain and on the runner of each action.
+            // the chain (checked before the lookup, so that a caller without it cannot learn which
+            // chains exist) and on the runner of each action.
+            let path = chain_path(name);
+            let mut first: Vec<(&str, Capability)> = paths.iter().map(|(p, c)| (p.as_str(), *c)).collect();
+            first.push((&path, Capability::Execute));
+            self.auth.check_many(&caller, &first).await?;
             let chain = self.store.get_chain(name).await.map_err(store_status)?;
             let chain = chain.ok_or_else(|| invalid("chain", format!("unknown chain {name:?}")))?;
             if !chain.definition.relationships.iter().any(|r| r.active && r.trigger == function) {
@@ -94,8 +99,7 @@ impl TaskService for TaskApi {
                     ),
                 ));
             }
-            paths.push((chain_path(name), Capability::Execute));
-            paths.extend(actions(&chain.definition).iter().map(|a| (runner_path(a), Capability::Execute)));
+            paths = actions(&chain.definition).iter().map(|a| (runner_path(a), Capability::Execute)).collect();
             spec.chain_version = Some(chain.version);
         }
         let checks: Vec<(&str, Capability)> = paths.iter().map(|(p, c)| (p.as_str(), *c)).collect();

@@ -3,9 +3,15 @@
 //! protobuf field they travel in (`uint32`, `uint64`): a value out of range is refused by name, never
 //! truncated. The control plane checks names, functions, conditions, transformations and limits itself
 //! (chains.proto, DESIGN.md section 4).
+//!
+//! A document exported from the chain view ([`crate::view::Chain`], what `GET /api/v1/chains/{name}`
+//! answers and `legion chain show` prints) applies again: the members only the view has (the chain's
+//! `version`, `created_at`, `updated_at`, `updated_by`, each relationship's `id`) are accepted and
+//! ignored, never sent to the control plane. Any other unknown member is refused by name.
 
 use legion_proto::v1;
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{MAX_PAGE_SIZE, check_depth, kind, object_from_value, query_map};
@@ -15,6 +21,11 @@ use crate::problem::Problem;
 #[derive(Debug, Clone, PartialEq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RelationshipBody {
+    /// Output only; ignored on input. The id the control plane assigned (the chain view's), accepted so
+    /// that an exported chain applies again; it is not sent, each apply assigns the ids anew.
+    #[serde(default)]
+    #[schema(value_type = String, format = Uuid, read_only)]
+    pub id: IgnoredAny,
     /// `extension.runner.function` whose success fires the relationship.
     #[schema(example = "http.request.get")]
     pub trigger: String,
@@ -53,7 +64,7 @@ pub struct RelationshipBody {
 }
 
 impl RelationshipBody {
-    /// The members accepted, in documentation order.
+    /// The members that define a relationship, in documentation order.
     pub const FIELDS: &'static [&'static str] = &[
         "trigger",
         "action",
@@ -65,6 +76,9 @@ impl RelationshipBody {
         "max_attempts",
         "timeout_ms",
     ];
+
+    /// The members of the chain view ([`crate::view::Relationship`]) accepted and ignored.
+    pub const OUTPUT_ONLY: &'static [&'static str] = &["id"];
 
     fn into_proto(self) -> v1::Relationship {
         v1::Relationship {
@@ -99,18 +113,45 @@ pub struct ChainBody {
     #[serde(default)]
     #[schema(minimum = 1)]
     pub max_depth: Option<u32>,
+    /// Output only; ignored on input. The chain view's version, accepted so that an exported chain
+    /// applies again; it is not sent (the control plane numbers versions, and keeps the current one when
+    /// the definition is unchanged).
+    #[serde(default)]
+    #[schema(value_type = i64, read_only)]
+    pub version: IgnoredAny,
+    /// Output only; ignored on input. The chain view's `created_at` (RFC 3339, UTC); not sent.
+    #[serde(default)]
+    #[schema(value_type = Option<chrono::DateTime<chrono::Utc>>, read_only)]
+    pub created_at: IgnoredAny,
+    /// Output only; ignored on input. The chain view's `updated_at` (RFC 3339, UTC); not sent.
+    #[serde(default)]
+    #[schema(value_type = Option<chrono::DateTime<chrono::Utc>>, read_only)]
+    pub updated_at: IgnoredAny,
+    /// Output only; ignored on input. The chain view's `updated_by`; not sent (the control plane records
+    /// the caller's principal).
+    #[serde(default)]
+    #[schema(value_type = Option<String>, read_only)]
+    pub updated_by: IgnoredAny,
     /// The relationships, at most `limits.max_relationships`; they replace the chain's as a whole.
     pub relationships: Vec<RelationshipBody>,
 }
 
 impl ChainBody {
-    /// The members accepted, in documentation order.
+    /// The members that define a chain, in documentation order.
     pub const FIELDS: &'static [&'static str] = &["name", "description", "max_depth", "relationships"];
+
+    /// The members of the chain view ([`crate::view::Chain`]) accepted and ignored.
+    pub const OUTPUT_ONLY: &'static [&'static str] = &["version", "created_at", "updated_at", "updated_by"];
+
+    /// The members required.
+    const REQUIRED: &'static [&'static str] = &["name", "relationships"];
 
     /// Parses a JSON body. Errors as [`super::parse_object`] (`name: required`,
     /// `relationships[0]: missing field \`trigger\``, `relationships[1].delay_ms: invalid type: …`), plus
     /// the unknown members of each relationship (all of them named, by path) and `conditions` or
-    /// `transformation` nested deeper than protobuf carries.
+    /// `transformation` nested deeper than protobuf carries. The members of [`ChainBody::OUTPUT_ONLY`]
+    /// and [`RelationshipBody::OUTPUT_ONLY`] are accepted whatever their value, and ignored; any other
+    /// unknown member is refused, the accepted ones listed.
     pub fn parse(body: &[u8]) -> Result<Self, Problem> {
         let value: serde_json::Value =
             serde_json::from_slice(body).map_err(|e| Problem::invalid("body", format!("not valid JSON: {e}")))?;
@@ -120,11 +161,15 @@ impl ChainBody {
     /// [`ChainBody::parse`] for a document already parsed (`legion chain apply` reads YAML too).
     pub fn from_value(value: &serde_json::Value) -> Result<Self, Problem> {
         // The document's own members first, then each relationship's, then the types.
-        object_from_value::<serde::de::IgnoredAny>(value, Self::FIELDS, &["name", "relationships"])?;
+        let accepted = [Self::FIELDS, Self::OUTPUT_ONLY].concat();
+        if let Some(object) = value.as_object() {
+            check_members(object, "", Self::FIELDS, Self::OUTPUT_ONLY)?;
+        }
+        object_from_value::<IgnoredAny>(value, &accepted, Self::REQUIRED)?;
         if let Some(relationships) = value.get("relationships").and_then(serde_json::Value::as_array) {
             check_relationship_members(relationships)?;
         }
-        let chain: Self = object_from_value(value, Self::FIELDS, &["name", "relationships"])?;
+        let chain: Self = object_from_value(value, &accepted, Self::REQUIRED)?;
         for (i, relationship) in chain.relationships.iter().enumerate() {
             if let Some(conditions) = &relationship.conditions {
                 check_depth(&format!("relationships[{i}].conditions"), conditions)?;
@@ -151,7 +196,8 @@ impl ChainBody {
 }
 
 /// Refuses a relationship that is not an object, or has members other than
-/// [`RelationshipBody::FIELDS`] (all of them named by path, with the accepted ones listed).
+/// [`RelationshipBody::FIELDS`] and [`RelationshipBody::OUTPUT_ONLY`] (all of them named by path, with
+/// the accepted ones listed).
 fn check_relationship_members(relationships: &[serde_json::Value]) -> Result<(), Problem> {
     for (i, relationship) in relationships.iter().enumerate() {
         let Some(object) = relationship.as_object() else {
@@ -160,23 +206,42 @@ fn check_relationship_members(relationships: &[serde_json::Value]) -> Result<(),
                 format!("must be a JSON object, not {}", kind(relationship)),
             ));
         };
-        let unknown: Vec<String> = object
-            .keys()
-            .filter(|k| !RelationshipBody::FIELDS.contains(&k.as_str()))
-            .map(|k| format!("relationships[{i}].{k}"))
-            .collect();
-        if !unknown.is_empty() {
-            return Err(Problem::invalid(
-                &unknown.join(", "),
-                format!(
-                    "unknown field{}; accepted fields are {}",
-                    if unknown.len() > 1 { "s" } else { "" },
-                    RelationshipBody::FIELDS.join(", ")
-                ),
-            ));
-        }
+        check_members(
+            object,
+            &format!("relationships[{i}]."),
+            RelationshipBody::FIELDS,
+            RelationshipBody::OUTPUT_ONLY,
+        )?;
     }
     Ok(())
+}
+
+/// Refuses an object with members other than `fields` and `output_only`, naming all of them (each
+/// prefixed with `prefix`, e.g. `relationships[1].`): `owner: unknown field; accepted fields are name,
+/// description, max_depth, relationships, and the output-only version, … (ignored)`.
+fn check_members(
+    object: &serde_json::Map<String, serde_json::Value>,
+    prefix: &str,
+    fields: &[&str],
+    output_only: &[&str],
+) -> Result<(), Problem> {
+    let unknown: Vec<String> = object
+        .keys()
+        .filter(|k| !fields.contains(&k.as_str()) && !output_only.contains(&k.as_str()))
+        .map(|k| format!("{prefix}{k}"))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(Problem::invalid(
+        &unknown.join(", "),
+        format!(
+            "unknown field{}; accepted fields are {}, and the output-only {} (ignored)",
+            if unknown.len() > 1 { "s" } else { "" },
+            fields.join(", "),
+            output_only.join(", ")
+        ),
+    ))
 }
 
 /// The query parameters of `GET /api/v1/chains`.

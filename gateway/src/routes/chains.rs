@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use legion_proto::v1;
 
@@ -16,10 +16,17 @@ use crate::routes::tasks::missing;
 use crate::state::AppState;
 use crate::view::{Chain, ChainPage};
 
+/// Response header of `POST /api/v1/chains` (201 and 200): `true` when the apply wrote a new version
+/// (always on 201), `false` when the chain already had this definition and kept its version
+/// (`ApplyChainResponse.changed`).
+pub const CHAIN_CHANGED_HEADER: HeaderName = HeaderName::from_static("legion-chain-changed");
+
 /// Creates a chain, or replaces its definition with a new version (capability `create` when new,
 /// `update` otherwise, on `chains/<name>`, and `execute` on `runners/<extension>/<runner>/<function>`
-/// of every action). Applying the definition a chain already has keeps its version. Runs in flight
-/// stay on the version they started with.
+/// of every action). Applying the definition a chain already has keeps its version; the header
+/// `Legion-Chain-Changed` tells whether a version was written. Runs in flight stay on the version they
+/// started with. A document exported from `GET /api/v1/chains/{name}` applies as is: its output-only
+/// members are ignored.
 #[utoipa::path(
     post,
     path = "/api/v1/chains",
@@ -27,8 +34,14 @@ use crate::view::{Chain, ChainPage};
     request_body(content = ChainBody, content_type = "application/json"),
     responses(
         (status = 201, description = "The chain was created", body = Chain,
-            headers(("location" = String, description = "/api/v1/chains/{name}"))),
-        (status = 200, description = "The chain existed; its definition was replaced (a new version) or was already this one (same version)", body = Chain),
+            headers(
+                ("location" = String, description = "/api/v1/chains/{name}"),
+                ("Legion-Chain-Changed" = bool, description = "`true`: the chain was created, its version 1 written"),
+            )),
+        (status = 200, description = "The chain existed; its definition was replaced (a new version) or was already this one (same version)", body = Chain,
+            headers(
+                ("Legion-Chain-Changed" = bool, description = "`true` when the definition was replaced (a new version was written), `false` when the chain already had this definition (same version, nothing written)"),
+            )),
         (status = 400, description = "Malformed body, or an invalid name, condition, transformation or limit, or a trigger or action not in the catalog (the field is named in detail, e.g. `relationships[2].conditions.all[0].operator: unknown operator \"equals\"`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than api.max_body_bytes", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
@@ -43,11 +56,16 @@ pub async fn apply_chain(
     let request = ChainBody::parse(&body)?.into_request();
     let response = state.chains.clone().apply_chain(meta.request(request)).await?.into_inner();
     let chain = Chain::from(response.chain.as_ref().ok_or_else(|| missing("ApplyChainResponse.chain"))?);
+    // A creation writes version 1 whatever `changed` says.
+    let changed = HeaderValue::from_static(if response.created || response.changed { "true" } else { "false" });
     if !response.created {
-        return Ok(Json(chain).into_response());
+        let mut reply = Json(chain).into_response();
+        reply.headers_mut().insert(CHAIN_CHANGED_HEADER, changed);
+        return Ok(reply);
     }
     let location = HeaderValue::from_str(&format!("/api/v1/chains/{}", chain.name)).ok();
     let mut reply = (StatusCode::CREATED, Json(chain)).into_response();
+    reply.headers_mut().insert(CHAIN_CHANGED_HEADER, changed);
     if let Some(location) = location {
         reply.headers_mut().insert(header::LOCATION, location);
     }

@@ -244,6 +244,34 @@ pub(super) async fn versions(
     Ok(chains)
 }
 
+/// Locks the roots of `children`'s runs (in id order), keeps the runs within `max_run_tasks`
+/// ([`crate::chains::fire::cap_run`]) and adds what each run gains to its root's `run_tasks`.
+pub(super) async fn cap_runs(conn: &mut PgConnection, children: Vec<Child>, max_run_tasks: u32) -> Result<Vec<Child>> {
+    if children.is_empty() {
+        return Ok(children);
+    }
+    let mut roots: Vec<Uuid> = children.iter().map(|c| c.root_id).collect();
+    roots.sort_unstable();
+    roots.dedup();
+    let rows: Vec<(Uuid, i32)> =
+        sqlx::query_as("SELECT id, run_tasks FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&roots)
+            .fetch_all(&mut *conn)
+            .await?;
+    let sizes: HashMap<Uuid, u32> = rows.into_iter().map(|(id, n)| (id, u32::try_from(n).unwrap_or(0))).collect();
+    let (kept, added) = crate::chains::fire::cap_run(children, &sizes, max_run_tasks);
+    let (ids, counts): (Vec<Uuid>, Vec<i32>) = added.into_iter().map(|(id, n)| (id, int(n))).unzip();
+    sqlx::query(
+        "UPDATE tasks t SET run_tasks = t.run_tasks + u.added
+         FROM UNNEST($1::uuid[], $2::int[]) AS u(id, added) WHERE t.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&counts)
+    .execute(&mut *conn)
+    .await?;
+    Ok(kept)
+}
+
 /// Inserts children (a relationship creates each child of a parent once: the unique index on
 /// `(parent_id, relationship_id, fanout_index)` drops a repeat) and the outbox rows of the `pending`
 /// ones. Returns the status changes of the inserted children.

@@ -59,6 +59,7 @@ impl DeliveryStore for PgStore {
                     let parents = chains::parents(&mut tx, &succeeded).await?;
                     let versions = chains::versions(&mut tx, &parents, firing.cache()).await?;
                     let children = firing.children(&parents, &versions).await;
+                    let children = chains::cap_runs(&mut tx, children, firing.max_run_tasks()).await?;
                     changes.extend(chains::insert_children(&mut tx, &children).await?);
                 }
             }

@@ -67,19 +67,125 @@ fn a_minimal_body_leaves_the_defaults_to_the_control_plane() {
 
 #[test]
 fn unknown_fields_are_named_by_path() {
-    let d = detail(parse(&json!({"name": "c", "relationships": [], "version": 3, "owner": "x"})));
-    assert!(d.starts_with("owner, version: unknown fields; accepted fields are name, description"), "{d}");
+    let d = detail(parse(&json!({"name": "c", "relationships": [], "version": 3, "owner": "x", "etag": 1})));
+    assert_eq!(
+        d,
+        "etag, owner: unknown fields; accepted fields are name, description, max_depth, relationships, and the \
+         output-only version, created_at, updated_at, updated_by (ignored)"
+    );
     let d = detail(parse(&json!({"name": "c", "relationships": [
         {"trigger": "a.b.c", "action": "d.e.f"},
-        {"trigger": "a.b.c", "action": "d.e.f", "id": "x", "when": {}}
+        {"trigger": "a.b.c", "action": "d.e.f", "id": "x", "when": {}, "version": 1}
     ]})));
-    assert!(
-        d.starts_with("relationships[1].id, relationships[1].when: unknown fields; accepted fields are trigger,"),
-        "{d}"
+    assert_eq!(
+        d,
+        "relationships[1].version, relationships[1].when: unknown fields; accepted fields are trigger, action, \
+         conditions, transformation, delay_ms, active, priority, max_attempts, timeout_ms, and the output-only id \
+         (ignored)"
     );
     let d =
         detail(parse(&json!({"name": "c", "relationships": [{"trigger": "a.b.c", "action": "d.e.f", "delay": 5}]})));
     assert!(d.starts_with("relationships[0].delay: unknown field;"), "{d}");
+    // The output-only members belong to their level only.
+    let d = detail(parse(&json!({"name": "c", "id": "x", "relationships": []})));
+    assert!(d.starts_with("id: unknown field;"), "{d}");
+}
+
+/// Regression: `legion chain show X > f.json && legion chain apply f.json` failed with
+/// `created_at, updated_at, updated_by, version: unknown fields`.
+#[test]
+fn output_only_members_are_accepted_whatever_their_value_and_not_sent() {
+    let plain = json!({"name": "c", "max_depth": 2, "relationships": [{"trigger": "a.b.c", "action": "d.e.f"}]});
+    let expected = parse(&plain).expect("parses");
+    for (version, at, by, id) in [
+        (json!(7), json!("2026-01-01T00:00:00Z"), json!("api-key/k1"), json!("0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5e")),
+        (json!(null), json!(null), json!(null), json!(null)),
+        (json!("x"), json!(5), json!({"a": [1]}), json!([true])),
+    ] {
+        let mut exported = plain.clone();
+        exported["version"] = version;
+        exported["created_at"] = at.clone();
+        exported["updated_at"] = at;
+        exported["updated_by"] = by;
+        exported["relationships"][0]["id"] = id;
+        let body = parse(&exported).expect("output-only members are ignored");
+        assert_eq!(body, expected, "{exported}");
+        assert_eq!(body.into_request(), expected.clone().into_request(), "{exported}");
+    }
+    let chain = parse(&json!({"name": "c", "version": 9, "updated_by": "jwt/x", "relationships": [
+        {"id": "0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5e", "trigger": "a.b.c", "action": "d.e.f"}
+    ]}))
+    .expect("parses")
+    .into_request()
+    .chain
+    .expect("chain");
+    assert_eq!((chain.version, chain.updated_by.as_str(), chain.relationships[0].id.as_str()), (0, "", ""), "not sent");
+    // The required members stay required, and the others keep their types.
+    assert_eq!(detail(parse(&json!({"version": 1, "relationships": []}))), "name: required");
+    let d = detail(parse(&json!({"name": "c", "version": 1, "relationships": [{"id": "x", "action": "d.e.f"}]})));
+    assert_eq!(d, "relationships[0]: missing field `trigger`");
+}
+
+/// What the control plane makes of a request: ids, version, times and author assigned.
+fn stored(request: v1::ApplyChainRequest) -> v1::Chain {
+    let mut chain = request.chain.expect("chain");
+    for (i, r) in chain.relationships.iter_mut().enumerate() {
+        r.id = format!("0190f5c8-7e4a-7b3c-9d2e-00000000000{i}");
+    }
+    chain.version = 3;
+    chain.created_at = Some(prost_types::Timestamp { seconds: 1_767_225_600, nanos: 0 });
+    chain.updated_at = Some(prost_types::Timestamp { seconds: 1_767_225_660, nanos: 500_000_000 });
+    chain.updated_by = "api-key/k1".into();
+    chain
+}
+
+/// The JSON of the chain view (`GET /api/v1/chains/{name}`, `legion chain show`) parses back into the
+/// body that defined the chain, and so into the same request.
+#[test]
+fn the_view_of_a_chain_parses_back_into_its_body() {
+    let full = json!({
+        "name": "nightly",
+        "description": "reports",
+        "max_depth": 5,
+        "relationships": [
+            {
+                "trigger": "http.request.get",
+                "action": "log.entry.write",
+                "conditions": {"all": [{"fact": "results.status", "operator": "equal", "value": 200}]},
+                "transformation": {"engine": "jq", "expr": "{message: .results.body}"},
+                "delay_ms": 250,
+                "active": false,
+                "priority": 9,
+                "max_attempts": 3,
+                "timeout_ms": 5000
+            },
+            {
+                "trigger": "log.entry.write",
+                "action": "core.util.noop",
+                "conditions": null,
+                "transformation": null,
+                "delay_ms": 0,
+                "active": null,
+                "priority": null,
+                "max_attempts": null,
+                "timeout_ms": null
+            }
+        ]
+    });
+    let minimal = json!({"name": "c", "relationships": [{"trigger": "a.b.c", "action": "d.e.f"}]});
+    for original in [full, minimal] {
+        let body = parse(&original).expect("parses");
+        let view = crate::view::Chain::from(&stored(body.clone().into_request()));
+        let exported = serde_json::to_string_pretty(&view).expect("serializes");
+        for member in ["\"version\"", "\"created_at\"", "\"updated_at\"", "\"updated_by\"", "\"id\""] {
+            assert!(exported.contains(member), "{exported}");
+        }
+        let again = ChainBody::parse(exported.as_bytes()).expect("the view applies again");
+        assert_eq!(again.clone().into_request(), body.clone().into_request(), "{exported}");
+        if original["name"] == "nightly" {
+            assert_eq!(again, body, "every member given: the very same body");
+        }
+    }
 }
 
 #[test]
