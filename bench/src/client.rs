@@ -10,6 +10,7 @@ use std::time::Duration;
 pub use legion_common::credential::{AuthChannel, Credential};
 use legion_common::settings::TlsSettings;
 use legion_proto::v1::catalog_service_client::CatalogServiceClient;
+use legion_proto::v1::chain_service_client::ChainServiceClient;
 use legion_proto::v1::task_service_client::TaskServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
@@ -80,6 +81,8 @@ pub struct Clients {
     pub tasks: Vec<TaskServiceClient<AuthChannel>>,
     /// A catalog client on the first channel.
     pub catalog: CatalogServiceClient<AuthChannel>,
+    /// A chain client on the first channel (the `chain` scenario applies its chains with it).
+    pub chains: ChainServiceClient<AuthChannel>,
 }
 
 /// Builds `connections` (at least 1) lazily connected channels: a channel connects on its first call
@@ -118,8 +121,9 @@ pub fn connect(options: &ClientOptions, connections: usize) -> Result<Clients, E
         .iter()
         .map(|channel| TaskServiceClient::with_interceptor(channel.clone(), credential.clone()))
         .collect();
-    let catalog = CatalogServiceClient::with_interceptor(channels[0].clone(), credential);
-    Ok(Clients { tasks, catalog })
+    let catalog = CatalogServiceClient::with_interceptor(channels[0].clone(), credential.clone());
+    let chains = ChainServiceClient::with_interceptor(channels[0].clone(), credential);
+    Ok(Clients { tasks, catalog, chains })
 }
 
 #[cfg(test)]

@@ -8,8 +8,10 @@
 //! Modules: [`client`] (channels and credentials), [`nodes`] (waiting for executors), [`submit`] (the
 //! submit driver), [`store`] (PostgreSQL reads), [`stats`] (percentiles), [`report`] (the figures, as a
 //! table and a JSON line), [`run`] (one benchmark run end to end), [`certs`] (extra node certificates
-//! signed by the dev CA, for a second executor), [`cpu`] (CPU time per process during the round).
+//! signed by the dev CA, for a second executor), [`cpu`] (CPU time per process during the round),
+//! [`chain`] (the `chain` scenario: the overhead of one step of a chain run).
 
+pub mod chain;
 pub mod client;
 pub mod cpu;
 pub mod nodes;

@@ -3,7 +3,12 @@
 //! ```text
 //! legion-bench --control-plane https://localhost:54051 --ca certs/ca.pem \
 //!     --database-url postgres://postgres@127.0.0.1/legion_bench --executors 1 --tasks 10000
+//! legion-bench chain --control-plane https://localhost:54051 --ca certs/ca.pem --depth 20 --runs 20
 //! ```
+//!
+//! Without a subcommand it runs the throughput benchmark; `chain` measures the overhead of one chain
+//! step instead ([`legion_bench::chain`]). The connection, database, wait and output flags are global:
+//! they may come before or after `chain`.
 //!
 //! Exit codes: 0 when every task succeeded, 1 when the run completed but some task did not succeed
 //! (or a submit failed), 2 when the run could not be carried out, 64 for bad usage.
@@ -13,7 +18,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, Subcommand};
+use legion_bench::chain::{self, Variant};
 use legion_bench::client::ClientOptions;
 use legion_bench::run::{self, Options};
 use legion_bench::submit::Plan;
@@ -25,30 +31,57 @@ use legion_common::settings::LoggingSettings;
 struct Cli {
     #[command(flatten)]
     run: RunArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Overhead of one chain step: looping `core.util.noop` chains, per transformation variant.
+    Chain(ChainArgs),
+}
+
+#[derive(Debug, Args)]
+struct ChainArgs {
+    /// `max_depth` of the looping chain: each run has depth + 1 tasks that run (1 to 32).
+    #[arg(long, default_value_t = 20)]
+    depth: u32,
+    /// Measured runs per variant.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Runs in flight at once (1: one after the other).
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
+    /// Unmeasured runs per variant before the measured ones.
+    #[arg(long, default_value_t = 1)]
+    warmup_runs: usize,
+    /// Transformation variants, comma-separated: none, static, jq, jinja.
+    #[arg(long, value_delimiter = ',', default_value = "none,static,jq,jinja")]
+    variants: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 struct RunArgs {
     /// Control plane gRPC URL (TLS).
-    #[arg(long, default_value = "https://localhost:50051")]
+    #[arg(long, default_value = "https://localhost:50051", global = true)]
     control_plane: String,
     /// CA that signed the control plane's certificate (PEM). Required for a run.
-    #[arg(long)]
+    #[arg(long, global = true)]
     ca: Option<PathBuf>,
     /// Client certificate (PEM), optional.
-    #[arg(long, requires = "key")]
+    #[arg(long, requires = "key", global = true)]
     cert: Option<PathBuf>,
     /// Client key (PEM), with --cert.
-    #[arg(long, requires = "cert")]
+    #[arg(long, requires = "cert", global = true)]
     key: Option<PathBuf>,
     /// API key, sent as `x-api-key`.
-    #[arg(long, env = "LEGION_BENCH_API_KEY", hide_env_values = true)]
+    #[arg(long, env = "LEGION_BENCH_API_KEY", hide_env_values = true, global = true)]
     api_key: Option<String>,
     /// Bearer token (JWT), sent as `authorization: Bearer …` when no API key is given.
-    #[arg(long, env = "LEGION_BENCH_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "LEGION_BENCH_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// The control plane's PostgreSQL database, read for task timestamps.
-    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/legion_bench")]
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/legion_bench", global = true)]
     database_url: String,
     /// Tasks to submit.
     #[arg(long, default_value_t = 10_000)]
@@ -60,7 +93,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 1)]
     connections: usize,
     /// Active executors to wait for before submitting.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, global = true)]
     executors: usize,
     /// Function to run.
     #[arg(long, default_value = "core.util.noop")]
@@ -72,19 +105,19 @@ struct RunArgs {
     #[arg(long, default_value_t = 0)]
     warmup: usize,
     /// Name of the run in the report.
-    #[arg(long, default_value = "legion")]
+    #[arg(long, default_value = "legion", global = true)]
     label: String,
     /// Longest wait for the executors, in seconds.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, global = true)]
     wait_nodes_s: u64,
     /// Longest wait for the tasks to finish after the last submit, in seconds.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 600, global = true)]
     timeout_s: u64,
     /// PostgreSQL poll interval while waiting for the tasks, in milliseconds.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, global = true)]
     poll_ms: u64,
     /// Also append the report's JSON line to this file.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json_out: Option<PathBuf>,
     /// Seconds to wait after the round before reading PostgreSQL's commit counter (idle backends
     /// report within 10 s); 0 skips the commits-per-task figure.
@@ -117,7 +150,10 @@ fn main() -> ExitCode {
         eprintln!("legion-bench: cannot set up logging: {e}");
     }
     legion_common::install_crypto_provider();
-    bench(cli.run)
+    match cli.command {
+        Some(Command::Chain(args)) => chain_bench(cli.run, args),
+        None => bench(cli.run),
+    }
 }
 
 fn options(args: RunArgs) -> Result<Options, String> {
@@ -148,17 +184,93 @@ fn options(args: RunArgs) -> Result<Options, String> {
     })
 }
 
+fn chain_options(run: RunArgs, args: ChainArgs) -> Result<chain::Options, String> {
+    let ca = run.ca.ok_or("--ca: required (the CA that signed the control plane's certificate)")?;
+    let variants = args
+        .variants
+        .iter()
+        .map(|name| Variant::parse(name.trim()).map_err(|e| format!("--variants: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(chain::Options {
+        client: ClientOptions {
+            url: run.control_plane,
+            ca,
+            cert: run.cert,
+            key: run.key,
+            api_key: run.api_key,
+            token: run.token,
+        },
+        database_url: run.database_url,
+        executors: run.executors,
+        wait_nodes: Duration::from_secs(run.wait_nodes_s),
+        depth: args.depth,
+        runs: args.runs,
+        parallel: args.parallel,
+        warmup_runs: args.warmup_runs,
+        variants,
+        timeout: Duration::from_secs(run.timeout_s),
+        poll: Duration::from_millis(run.poll_ms),
+        label: run.label,
+        json_out: run.json_out,
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("legion-bench: cannot start the runtime: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn append_lines(path: &std::path::Path, lines: &[String]) -> Result<(), ExitCode> {
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut file| lines.iter().try_for_each(|line| writeln!(file, "{line}")));
+    appended.map_err(|e| {
+        eprintln!("legion-bench: --json-out {}: {e}", path.display());
+        ExitCode::from(2)
+    })
+}
+
+fn chain_bench(run: RunArgs, args: ChainArgs) -> ExitCode {
+    let options = match chain_options(run, args).and_then(|o| o.validate().map(|()| o).map_err(|e| e.to_string())) {
+        Ok(options) => options,
+        Err(message) => return usage_error(&message),
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let reports = match runtime.block_on(chain::run(&options)) {
+        Ok(reports) => reports,
+        Err(e) => {
+            eprintln!("legion-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let lines: Vec<String> = reports.iter().map(chain::report::ChainReport::json_line).collect();
+    for (report, line) in reports.iter().zip(&lines) {
+        println!("{}", report.table());
+        println!("{line}");
+    }
+    if let Some(path) = &options.json_out
+        && let Err(code) = append_lines(path, &lines)
+    {
+        return code;
+    }
+    if reports.iter().all(|r| r.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
 fn bench(args: RunArgs) -> ExitCode {
     let options = match options(args).and_then(|o| o.validate().map(|()| o).map_err(|e| e.to_string())) {
         Ok(options) => options,
         Err(message) => return usage_error(&message),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("legion-bench: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let report = match runtime.block_on(run::run(&options)) {
         Ok(report) => report,
@@ -170,16 +282,10 @@ fn bench(args: RunArgs) -> ExitCode {
     let line = report.json_line();
     println!("{}", report.table());
     println!("{line}");
-    if let Some(path) = &options.json_out {
-        let appended = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .and_then(|mut file| writeln!(file, "{line}"));
-        if let Err(e) = appended {
-            eprintln!("legion-bench: --json-out {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
+    if let Some(path) = &options.json_out
+        && let Err(code) = append_lines(path, std::slice::from_ref(&line))
+    {
+        return code;
     }
     if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
@@ -222,5 +328,42 @@ mod tests {
         let cli = Cli::try_parse_from(["legion-bench", "--ca", "x", "--args", "{"]).expect("flags");
         assert!(options(cli.run).expect_err("bad json").starts_with("--args"));
         assert!(Cli::try_parse_from(["legion-bench", "--cert", "c.pem"]).is_err(), "--cert needs --key");
+    }
+
+    #[test]
+    fn the_chain_subcommand_takes_the_global_flags_on_either_side() {
+        let cli = Cli::try_parse_from([
+            "legion-bench",
+            "--ca",
+            "ca.pem",
+            "chain",
+            "--depth",
+            "7",
+            "--runs",
+            "3",
+            "--variants",
+            "jq,jinja",
+            "--poll-ms",
+            "20",
+        ])
+        .expect("chain flags");
+        let Some(Command::Chain(args)) = cli.command else { panic!("the chain subcommand") };
+        let o = chain_options(cli.run, args).expect("options");
+        assert_eq!((o.depth, o.runs, o.parallel, o.warmup_runs), (7, 3, 1, 1));
+        assert_eq!(o.variants, vec![Variant::Jq, Variant::Jinja]);
+        assert_eq!(o.poll, Duration::from_millis(20));
+        assert_eq!(o.client.ca, PathBuf::from("ca.pem"));
+
+        let cli = Cli::try_parse_from(["legion-bench", "chain", "--ca", "x"]).expect("defaults");
+        let Some(Command::Chain(args)) = cli.command else { panic!("the chain subcommand") };
+        let o = chain_options(cli.run, args).expect("options");
+        assert_eq!((o.depth, o.runs, o.variants.len()), (20, 20, 4));
+
+        let cli = Cli::try_parse_from(["legion-bench", "chain", "--ca", "x", "--variants", "lua"]).expect("flags");
+        let Some(Command::Chain(args)) = cli.command else { panic!("the chain subcommand") };
+        assert!(chain_options(cli.run, args).expect_err("bad variant").starts_with("--variants"));
+        let cli = Cli::try_parse_from(["legion-bench", "chain"]).expect("flags");
+        let Some(Command::Chain(args)) = cli.command else { panic!("the chain subcommand") };
+        assert!(chain_options(cli.run, args).expect_err("no ca").starts_with("--ca"));
     }
 }

@@ -42,6 +42,29 @@ pub struct TaskTimes {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// One task of a chain run, with what the `chain` scenario measures (see [`crate::chain`]).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct RunTask {
+    /// Task id.
+    pub id: Uuid,
+    /// The run's root task (the root's own id for the root).
+    pub root_id: Uuid,
+    /// The task whose success created it; `None` for the root.
+    pub parent_id: Option<Uuid>,
+    /// 0 for the root, parent's depth + 1.
+    pub depth: i32,
+    /// Status (`succeeded`, `skipped`, …).
+    pub status: String,
+    /// When the transaction that wrote the task began (for a child: its parent's completion).
+    pub created_at: DateTime<Utc>,
+    /// When the outbox publisher marked it `queued` after the broker's confirm; `None` if never.
+    pub queued_at: Option<DateTime<Utc>>,
+    /// When its first attempt started; `None` if it never started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it ended; `None` if it has not.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
 /// A small pool on the control plane's database.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -116,6 +139,37 @@ impl Store {
                 .await
                 .map_err(|source| Error::Query { query: "commit counter", source })?;
         Ok(u64::try_from(commits).unwrap_or(0))
+    }
+
+    /// The roots among `roots` whose chain run still has an unfinished task. A child is written in its
+    /// parent's completion transaction, so a run with no unfinished task has ended.
+    ///
+    /// # Errors
+    /// [`Error::Query`].
+    pub async fn unfinished_runs(&self, roots: &[Uuid]) -> Result<Vec<Uuid>, Error> {
+        let rows: Vec<(Uuid,)> =
+            sqlx::query_as("SELECT DISTINCT root_id FROM tasks WHERE root_id = ANY($1) AND status = ANY($2)")
+                .bind(roots)
+                .bind(UNFINISHED.as_slice())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|source| Error::Query { query: "unfinished chain runs", source })?;
+        Ok(rows.into_iter().map(|(root,)| root).collect())
+    }
+
+    /// Every task of the chain runs rooted at `roots`.
+    ///
+    /// # Errors
+    /// [`Error::Query`].
+    pub async fn run_tasks(&self, roots: &[Uuid]) -> Result<Vec<RunTask>, Error> {
+        sqlx::query_as::<_, RunTask>(
+            "SELECT id, root_id, parent_id, depth, status, created_at, queued_at, started_at, finished_at \
+             FROM tasks WHERE root_id = ANY($1)",
+        )
+        .bind(roots)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|source| Error::Query { query: "chain run tasks", source })
     }
 
     /// Status and timestamps of the tasks among `ids` (ids unknown to the table are absent).

@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod certs;
+pub mod chains;
 pub mod cli;
 pub mod db;
 pub mod env;

@@ -293,7 +293,9 @@ impl ExecutorService for ExecutorApi {
         for chunk in items.chunks(self.config.commit_batch.max(1)) {
             let (verdicts, changes) = self.store.complete(chunk, self.result_limits()).await.map_err(store_status)?;
             self.metrics.observe_batch("complete", chunk.len());
-            if verdicts.contains(&Verdict::Retried) {
+            // A retry, or a chain child created by a success, waits in the outbox (`pending`): publish
+            // it now rather than at the publisher's next poll.
+            if changes.iter().any(|c| c.status == legion_common::TaskStatus::Pending) {
                 self.wake.notify_one();
             }
             self.events.publish(&changes);

@@ -8,6 +8,7 @@
 
 mod auth;
 mod broker_outage;
+mod chains;
 mod cli;
 mod executor_crash;
 mod mtls;
