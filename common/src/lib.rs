@@ -11,6 +11,7 @@ pub mod settings;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+pub mod text;
 pub mod tls;
 
 pub use error::ErrorCode;

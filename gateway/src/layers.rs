@@ -66,18 +66,8 @@ const REQUEST_ID: &str = "x-request-id";
 /// Longest header name or host quoted in a problem's `detail`, in bytes; longer ones are cut.
 const MAX_QUOTED_BYTES: usize = 128;
 
-/// `text` cut to at most `max` bytes (on a character boundary), with `…` when cut: for quoting caller
-/// input in problems and logs.
-pub(crate) fn quoted(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
+/// Caller input cut for quoting in problems and logs.
+pub(crate) use legion_common::text::truncate as quoted;
 
 /// Middleware, outermost: drops an `x-request-id` that is not exactly one value of 1 to
 /// [`MAX_REQUEST_ID_BYTES`] visible ASCII bytes, so that a fresh one is generated in its place. The
@@ -325,13 +315,6 @@ mod tests {
         assert!(!host_allowed(&allowed, Some("api.example.com.evil")));
         assert!(!host_allowed(&allowed, None));
         assert!(!host_allowed(&allowed, Some("")));
-    }
-
-    #[test]
-    fn quoted_text_is_cut_on_a_character_boundary() {
-        assert_eq!(quoted("short", 8), "short");
-        assert_eq!(quoted("abcdefghij", 4), "abcd…");
-        assert_eq!(quoted("aéé", 2), "a…", "é is two bytes: cut before it");
     }
 
     #[tokio::test]

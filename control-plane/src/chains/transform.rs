@@ -194,14 +194,4 @@ impl io::Write for Counter {
     }
 }
 
-/// `text` cut to at most `max` bytes at a character boundary, with `…` when cut.
-pub(crate) fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
+pub(crate) use legion_common::text::truncate;
