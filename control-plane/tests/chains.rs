@@ -408,3 +408,37 @@ async fn runs_budgets_and_caps_bound_what_one_submit_costs() {
     assert!(tree[1..].iter().any(|t| t.error.as_deref().unwrap().contains("transform_budget_ms")), "{tree:#?}");
     stack.stop().await.expect("clean stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_chain_applies_after_a_limit_is_lowered() {
+    let stack = Stack::start(true, |_| {}).await;
+    registered(&stack).await;
+    let three = chain(
+        "three",
+        vec![
+            relationship("core.util.echo", "core.util.noop"),
+            relationship("core.util.echo", "core.util.sleep"),
+            relationship("core.util.echo", "core.util.fail"),
+        ],
+    );
+    let first = apply(&stack, three.clone()).await.expect("apply");
+    let mut config = legion_proto::v1::config_service_client::ConfigServiceClient::new(stack.admin_channel().await);
+    let Some(prost_types::value::Kind::StructValue(patch)) = json_to_value(&json!({"max_relationships": 2})).kind
+    else {
+        panic!("an object is a struct")
+    };
+    config
+        .update_config(v1::UpdateConfigRequest { section: "limits".into(), patch: Some(patch) })
+        .await
+        .expect("lower the limit");
+    // The same document is unchanged (a CI job that re-applies its files keeps passing)…
+    let again = apply(&stack, three.clone()).await.expect("unchanged");
+    assert!(!again.changed && !again.created);
+    assert_eq!(again.chain.unwrap().version, first.chain.unwrap().version);
+    // …while a change must fit the new limit.
+    let mut changed = three;
+    changed.description = "edited".into();
+    let refused = apply(&stack, changed).await.unwrap_err();
+    assert!(refused.message().starts_with("relationships: must hold 1 to 2"), "{refused:?}");
+    stack.stop().await.expect("clean stop");
+}

@@ -228,3 +228,34 @@ async fn a_process_that_died_while_idle_is_replaced_before_use() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_works(&pool).await;
 }
+
+#[test]
+fn a_sandbox_whose_control_plane_died_stops_at_once() {
+    // A shell starts the sandbox on a runaway request and exits: the sandbox is orphaned mid-evaluation,
+    // as when the control plane is killed with SIGKILL. Nobody is left to enforce its timeout.
+    let program = env!("CARGO_BIN_EXE_legion-control-plane");
+    let request = r#"{"transformation":{"engine":"jq","expr":"reduce range(1e15) as $i (0; . + 1)"},"context":{}}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("request.json");
+    std::fs::write(&input, format!("{request}\n")).unwrap();
+    // An explicit redirection: without one, a background command of a shell reads /dev/null.
+    let script = format!(
+        "'{program}' sandbox --memory-bytes {MEMORY_BYTES} --max-output-bytes 1024 < '{}' > /dev/null 2>&1 & echo $!; sleep 0.5",
+        input.display()
+    );
+    let output = std::process::Command::new("sh").arg("-c").arg(script).output().unwrap();
+    let pid = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(!pid.is_empty(), "{output:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Gone, or a zombie waiting for whoever adopted it: either way it no longer runs.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|stat| {
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
+        });
+        if state.as_deref().is_none_or(|s| s == "Z" || s == "X") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the orphaned sandbox {pid} still runs (state {state:?})");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

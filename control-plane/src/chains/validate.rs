@@ -136,7 +136,7 @@ fn relationship(i: usize, spec: &RelationshipSpec, limits: &Limits) -> Result<Re
             check_depth(value, &field("transformation"), limits)?;
             let parsed = Transformation::parse(value, &field("transformation"), limits.max_transformation_bytes)?;
             if let Transformation::Static { value: output } = &parsed {
-                check_static(output, &field("transformation.value"))?;
+                check_static(output, &field("transformation.value"), limits)?;
             }
             Some(value.clone())
         }
@@ -201,7 +201,15 @@ fn check_depth(value: &serde_json::Value, field: &str, limits: &Limits) -> Resul
 
 /// A static value is used as it is: anything but an object or an array of objects would fail every
 /// child it creates, so it is refused now.
-fn check_static(value: &serde_json::Value, field: &str) -> Result<(), FieldError> {
+fn check_static(value: &serde_json::Value, field: &str, limits: &Limits) -> Result<(), FieldError> {
+    if let serde_json::Value::Array(items) = value
+        && items.len() > usize::try_from(limits.max_fanout).unwrap_or(usize::MAX)
+    {
+        return Err(FieldError::new(
+            field,
+            format!("{} items would fan out past limits.max_fanout ({})", items.len(), limits.max_fanout),
+        ));
+    }
     let ok = match value {
         serde_json::Value::Object(_) => true,
         serde_json::Value::Array(items) => items.iter().all(serde_json::Value::is_object),
@@ -233,6 +241,26 @@ pub fn unknown_functions(definition: &Definition, known: &HashSet<String>) -> Re
         }
     }
     Ok(())
+}
+
+/// Whether `spec` says exactly what `definition` (a stored version) says, relationship ids aside.
+/// Applying such a document changes nothing, so it is answered "unchanged" even when limits lowered
+/// since would refuse it as a new document: a CI job that applies the same files keeps passing.
+pub fn same_as(spec: &ChainSpec, definition: &Definition) -> bool {
+    spec.description == definition.description
+        && spec.max_depth == definition.max_depth
+        && spec.relationships.len() == definition.relationships.len()
+        && spec.relationships.iter().zip(&definition.relationships).all(|(s, d)| {
+            s.trigger == d.trigger
+                && s.action == d.action
+                && s.conditions.as_ref().filter(|v| !v.is_null()) == d.conditions.as_ref()
+                && s.transformation.as_ref().filter(|v| !v.is_null()) == d.transformation.as_ref()
+                && s.delay_ms == d.delay_ms
+                && s.active.unwrap_or(true) == d.active
+                && s.priority == d.priority.map(u32::from)
+                && s.max_attempts == d.max_attempts
+                && s.timeout_ms == d.timeout_ms
+        })
 }
 
 /// Every function a chain can run: each trigger and each action, sorted, once.

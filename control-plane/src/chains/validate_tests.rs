@@ -154,3 +154,37 @@ fn unknown_functions_are_named() {
     let message = unknown_functions(&definition, &known).expect_err("unknown").to_string();
     assert!(message.starts_with("relationships[0].action: unknown function \"http.request.patch\""), "{message}");
 }
+
+#[test]
+fn a_static_fan_out_beyond_the_cap_is_refused() {
+    let mut r = rel("a.b.c", "d.e.f");
+    r.transformation = Some(json!({"engine": "static", "value": [{}, {}, {}, {}]}));
+    let limits = Limits { max_fanout: 3, ..Limits::default() };
+    let message = validate(&spec(vec![r]), &limits).expect_err("too many").to_string();
+    assert!(
+        message.starts_with("relationships[0].transformation.value: 4 items would fan out past limits.max_fanout (3)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_unchanged_document_is_recognized_whatever_the_limits() {
+    let mut r = rel("core.util.echo", "core.util.noop");
+    r.conditions = Some(json!({"fact": "results.n", "operator": "nil"}));
+    r.priority = Some(3);
+    let document = spec(vec![r.clone(), rel("core.util.noop", "log.entry.write")]);
+    let definition = validate(&document, &Limits::default()).expect("valid");
+    assert!(same_as(&document, &definition));
+    // Defaults spelled out are the same document; null documents are absent ones.
+    let mut explicit = document.clone();
+    explicit.relationships[1].active = Some(true);
+    explicit.relationships[1].conditions = Some(serde_json::Value::Null);
+    assert!(same_as(&explicit, &definition));
+    // Any difference is a change.
+    let mut other = document.clone();
+    other.relationships[0].priority = Some(4);
+    assert!(!same_as(&other, &definition));
+    let mut fewer = document;
+    fewer.relationships.pop();
+    assert!(!same_as(&fewer, &definition));
+}

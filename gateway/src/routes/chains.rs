@@ -36,7 +36,7 @@ pub const CHAIN_CHANGED_HEADER: HeaderName = HeaderName::from_static("legion-cha
         (status = 201, description = "The chain was created", body = Chain,
             headers(
                 ("location" = String, description = "/api/v1/chains/{name}"),
-                ("Legion-Chain-Changed" = bool, description = "`true`: the chain was created, its version 1 written"),
+                ("Legion-Chain-Changed" = bool, description = "`true`: the chain was created, its first version written"),
             )),
         (status = 200, description = "The chain existed; its definition was replaced (a new version) or was already this one (same version)", body = Chain,
             headers(
@@ -56,7 +56,7 @@ pub async fn apply_chain(
     let request = ChainBody::parse(&body)?.into_request();
     let response = state.chains.clone().apply_chain(meta.request(request)).await?.into_inner();
     let chain = Chain::from(response.chain.as_ref().ok_or_else(|| missing("ApplyChainResponse.chain"))?);
-    // A creation writes version 1 whatever `changed` says.
+    // A creation writes a first version whatever `changed` says.
     let changed = HeaderValue::from_static(if response.created || response.changed { "true" } else { "false" });
     if !response.created {
         let mut reply = Json(chain).into_response();

@@ -70,7 +70,9 @@ pub struct Chain {
     /// Depth cap of its runs (the root task has depth 0); null: `limits.max_chain_depth`.
     #[schema(required = true)]
     pub max_depth: Option<u32>,
-    /// The current version, from 1; a run is pinned to the version current at its submit.
+    /// The current version. Versions come from one sequence shared by every chain, so a new chain's
+    /// first version is not 1 and a chain deleted and created again never reuses one. A run is pinned
+    /// to the version current at its submit.
     pub version: i64,
     /// When it was first applied (RFC 3339, UTC).
     #[schema(required = true)]

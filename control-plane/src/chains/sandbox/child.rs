@@ -13,6 +13,9 @@ use crate::chains::transform::{Transformation, truncate};
 /// few the runtime may need; it opens no file or socket itself.
 pub const SANDBOX_MAX_FILES: u64 = 16;
 
+/// How often the sandbox process checks that the control plane that started it is still its parent.
+const ORPHAN_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Characters of a request parse error kept in the reply.
 const MAX_REASON_CHARS: usize = 500;
 
@@ -23,10 +26,19 @@ const MAX_REASON_CHARS: usize = 500;
 /// request line over [`MAX_REQUEST_BYTES`] gets an error reply; a transformation that panics gets an
 /// error reply; running out of memory aborts the process, which the pool reports.
 ///
-/// Exit status: 0 at the end of stdin, 1 when the limits cannot be set or stdout is gone.
+/// A watchdog thread ends the process as soon as its parent is gone (the control plane was killed):
+/// a closed stdin is only noticed between evaluations, and a runaway evaluation would otherwise run on,
+/// orphaned, with nobody left to enforce its timeout.
+///
+/// Exit status: 0 at the end of stdin, 1 when the limits cannot be set or stdout is gone, 2 when the
+/// parent died.
 pub fn serve_stdio(memory_bytes: u64, max_output_bytes: usize) -> ExitCode {
     if let Err(e) = set_limits(memory_bytes) {
         eprintln!("legion-control-plane sandbox: cannot set resource limits: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = watch_parent() {
+        eprintln!("legion-control-plane sandbox: cannot start the parent watchdog: {e}");
         return ExitCode::FAILURE;
     }
     let mut input = io::stdin().lock();
@@ -49,6 +61,21 @@ pub fn serve_stdio(memory_bytes: u64, max_output_bytes: usize) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+}
+
+/// Exits the process (status 2) once its parent process changes, i.e. the control plane died and the
+/// process was re-parented.
+fn watch_parent() -> io::Result<()> {
+    let parent = std::os::unix::process::parent_id();
+    std::thread::Builder::new().name("parent-watchdog".into()).stack_size(64 * 1024).spawn(move || {
+        loop {
+            std::thread::sleep(ORPHAN_CHECK);
+            if std::os::unix::process::parent_id() != parent {
+                std::process::exit(2);
+            }
+        }
+    })?;
+    Ok(())
 }
 
 fn set_limits(memory_bytes: u64) -> io::Result<()> {
