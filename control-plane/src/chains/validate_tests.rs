@@ -172,7 +172,7 @@ fn an_unchanged_document_is_recognized_whatever_the_limits() {
     let mut r = rel("core.util.echo", "core.util.noop");
     r.conditions = Some(json!({"fact": "results.n", "operator": "nil"}));
     r.priority = Some(3);
-    let document = spec(vec![r.clone(), rel("core.util.noop", "log.entry.write")]);
+    let document = spec(vec![r, rel("core.util.noop", "log.entry.write")]);
     let definition = validate(&document, &Limits::default()).expect("valid");
     assert!(same_as(&document, &definition));
     // Defaults spelled out are the same document; null documents are absent ones.
