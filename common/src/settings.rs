@@ -174,7 +174,7 @@ pub struct ControlPlaneSettings {
     /// Longest time all the transformations fired by one completion batch may take together, in ms:
     /// evaluations still unfinished then fail their child tasks with the reason, so a chain with many
     /// slow transformations can neither hold a completion past the executor's call deadline (30 s) nor
-    /// keep the sandbox from other runs for long. 1 to 20000. Default 5000.
+    /// keep the sandbox from other runs for long. 1 to 20000. Default 2000.
     pub transform_budget_ms: u64,
     /// Address-space limit of each sandbox process (`RLIMIT_AS`), in bytes. At least 64 MiB. Default
     /// 512 MiB (536870912).
@@ -195,7 +195,7 @@ impl Default for ControlPlaneSettings {
             submit_batch: 256,
             transform_workers: 2,
             transform_timeout_ms: 1000,
-            transform_budget_ms: 5000,
+            transform_budget_ms: 2000,
             transform_memory_bytes: 512 * 1024 * 1024,
             transform_max_output_bytes: 16 * 1024 * 1024,
         }
