@@ -15,6 +15,7 @@ pub mod events;
 pub mod grpc;
 pub mod metrics;
 pub mod policy;
+pub mod schedules;
 pub mod server;
 pub mod store;
 pub mod tasks;

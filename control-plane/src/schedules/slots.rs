@@ -1,0 +1,144 @@
+//! The slots of a schedule: the UTC instants at which it fires (pure, no I/O).
+//!
+//! A cron schedule has 5 fields (`minute hour day-of-month month day-of-week`) or 6 (a leading
+//! `second`), parsed by [croner](https://docs.rs/croner), and an IANA time zone (default `UTC`) that
+//! gives the expression's wall clock. Daylight-saving changes follow DESIGN.md section 4, which is
+//! croner's implementation of the Open Cron Pattern Specification (OCPS) rules:
+//! - a local time that does not exist (the spring-forward gap) fires once, at the first valid
+//!   instant after the gap (`30 2 * * *` in America/New_York fires at 03:00 EDT on 2026-03-08);
+//! - a local time that happens twice (the fall-back overlap) fires once, at its first occurrence,
+//!   for a fixed-time expression (`30 1 * * *`), and at each UTC instant for an expression that is
+//!   hourly or finer (a wildcard or step in the hour, minute or second field: `0 * * * *` fires at
+//!   both 01:00 of the fall-back day).
+//!
+//! An interval schedule fires every `interval_ms` milliseconds from its anchor (its creation), in
+//! UTC, unaffected by time zones.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+
+/// Shortest `interval_ms`: one second.
+pub const MIN_INTERVAL_MS: u64 = 1000;
+
+/// Longest `interval_ms`: 366 days.
+pub const MAX_INTERVAL_MS: u64 = 366 * 24 * 3600 * 1000;
+
+/// Longest cron expression, in bytes.
+pub const MAX_CRON_BYTES: usize = 256;
+
+/// A schedule field that is not acceptable: `field: reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct Invalid {
+    /// `cron`, `timezone` or `interval_ms`.
+    pub field: &'static str,
+    /// What is wrong and what is allowed.
+    pub reason: String,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> Invalid {
+    Invalid { field, reason: reason.into() }
+}
+
+/// When a schedule fires.
+#[derive(Debug, Clone)]
+pub enum Cadence {
+    /// A cron expression read on the wall clock of a time zone.
+    Cron {
+        /// The parsed expression.
+        cron: Box<Cron>,
+        /// The expression as given.
+        expression: String,
+        /// The IANA time zone of the wall clock.
+        timezone: Tz,
+    },
+    /// Every `every`, counted from `anchor`.
+    Interval {
+        /// The period.
+        every: Duration,
+        /// The first slot.
+        anchor: DateTime<Utc>,
+    },
+}
+
+impl Cadence {
+    /// A cron cadence: `expression` with 5 or 6 fields, `timezone` an IANA name (`None` for UTC).
+    ///
+    /// # Errors
+    /// [`Invalid`] naming `cron` (not 5 or 6 fields, longer than [`MAX_CRON_BYTES`], or refused by
+    /// the parser, with its reason) or `timezone` (not an IANA time zone name).
+    pub fn cron(expression: &str, timezone: Option<&str>) -> Result<Self, Invalid> {
+        if expression.len() > MAX_CRON_BYTES {
+            return Err(invalid("cron", format!("must be at most {MAX_CRON_BYTES} bytes")));
+        }
+        let fields = expression.split_whitespace().count();
+        if !(fields == 5 || fields == 6) {
+            return Err(invalid(
+                "cron",
+                format!(
+                    "{expression:?} has {fields} fields; expected 5 (minute hour day-of-month month day-of-week) \
+                     or 6 (with a leading second)"
+                ),
+            ));
+        }
+        let cron = Cron::from_str(expression).map_err(|e| invalid("cron", format!("{expression:?}: {e}")))?;
+        let timezone = match timezone {
+            None | Some("") => Tz::UTC,
+            Some(name) => Tz::from_str(name).map_err(|_| {
+                invalid("timezone", format!("{name:?} is not an IANA time zone name (e.g. Europe/Berlin)"))
+            })?,
+        };
+        Ok(Self::Cron { cron: Box::new(cron), expression: expression.to_owned(), timezone })
+    }
+
+    /// An interval cadence of `interval_ms` from `anchor`.
+    ///
+    /// # Errors
+    /// [`Invalid`] naming `interval_ms` outside [`MIN_INTERVAL_MS`]..=[`MAX_INTERVAL_MS`].
+    pub fn interval(interval_ms: u64, anchor: DateTime<Utc>) -> Result<Self, Invalid> {
+        if !(MIN_INTERVAL_MS..=MAX_INTERVAL_MS).contains(&interval_ms) {
+            return Err(invalid("interval_ms", format!("must be {MIN_INTERVAL_MS} to {MAX_INTERVAL_MS} ms")));
+        }
+        let every = Duration::milliseconds(i64::try_from(interval_ms).unwrap_or(i64::MAX));
+        Ok(Self::Interval { every, anchor })
+    }
+
+    /// The first slot strictly after `after`, or `None` when there is none (a cron expression that
+    /// never matches again, such as a date in the past).
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Cron { cron, timezone, .. } => {
+                let local = after.with_timezone(timezone);
+                cron.find_next_occurrence(&local, false).ok().map(|t| t.with_timezone(&Utc))
+            }
+            Self::Interval { every, anchor } => {
+                if after < *anchor {
+                    return Some(*anchor);
+                }
+                let elapsed = after.signed_duration_since(*anchor).num_milliseconds();
+                let period = every.num_milliseconds().max(1);
+                let done = elapsed / period + 1;
+                anchor.checked_add_signed(Duration::milliseconds(done.checked_mul(period)?))
+            }
+        }
+    }
+
+    /// The next `count` slots strictly after `after`, in order (fewer when the cadence ends).
+    pub fn next_slots(&self, after: DateTime<Utc>, count: usize) -> Vec<DateTime<Utc>> {
+        let mut slots = Vec::with_capacity(count);
+        let mut cursor = after;
+        while slots.len() < count {
+            let Some(next) = self.next_after(cursor) else { break };
+            slots.push(next);
+            cursor = next;
+        }
+        slots
+    }
+}
+
+#[cfg(test)]
+#[path = "slots_tests.rs"]
+mod tests;
