@@ -161,6 +161,10 @@ pub struct ControlPlaneSettings {
     pub url: String,
     /// A node silent for this long is `lost`, in ms. Default 30000.
     pub node_lease_ms: u64,
+    /// Lease of the leader among control-plane replicas, in ms: the leader renews it every third of
+    /// this, and another replica takes over at most this long after the leader stopped renewing.
+    /// 1000 to 300000. Default 10000.
+    pub leader_lease_ms: u64,
     /// Most starts or completions committed in one transaction. Default 512.
     pub commit_batch: usize,
     /// Submits coalesced into one transaction, at most. Default 256.
@@ -191,6 +195,7 @@ impl Default for ControlPlaneSettings {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             url: "https://localhost:50051".into(),
             node_lease_ms: 30_000,
+            leader_lease_ms: 10_000,
             commit_batch: 512,
             submit_batch: 256,
             transform_workers: 2,
@@ -537,6 +542,9 @@ impl Settings {
         }
         if self.executor.heartbeat_ms == 0 {
             return invalid("executor.heartbeat_ms", "must be at least 1");
+        }
+        if !(1000..=300_000).contains(&self.control_plane.leader_lease_ms) {
+            return invalid("control_plane.leader_lease_ms", "must be 1000 to 300000");
         }
         if self.control_plane.node_lease_ms <= self.executor.heartbeat_ms {
             return invalid("control_plane.node_lease_ms", "must be longer than executor.heartbeat_ms");

@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod dispatch;
 pub mod events;
 pub mod grpc;
+pub mod leader;
 pub mod metrics;
 pub mod policy;
 pub mod schedules;
@@ -49,6 +50,7 @@ use crate::grpc::config::ConfigApi;
 use crate::grpc::executor::{ExecutorApi, ExecutorConfig};
 use crate::grpc::security::{AuthApi, PolicyApi};
 use crate::grpc::tasks::TaskApi;
+use crate::leader::LeaseStore;
 use crate::metrics::Metrics;
 use crate::store::pg::PgStore;
 use crate::store::security::SecurityStore;
@@ -164,6 +166,7 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
         Duration::from_millis(settings.control_plane.transform_budget_ms),
     ));
     let store: Arc<dyn Store> = Arc::new(pg.clone());
+    let leases: Arc<dyn LeaseStore> = Arc::new(pg.clone());
     let security: Arc<dyn SecurityStore> = Arc::new(pg);
     config::apply_overrides(security.as_ref(), &settings, &limits_tx)
         .await
@@ -207,6 +210,14 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
             .run(background.clone()),
     );
     loops.spawn(watch_readiness(store.clone(), broker_up, readiness, metrics.clone(), background.clone()));
+    // The leader runs the work that must be single (the scheduler tick, once schedules exist).
+    let (_leadership, elector) = leader::spawn(
+        leases,
+        leader::SCHEDULER_LEASE,
+        leader::holder_name(),
+        Duration::from_millis(settings.control_plane.leader_lease_ms),
+        background.clone(),
+    );
 
     let writers = usize::try_from(settings.data.max_connections / 4).unwrap_or(1).clamp(1, 4);
     let signals = Signals { wake: wake.clone(), events: events.clone(), metrics: metrics.clone() };
@@ -257,6 +268,9 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
     }
     if let Err(e) = audit_writer.await {
         tracing::error!(error = %e, "audit writer panicked");
+    }
+    if let Err(e) = elector.await {
+        tracing::error!(error = %e, "leader election panicked");
     }
     while let Some(joined) = loops.join_next().await {
         if let Err(e) = joined {

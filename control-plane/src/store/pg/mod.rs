@@ -7,6 +7,7 @@
 mod catalog;
 mod chains;
 mod delivery;
+mod leases;
 mod outbox;
 mod security;
 mod tasks;
