@@ -3,3 +3,4 @@
 //! code for firing and for previews.
 
 pub mod slots;
+pub mod tick;
