@@ -153,9 +153,9 @@ impl TaskService for Fake {
     }
 }
 
-/// Serves a fake holding `tasks` over TLS with the development control-plane certificate written to
-/// `dir`; returns its address and state.
-pub async fn serve(dir: &Path, tasks: Vec<v1::Task>) -> (SocketAddr, Arc<State>) {
+/// Writes the development certificates to `dir` and binds a local port: the listener, its address
+/// and the TLS configuration of a server holding the control plane's certificate.
+pub async fn tls_listener(dir: &Path) -> (tokio::net::TcpListener, SocketAddr, tonic::transport::ServerTlsConfig) {
     legion_common::install_crypto_provider();
     legion_common::tls::write_dev_certs(dir, "executor").expect("dev certs");
     let tls = TlsSettings {
@@ -165,10 +165,17 @@ pub async fn serve(dir: &Path, tasks: Vec<v1::Task>) -> (SocketAddr, Arc<State>)
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    (listener, addr, legion_common::tls::server_config(&tls).expect("server tls"))
+}
+
+/// Serves a fake holding `tasks` over TLS with the development control-plane certificate written to
+/// `dir`; returns its address and state.
+pub async fn serve(dir: &Path, tasks: Vec<v1::Task>) -> (SocketAddr, Arc<State>) {
+    let (listener, addr, tls) = tls_listener(dir).await;
     let state = Arc::new(State { tasks, ..State::default() });
     let fake = Fake(state.clone());
     let server = Server::builder()
-        .tls_config(legion_common::tls::server_config(&tls).expect("server tls"))
+        .tls_config(tls)
         .expect("tls config")
         .add_service(ChainServiceServer::new(fake.clone()))
         .add_service(TaskServiceServer::new(fake));

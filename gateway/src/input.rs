@@ -249,18 +249,7 @@ impl ListTasksQuery {
             None => None,
             Some(s) => Some(s.parse::<TaskStatus>().map_err(|e| Problem::invalid("status", e))?.to_proto().into()),
         };
-        let page_size = match self.limit.as_deref() {
-            None => 0,
-            Some(l) => match l.parse::<u32>() {
-                Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
-                _ => {
-                    return Err(Problem::invalid(
-                        "limit",
-                        format!("must be an integer from 1 to {MAX_PAGE_SIZE}, got {l:?}"),
-                    ));
-                }
-            },
-        };
+        let page_size = page_size(self.limit.as_deref())?;
         if let Some(root) = &self.root_id {
             parse_uuid("root_id", root)?;
         }
@@ -297,6 +286,20 @@ pub fn is_json_content_type(value: Option<&str>) -> bool {
 
 mod chains;
 mod security;
+/// The page size of a `limit` query parameter: 0 (the server's default) when absent.
+///
+/// # Errors
+/// A problem naming `limit` when it is not an integer from 1 to [`MAX_PAGE_SIZE`].
+pub(crate) fn page_size(limit: Option<&str>) -> Result<u32, Problem> {
+    match limit {
+        None => Ok(0),
+        Some(l) => match l.parse::<u32>() {
+            Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),
+            _ => Err(Problem::invalid("limit", format!("must be an integer from 1 to {MAX_PAGE_SIZE}, got {l:?}"))),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests;
 

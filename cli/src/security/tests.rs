@@ -1,7 +1,6 @@
 use std::net::SocketAddr;
 
 use clap::Parser;
-use legion_common::settings::TlsSettings;
 use legion_proto::v1::auth_service_server::{AuthService, AuthServiceServer};
 use serde_json::{Value, json};
 use tonic::transport::Server;
@@ -180,16 +179,7 @@ impl AuthService for Echo {
 
 /// Serves [`Echo`] over TLS with the development control-plane certificate of `dir`.
 async fn serve(dir: &Path) -> SocketAddr {
-    legion_common::install_crypto_provider();
-    legion_common::tls::write_dev_certs(dir, "executor").expect("dev certs");
-    let tls = TlsSettings {
-        ca: Some(dir.join("ca.pem")),
-        cert: Some(dir.join("control-plane.pem")),
-        key: Some(dir.join("control-plane-key.pem")),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let config = legion_common::tls::server_config(&tls).expect("server tls");
+    let (listener, addr, config) = crate::testing::tls_listener(dir).await;
     let server = Server::builder().tls_config(config).expect("tls config").add_service(AuthServiceServer::new(Echo));
     tokio::spawn(server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
     addr

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{MAX_PAGE_SIZE, check_depth, kind, object_from_value, query_map};
+use super::{check_depth, kind, object_from_value, page_size, query_map};
 use crate::problem::Problem;
 
 /// One relationship of a [`ChainBody`]: trigger function → action function.
@@ -267,18 +267,7 @@ impl ListChainsQuery {
 
     /// The gRPC request. Error: a `limit` that is not an integer from 1 to 1000.
     pub fn into_request(self) -> Result<v1::ListChainsRequest, Problem> {
-        let page_size = match self.limit.as_deref() {
-            None => 0,
-            Some(l) => match l.parse::<u32>() {
-                Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
-                _ => {
-                    return Err(Problem::invalid(
-                        "limit",
-                        format!("must be an integer from 1 to {MAX_PAGE_SIZE}, got {l:?}"),
-                    ));
-                }
-            },
-        };
+        let page_size = page_size(self.limit.as_deref())?;
         Ok(v1::ListChainsRequest { page_size, page_token: self.page_token.unwrap_or_default() })
     }
 }

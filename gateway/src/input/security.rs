@@ -6,7 +6,7 @@ use legion_proto::v1;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{MAX_PAGE_SIZE, check_depth, parse_object, query_map};
+use super::{check_depth, page_size, parse_object, query_map};
 use crate::problem::Problem;
 
 /// Body of `POST /api/v1/api-keys`.
@@ -223,18 +223,7 @@ impl ListAuditQuery {
                 format!("must be one of {}, got {decision:?}", AUDIT_DECISIONS.join(", ")),
             ));
         }
-        let limit = match self.limit.as_deref() {
-            None => 0,
-            Some(l) => match l.parse::<u32>() {
-                Ok(n) if (1..=MAX_PAGE_SIZE).contains(&n) => n,
-                _ => {
-                    return Err(Problem::invalid(
-                        "limit",
-                        format!("must be an integer from 1 to {MAX_PAGE_SIZE}, got {l:?}"),
-                    ));
-                }
-            },
-        };
+        let limit = page_size(self.limit.as_deref())?;
         Ok(v1::ListAuditRequest {
             principal: self.principal.unwrap_or_default(),
             action: self.action.unwrap_or_default(),

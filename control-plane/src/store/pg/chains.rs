@@ -280,7 +280,7 @@ pub(super) async fn insert_children(conn: &mut PgConnection, children: &[Child])
         return Ok(Vec::new());
     }
     let n = children.len();
-    let mut c = ChildColumns::with_capacity(n);
+    let mut c = ChildColumns::default();
     for child in children {
         c.push(child);
     }
@@ -357,6 +357,7 @@ pub(super) async fn insert_children(conn: &mut PgConnection, children: &[Child])
 }
 
 /// The arrays bound to the children insert.
+#[derive(Default)]
 struct ChildColumns {
     ids: Vec<Uuid>,
     functions: Vec<String>,
@@ -381,31 +382,6 @@ struct ChildColumns {
 }
 
 impl ChildColumns {
-    fn with_capacity(n: usize) -> Self {
-        Self {
-            ids: Vec::with_capacity(n),
-            functions: Vec::with_capacity(n),
-            statuses: Vec::with_capacity(n),
-            args: Vec::with_capacity(n),
-            errors: Vec::with_capacity(n),
-            priorities: Vec::with_capacity(n),
-            max_attempts: Vec::with_capacity(n),
-            timeouts: Vec::with_capacity(n),
-            delays: Vec::with_capacity(n),
-            chains: Vec::with_capacity(n),
-            versions: Vec::with_capacity(n),
-            roots: Vec::with_capacity(n),
-            parents: Vec::with_capacity(n),
-            relationships: Vec::with_capacity(n),
-            depths: Vec::with_capacity(n),
-            fanout: Vec::with_capacity(n),
-            owners: Vec::with_capacity(n),
-            regions: Vec::with_capacity(n),
-            routing_keys: Vec::with_capacity(n),
-            payloads: Vec::with_capacity(n),
-        }
-    }
-
     fn push(&mut self, child: &Child) {
         self.ids.push(child.id);
         self.functions.push(child.function.clone());

@@ -47,8 +47,8 @@ impl DeliveryStore for PgStore {
             let chained: HashSet<Uuid> = states.iter().filter(|s| s.chain_version.is_some()).map(|s| s.id).collect();
             let (verdicts, plan) = complete::plan(states, items, limits);
             apply_plan(&mut tx, &plan).await?;
-            let mut changes = plan.changes.clone();
-            if let Some(firing) = &self.firing {
+            let mut changes = plan.changes;
+            if let Some(firing) = self.firing.as_ref().filter(|_| !chained.is_empty()) {
                 let succeeded: Vec<(Uuid, &str)> = plan
                     .updates
                     .iter()
