@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/legion/v1/executor.proto",
     "proto/legion/v1/security.proto",
     "proto/legion/v1/chains.proto",
+    "proto/legion/v1/schedules.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod function;
 pub mod settings;
 pub mod shutdown;
+pub mod slots;
 pub mod status;
 pub mod telemetry;
 pub mod text;

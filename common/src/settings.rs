@@ -186,6 +186,16 @@ pub struct ControlPlaneSettings {
     /// Largest output of one transformation (serialized JSON), in bytes. At least 1 KiB. Default 16 MiB
     /// (16777216).
     pub transform_max_output_bytes: usize,
+    /// How often the leader looks for schedules created, paused or resumed through another replica, in
+    /// ms (changes made through the leader itself wake it at once; due slots wake it on time).
+    /// 100 to 60000. Default 1000.
+    pub schedule_poll_ms: u64,
+    /// Most schedules decided and written in one transaction by the scheduler. 1 to 10000. Default 500.
+    pub schedule_batch: u32,
+    /// How late a slot may be dealt with and still count as on time, in ms. An older slot was missed
+    /// while no leader ticked: a `skip` schedule passes over it, a `fire_once` schedule fires its newest
+    /// missed slot once. 100 to 3600000. Default 10000 (one default `leader_lease_ms`).
+    pub misfire_grace_ms: u64,
 }
 
 impl Default for ControlPlaneSettings {
@@ -203,6 +213,9 @@ impl Default for ControlPlaneSettings {
             transform_budget_ms: 2000,
             transform_memory_bytes: 512 * 1024 * 1024,
             transform_max_output_bytes: 16 * 1024 * 1024,
+            schedule_poll_ms: 1000,
+            schedule_batch: 500,
+            misfire_grace_ms: 10_000,
         }
     }
 }
@@ -619,6 +632,15 @@ impl Settings {
         }
         if cp.transform_timeout_ms == 0 || cp.transform_timeout_ms > 60_000 {
             return invalid("control_plane.transform_timeout_ms", "must be 1 to 60000");
+        }
+        if !(100..=60_000).contains(&cp.schedule_poll_ms) {
+            return invalid("control_plane.schedule_poll_ms", "must be 100 to 60000");
+        }
+        if !(1..=10_000).contains(&cp.schedule_batch) {
+            return invalid("control_plane.schedule_batch", "must be 1 to 10000");
+        }
+        if !(100..=3_600_000).contains(&cp.misfire_grace_ms) {
+            return invalid("control_plane.misfire_grace_ms", "must be 100 to 3600000");
         }
         if cp.transform_budget_ms == 0 || cp.transform_budget_ms > 20_000 {
             return invalid("control_plane.transform_budget_ms", "must be 1 to 20000");

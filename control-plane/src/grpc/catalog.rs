@@ -59,7 +59,10 @@ impl CatalogService for CatalogApi {
     ) -> Result<Response<v1::ListNodesResponse>, Status> {
         self.auth.authorize(&request, "nodes/", Capability::List).await?;
         let nodes = self.store.list_nodes().await.map_err(store_status)?;
-        Ok(Response::new(v1::ListNodesResponse { nodes: nodes.iter().map(convert::node).collect() }))
+        Ok(Response::new(v1::ListNodesResponse {
+            nodes: nodes.iter().map(convert::node).collect(),
+            ..Default::default()
+        }))
     }
 
     async fn disable_extension(

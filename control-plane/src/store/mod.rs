@@ -9,6 +9,7 @@ pub mod chains;
 pub mod error;
 pub mod model;
 pub mod pg;
+pub mod schedules;
 pub mod security;
 
 use std::collections::HashMap;
