@@ -32,6 +32,8 @@ pub struct Lease {
     pub holder: String,
     /// The fencing token: incremented on every change of holder, from 1.
     pub epoch: i64,
+    /// When the current holder took it (PostgreSQL's clock).
+    pub acquired_at: DateTime<Utc>,
     /// When it lapses unless renewed (PostgreSQL's clock).
     pub expires_at: DateTime<Utc>,
 }

@@ -7,7 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 /// Label of a start decision: `run`, `drop` or `dead_letter`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -16,7 +16,8 @@ pub struct DecisionLabel {
     pub decision: &'static str,
 }
 
-/// Label of a completion outcome: `succeeded`, `retried`, `failed`, `timed_out` or `stale`.
+/// Label of a completion outcome: `succeeded`, `retried`, `failed`, `timed_out` or `stale`; of a
+/// schedule's slot: `fired`, `overlap`, `missed` or `failed`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     /// The outcome.
@@ -49,6 +50,12 @@ pub struct Metrics {
     pub redispatched: Counter,
     /// `legion_batch_size{kind}`: items per committed batch.
     pub batch_size: Family<BatchLabel, Histogram>,
+    /// `legion_schedule_fires_total{outcome}`: schedule slots dealt with by this replica's scheduler, by
+    /// outcome (`fired`, `overlap`, `missed`, `failed`).
+    pub schedule_fires: Family<OutcomeLabel, Counter>,
+    /// `legion_schedule_lateness_seconds`: for each slot fired, how long after the slot its task was
+    /// written (`fired_at - slot`, database clock).
+    pub schedule_lateness: Histogram,
 }
 
 impl Metrics {
@@ -63,6 +70,9 @@ impl Metrics {
             outbox_depth: Gauge::default(),
             redispatched: Counter::default(),
             batch_size: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 12))),
+            schedule_fires: Family::default(),
+            // 5 ms to about 82 s.
+            schedule_lateness: Histogram::new(exponential_buckets(0.005, 2.0, 15)),
         };
         let r = registry.sub_registry_with_prefix("legion");
         r.register("tasks_submitted", "Tasks created by SubmitTask", metrics.submitted.clone());
@@ -77,6 +87,13 @@ impl Metrics {
         r.register("outbox_depth", "Outbox rows waiting to be published", metrics.outbox_depth.clone());
         r.register("tasks_redispatched", "Tasks of lost nodes dispatched again", metrics.redispatched.clone());
         r.register("batch_size", "Items per committed batch", metrics.batch_size.clone());
+        r.register("schedule_fires", "Schedule slots dealt with, by outcome", metrics.schedule_fires.clone());
+        r.register_with_unit(
+            "schedule_lateness",
+            "Time from a schedule's slot to the write of its task",
+            Unit::Seconds,
+            metrics.schedule_lateness.clone(),
+        );
         metrics
     }
 
@@ -109,10 +126,14 @@ mod tests {
         metrics.submitted.inc_by(3);
         metrics.starts.get_or_create(&DecisionLabel { decision: "run" }).inc();
         metrics.observe_batch("submit", 3);
+        metrics.schedule_fires.get_or_create(&OutcomeLabel { outcome: "overlap" }).inc();
+        metrics.schedule_lateness.observe(0.02);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
         assert!(text.contains("legion_tasks_submitted_total 3"), "{text}");
         assert!(text.contains("legion_task_starts_total{decision=\"run\"} 1"), "{text}");
         assert!(text.contains("legion_batch_size_count{kind=\"submit\"} 1"), "{text}");
+        assert!(text.contains("legion_schedule_fires_total{outcome=\"overlap\"} 1"), "{text}");
+        assert!(text.contains("legion_schedule_lateness_seconds_count 1"), "{text}");
     }
 }

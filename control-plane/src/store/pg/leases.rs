@@ -15,7 +15,7 @@ impl LeaseStore for PgStore {
         #[allow(clippy::cast_precision_loss)]
         let ttl_ms = ttl.as_millis() as f64;
         // Taken when free, expired or already ours; the epoch moves only when the holder changes.
-        let row: Option<(String, i64, DateTime<Utc>)> = sqlx::query_as(
+        let row: Option<(String, i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
             "INSERT INTO leases AS l (name, holder, epoch, expires_at)
              VALUES ($1, $2, 1, now() + $3::float8 * interval '1 millisecond')
              ON CONFLICT (name) DO UPDATE SET
@@ -25,14 +25,14 @@ impl LeaseStore for PgStore {
                  renewed_at = now(),
                  expires_at = excluded.expires_at
              WHERE l.holder = excluded.holder OR l.expires_at < now()
-             RETURNING holder, epoch, expires_at",
+             RETURNING holder, epoch, acquired_at, expires_at",
         )
         .bind(name)
         .bind(holder)
         .bind(ttl_ms)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(holder, epoch, expires_at)| Lease { holder, epoch, expires_at }))
+        Ok(row.map(|(holder, epoch, acquired_at, expires_at)| Lease { holder, epoch, acquired_at, expires_at }))
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
@@ -45,11 +45,11 @@ impl LeaseStore for PgStore {
     }
 
     async fn lease(&self, name: &str) -> Result<Option<Lease>> {
-        let row: Option<(String, i64, DateTime<Utc>)> =
-            sqlx::query_as("SELECT holder, epoch, expires_at FROM leases WHERE name = $1")
+        let row: Option<(String, i64, DateTime<Utc>, DateTime<Utc>)> =
+            sqlx::query_as("SELECT holder, epoch, acquired_at, expires_at FROM leases WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(row.map(|(holder, epoch, expires_at)| Lease { holder, epoch, expires_at }))
+        Ok(row.map(|(holder, epoch, acquired_at, expires_at)| Lease { holder, epoch, acquired_at, expires_at }))
     }
 }

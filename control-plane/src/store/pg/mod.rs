@@ -9,6 +9,8 @@ mod chains;
 mod delivery;
 mod leases;
 mod outbox;
+mod schedule_ticks;
+mod schedules;
 mod security;
 mod tasks;
 

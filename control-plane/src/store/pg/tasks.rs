@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use legion_common::TaskStatus;
 use legion_common::broker::TASK_EXCHANGE;
-use sqlx::{Postgres, QueryBuilder};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::outbox::{DispatchRow, NewOutbox, insert_outbox};
@@ -187,116 +187,122 @@ impl TaskStore for PgStore {
 
 impl PgStore {
     async fn insert_tasks_once(&self, tasks: &[NewTask]) -> Result<Vec<Inserted>> {
-        // Within the batch, only the first task of each idempotency key is inserted.
-        // Keys are scoped to the owner: (owner, key) identifies a submit.
-        let mut first_of_key: HashMap<(&str, &str), usize> = HashMap::new();
-        let mut leaders = Vec::with_capacity(tasks.len());
-        for (index, task) in tasks.iter().enumerate() {
-            match task.idempotency_key.as_deref() {
-                Some(key) if first_of_key.contains_key(&(task.owner.as_str(), key)) => {}
-                Some(key) => {
-                    first_of_key.insert((task.owner.as_str(), key), index);
-                    leaders.push(task);
-                }
-                None => leaders.push(task),
-            }
-        }
-        // Insert in key order so that concurrent batches (other replicas) take key locks in one order.
-        leaders
-            .sort_by(|a, b| (&a.owner, &a.idempotency_key).cmp(&(&b.owner, &b.idempotency_key)).then(a.id.cmp(&b.id)));
-        let mut columns = InsertColumns::default();
-        for task in &leaders {
-            columns.push(task);
-        }
         let mut tx = self.pool.begin().await?;
-        let inserted: Vec<(Uuid, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "WITH input AS (
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::int[], $6::int[],
-                                      $7::int8[], $8::text[], $9::text[], $10::bytea[], $12::text[], $13::text[],
-                                      $14::text[], $15::int8[])
-                     WITH ORDINALITY AS u(id, function, args, priority, max_attempts, timeout_ms, delay_ms,
-                                          idempotency_key, region, payload, routing_key, owner, chain,
-                                          chain_version, n)
-             ),
-             ins AS (
-                 INSERT INTO tasks (id, function, status, args, priority, max_attempts, timeout_ms, dispatch,
-                                    idempotency_key, region, not_before, owner, chain, chain_version, root_id)
-                 SELECT id, function, CASE WHEN delay_ms > 0 THEN 'scheduled' ELSE 'pending' END, args::jsonb,
-                        priority, max_attempts, timeout_ms, CASE WHEN delay_ms > 0 THEN 0 ELSE 1 END,
-                        idempotency_key, region,
-                        CASE WHEN delay_ms > 0 THEN now() + delay_ms::float8 * interval '1 millisecond' END, owner,
-                        chain, chain_version, CASE WHEN chain IS NOT NULL THEN id END
-                 FROM input ORDER BY n
-                 ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-                 RETURNING id, created_at, not_before
-             ),
-             queued AS (
-                 INSERT INTO outbox (task_id, exchange, routing_key, priority, payload)
-                 SELECT input.id, $11, input.routing_key, input.priority, input.payload
-                 FROM input JOIN ins ON ins.id = input.id
-                 WHERE input.delay_ms = 0
-                 ORDER BY input.id
-             )
-             SELECT id, created_at, not_before FROM ins",
-        )
-        .bind(&columns.ids)
-        .bind(&columns.functions)
-        .bind(&columns.args)
-        .bind(&columns.priorities)
-        .bind(&columns.max_attempts)
-        .bind(&columns.timeouts)
-        .bind(&columns.delays)
-        .bind(&columns.keys)
-        .bind(&columns.regions)
-        .bind(&columns.payloads)
-        .bind(TASK_EXCHANGE)
-        .bind(&columns.routing_keys)
-        .bind(&columns.owners)
-        .bind(&columns.chains)
-        .bind(&columns.chain_versions)
-        .fetch_all(&mut *tx)
+        let inserted = insert_tasks_in(&mut tx, tasks).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+}
+
+/// Inserts `tasks` and the outbox rows of those without delay on `conn` (inside the caller's
+/// transaction), as [`TaskStore::insert_tasks`] describes: one result per task, in order.
+pub(super) async fn insert_tasks_in(conn: &mut PgConnection, tasks: &[NewTask]) -> Result<Vec<Inserted>> {
+    // Within the batch, only the first task of each idempotency key is inserted.
+    // Keys are scoped to the owner: (owner, key) identifies a submit.
+    let mut first_of_key: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut leaders = Vec::with_capacity(tasks.len());
+    for (index, task) in tasks.iter().enumerate() {
+        match task.idempotency_key.as_deref() {
+            Some(key) if first_of_key.contains_key(&(task.owner.as_str(), key)) => {}
+            Some(key) => {
+                first_of_key.insert((task.owner.as_str(), key), index);
+                leaders.push(task);
+            }
+            None => leaders.push(task),
+        }
+    }
+    // Insert in key order so that concurrent batches (other replicas) take key locks in one order.
+    leaders.sort_by(|a, b| (&a.owner, &a.idempotency_key).cmp(&(&b.owner, &b.idempotency_key)).then(a.id.cmp(&b.id)));
+    let mut columns = InsertColumns::default();
+    for task in &leaders {
+        columns.push(task);
+    }
+    let inserted: Vec<(Uuid, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "WITH input AS (
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::int[], $6::int[],
+                                  $7::int8[], $8::text[], $9::text[], $10::bytea[], $12::text[], $13::text[],
+                                  $14::text[], $15::int8[])
+                 WITH ORDINALITY AS u(id, function, args, priority, max_attempts, timeout_ms, delay_ms,
+                                      idempotency_key, region, payload, routing_key, owner, chain,
+                                      chain_version, n)
+         ),
+         ins AS (
+             INSERT INTO tasks (id, function, status, args, priority, max_attempts, timeout_ms, dispatch,
+                                idempotency_key, region, not_before, owner, chain, chain_version, root_id)
+             SELECT id, function, CASE WHEN delay_ms > 0 THEN 'scheduled' ELSE 'pending' END, args::jsonb,
+                    priority, max_attempts, timeout_ms, CASE WHEN delay_ms > 0 THEN 0 ELSE 1 END,
+                    idempotency_key, region,
+                    CASE WHEN delay_ms > 0 THEN now() + delay_ms::float8 * interval '1 millisecond' END, owner,
+                    chain, chain_version, CASE WHEN chain IS NOT NULL THEN id END
+             FROM input ORDER BY n
+             ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+             RETURNING id, created_at, not_before
+         ),
+         queued AS (
+             INSERT INTO outbox (task_id, exchange, routing_key, priority, payload)
+             SELECT input.id, $11, input.routing_key, input.priority, input.payload
+             FROM input JOIN ins ON ins.id = input.id
+             WHERE input.delay_ms = 0
+             ORDER BY input.id
+         )
+         SELECT id, created_at, not_before FROM ins",
+    )
+    .bind(&columns.ids)
+    .bind(&columns.functions)
+    .bind(&columns.args)
+    .bind(&columns.priorities)
+    .bind(&columns.max_attempts)
+    .bind(&columns.timeouts)
+    .bind(&columns.delays)
+    .bind(&columns.keys)
+    .bind(&columns.regions)
+    .bind(&columns.payloads)
+    .bind(TASK_EXCHANGE)
+    .bind(&columns.routing_keys)
+    .bind(&columns.owners)
+    .bind(&columns.chains)
+    .bind(&columns.chain_versions)
+    .fetch_all(&mut *conn)
+    .await?;
+    let created: HashMap<Uuid, (DateTime<Utc>, Option<DateTime<Utc>>)> =
+        inserted.into_iter().map(|(id, at, not_before)| (id, (at, not_before))).collect();
+    // Leaders that hit an existing key, and followers of a key within the batch, get the stored task.
+    let (owners, keys): (Vec<String>, Vec<String>) = tasks
+        .iter()
+        .filter(|t| !created.contains_key(&t.id))
+        .filter_map(|t| t.idempotency_key.clone().map(|k| (t.owner.clone(), k)))
+        .unzip();
+    let mut existing: HashMap<(String, String), Task> = HashMap::new();
+    if !keys.is_empty() {
+        let rows: Vec<TaskRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE (owner, idempotency_key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))"
+        ))
+        .bind(&owners)
+        .bind(&keys)
+        .fetch_all(&mut *conn)
         .await?;
-        let created: HashMap<Uuid, (DateTime<Utc>, Option<DateTime<Utc>>)> =
-            inserted.into_iter().map(|(id, at, not_before)| (id, (at, not_before))).collect();
-        // Leaders that hit an existing key, and followers of a key within the batch, get the stored task.
-        let (owners, keys): (Vec<String>, Vec<String>) = tasks
-            .iter()
-            .filter(|t| !created.contains_key(&t.id))
-            .filter_map(|t| t.idempotency_key.clone().map(|k| (t.owner.clone(), k)))
-            .unzip();
-        let mut existing: HashMap<(String, String), Task> = HashMap::new();
-        if !keys.is_empty() {
-            let rows: Vec<TaskRow> = sqlx::query_as(concat!(
-                "SELECT ",
-                task_columns!(),
-                " FROM tasks WHERE (owner, idempotency_key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))"
-            ))
-            .bind(&owners)
-            .bind(&keys)
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in rows {
-                let task = Task::try_from(row)?;
-                if let Some(key) = task.idempotency_key.clone() {
-                    existing.insert((task.owner.clone(), key), task);
-                }
+        for row in rows {
+            let task = Task::try_from(row)?;
+            if let Some(key) = task.idempotency_key.clone() {
+                existing.insert((task.owner.clone(), key), task);
             }
         }
-        tx.commit().await?;
-        tasks
-            .iter()
-            .map(|task| {
-                if let Some((created_at, not_before)) = created.get(&task.id) {
-                    return Ok(Inserted { task: new_task(task, *created_at, *not_before), created: true });
-                }
-                let key = task.idempotency_key.clone().unwrap_or_default();
-                existing
-                    .get(&(task.owner.clone(), key.clone()))
-                    .map(|t| Inserted { task: t.clone(), created: false })
-                    .ok_or_else(|| Error::Database(format!("task with idempotency key {key:?} vanished")))
-            })
-            .collect()
     }
+    tasks
+        .iter()
+        .map(|task| {
+            if let Some((created_at, not_before)) = created.get(&task.id) {
+                return Ok(Inserted { task: new_task(task, *created_at, *not_before), created: true });
+            }
+            let key = task.idempotency_key.clone().unwrap_or_default();
+            existing
+                .get(&(task.owner.clone(), key.clone()))
+                .map(|t| Inserted { task: t.clone(), created: false })
+                .ok_or_else(|| Error::Database(format!("task with idempotency key {key:?} vanished")))
+        })
+        .collect()
 }
 
 /// The arrays bound to the batch insert.
