@@ -1,5 +1,6 @@
 //! The Legion control plane: the gRPC API (tasks, catalog, executors), the durable state in PostgreSQL,
-//! and the loops that keep tasks moving (outbox publisher, promoter of delayed tasks, lease sweeper).
+//! and the loops that keep tasks moving (outbox publisher, promoter of delayed tasks, lease sweeper,
+//! and the scheduler, which acts only on the replica that leads: see [`schedules`]).
 //!
 //! [`run`] is the whole process; the binary only parses the command line, loads settings and handles
 //! signals. Tests can call [`run`] with their own settings and shutdown token.
@@ -48,11 +49,14 @@ use crate::grpc::catalog::CatalogApi;
 use crate::grpc::chains::ChainApi;
 use crate::grpc::config::ConfigApi;
 use crate::grpc::executor::{ExecutorApi, ExecutorConfig};
+use crate::grpc::schedules::ScheduleApi;
 use crate::grpc::security::{AuthApi, PolicyApi};
 use crate::grpc::tasks::TaskApi;
 use crate::leader::LeaseStore;
 use crate::metrics::Metrics;
+use crate::schedules::scheduler::{Scheduler, SchedulerSettings};
 use crate::store::pg::PgStore;
+use crate::store::schedules::ScheduleStore;
 use crate::store::security::SecurityStore;
 use crate::store::{OutboxStore, Store};
 use crate::tasks::submit::{Signals, Submitter};
@@ -167,6 +171,7 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
     ));
     let store: Arc<dyn Store> = Arc::new(pg.clone());
     let leases: Arc<dyn LeaseStore> = Arc::new(pg.clone());
+    let schedules: Arc<dyn ScheduleStore> = Arc::new(pg.clone());
     let security: Arc<dyn SecurityStore> = Arc::new(pg);
     config::apply_overrides(security.as_ref(), &settings, &limits_tx)
         .await
@@ -210,19 +215,23 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
             .run(background.clone()),
     );
     loops.spawn(watch_readiness(store.clone(), broker_up, readiness, metrics.clone(), background.clone()));
-    // The leader runs the work that must be single (the scheduler tick, once schedules exist).
-    let (_leadership, elector) = leader::spawn(
-        leases,
-        leader::SCHEDULER_LEASE,
-        leader::holder_name(),
-        Duration::from_millis(settings.control_plane.leader_lease_ms),
-        background.clone(),
-    );
+    // The leader runs the work that must be single: the scheduler. Every replica records itself in
+    // `nodes` under the name with which it contends for the lease.
+    let holder = leader::holder_name();
+    let leader_lease = Duration::from_millis(settings.control_plane.leader_lease_ms);
+    let (leadership, elector) =
+        leader::spawn(leases.clone(), leader::SCHEDULER_LEASE, holder.clone(), leader_lease, background.clone());
+    loops.spawn(announce_replica(schedules.clone(), holder.clone(), leader_lease / 3, background.clone()));
 
     let writers = usize::try_from(settings.data.max_connections / 4).unwrap_or(1).clamp(1, 4);
     let signals = Signals { wake: wake.clone(), events: events.clone(), metrics: metrics.clone() };
-    let (submitter, writer) =
-        Submitter::spawn(store.clone(), settings.control_plane.submit_batch, writers, signals, background.clone());
+    let (submitter, writer) = Submitter::spawn(
+        store.clone(),
+        settings.control_plane.submit_batch,
+        writers,
+        signals.clone(),
+        background.clone(),
+    );
 
     let (audit, audit_writer) = AuditLog::spawn(pool.clone(), AUDIT_BATCH, background.clone());
     let jwt = JwtKeys::load(&settings.crypt.jwt).context("invalid crypt.jwt settings")?;
@@ -230,14 +239,33 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
     auth.bootstrap(settings.auth.bootstrap_admin_key.as_deref()).await.context("cannot bootstrap the admin policy")?;
     auth.record_settings_loaded(settings.redacted()).await.context("cannot write the audit trail")?;
     loops.spawn(config::poll_overrides(security.clone(), settings.clone(), limits_tx.clone(), background.clone()));
+    // Creates and resumes through this replica wake its scheduler at once.
+    let schedule_changed = Arc::new(Notify::new());
+    let scheduler_settings = SchedulerSettings {
+        batch: settings.control_plane.schedule_batch,
+        poll: Duration::from_millis(settings.control_plane.schedule_poll_ms),
+        grace: Duration::from_millis(settings.control_plane.misfire_grace_ms),
+    };
+    let scheduler = Scheduler::new(
+        schedules.clone(),
+        store.clone(),
+        auth.clone(),
+        sandbox.clone(),
+        limits.clone(),
+        scheduler_settings,
+        signals,
+    );
+    loops.spawn(scheduler.run(holder, leadership, schedule_changed.clone(), background.clone()));
     let heartbeat_ms = settings.executor.heartbeat_ms.min(settings.control_plane.node_lease_ms / 3).max(1);
     let services = server::Services {
         tasks: TaskApi::new(store.clone(), submitter, events.clone(), limits.clone(), auth.clone(), shutdown.clone()),
-        catalog: CatalogApi::new(store.clone(), auth.clone()),
+        // Replicas seen within three scheduler leases are listed.
+        catalog: CatalogApi::new(store.clone(), auth.clone(), schedules.clone(), leases, 3 * leader_lease),
         auth: AuthApi::new(auth.clone()),
         policies: PolicyApi::new(auth.clone()),
         audit: AuditApi::new(pool.clone(), auth.clone()),
         chains: ChainApi::new(store.clone(), limits.clone(), auth.clone()),
+        schedules: ScheduleApi::new(schedules, store.clone(), limits.clone(), auth.clone(), schedule_changed),
         config: ConfigApi::new(auth, settings.clone(), limits_tx),
         executor: ExecutorApi::new(
             store.clone(),
@@ -290,6 +318,30 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
 /// quarter of the lease, at most a second, so busy nodes do not write their row on every call.
 pub fn touch_interval(lease: Duration) -> Duration {
     (lease / 4).min(Duration::from_secs(1))
+}
+
+/// Records this replica in `nodes` (kind `control_plane`, name `holder`) every `every` until `shutdown`,
+/// then removes its row, so that `ListNodes` shows the replicas running.
+async fn announce_replica(
+    schedules: Arc<dyn ScheduleStore>,
+    holder: String,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => break,
+        }
+        if let Err(e) = schedules.touch_control_plane(&holder, env!("CARGO_PKG_VERSION")).await {
+            tracing::warn!(replica = %holder, error = %e, "cannot record this control-plane replica");
+        }
+    }
+    if let Err(e) = schedules.forget_control_plane(&holder).await {
+        tracing::warn!(replica = %holder, error = %e, "cannot remove this control-plane replica's record");
+    }
 }
 
 /// Opens the pool, retrying while PostgreSQL is unreachable (for up to [`DATABASE_STARTUP_TIMEOUT`]).

@@ -19,6 +19,7 @@ use legion_proto::v1::chain_service_server::ChainServiceServer;
 use legion_proto::v1::config_service_server::ConfigServiceServer;
 use legion_proto::v1::executor_service_server::ExecutorServiceServer;
 use legion_proto::v1::policy_service_server::PolicyServiceServer;
+use legion_proto::v1::schedule_service_server::ScheduleServiceServer;
 use legion_proto::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
@@ -32,6 +33,7 @@ use crate::grpc::catalog::CatalogApi;
 use crate::grpc::chains::ChainApi;
 use crate::grpc::config::ConfigApi;
 use crate::grpc::executor::ExecutorApi;
+use crate::grpc::schedules::ScheduleApi;
 use crate::grpc::security::{AuthApi, PolicyApi};
 use crate::grpc::tasks::TaskApi;
 
@@ -69,10 +71,12 @@ pub struct Services {
     pub config: ConfigApi,
     /// `legion.v1.ChainService`.
     pub chains: ChainApi,
+    /// `legion.v1.ScheduleService`.
+    pub schedules: ScheduleApi,
 }
 
 /// The fully qualified names of the Legion services, as health reports them.
-pub fn service_names() -> [&'static str; 8] {
+pub fn service_names() -> [&'static str; 9] {
     [
         <TaskServiceServer<TaskApi> as NamedService>::NAME,
         <CatalogServiceServer<CatalogApi> as NamedService>::NAME,
@@ -82,6 +86,7 @@ pub fn service_names() -> [&'static str; 8] {
         <AuditServiceServer<AuditApi> as NamedService>::NAME,
         <ConfigServiceServer<ConfigApi> as NamedService>::NAME,
         <ChainServiceServer<ChainApi> as NamedService>::NAME,
+        <ScheduleServiceServer<ScheduleApi> as NamedService>::NAME,
     ]
 }
 
@@ -153,6 +158,11 @@ pub async fn serve(
         .add_service(ConfigServiceServer::new(services.config))
         .add_service(
             ChainServiceServer::new(services.chains)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            ScheduleServiceServer::new(services.schedules)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )

@@ -1,8 +1,11 @@
 //! Conversions from the stores' models to `legion.v1` messages.
 
+use chrono::{DateTime, Utc};
 use legion_proto::v1;
 use legion_proto::{json_to_value, timestamp};
 
+use crate::leader::Lease;
+use crate::store::schedules::{CadenceSpec, ControlPlaneInfo, Fire, Schedule};
 use crate::store::{Attempt, ExtensionInfo, NodeExtensionInfo, NodeInfo, Task};
 
 /// A task as `legion.v1.Task`.
@@ -91,5 +94,77 @@ pub fn node(node: &NodeInfo) -> v1::Node {
         started_at: Some(timestamp(node.started_at)),
         last_heartbeat: Some(timestamp(node.last_heartbeat)),
         extensions: node.extensions.iter().map(|e| (e.extension.clone(), e.state.to_proto().into())).collect(),
+    }
+}
+
+/// A schedule as `legion.v1.Schedule`, with its upcoming slots `next_fires` (see
+/// [`crate::schedules::validate::next_fires`]). An interval schedule's `timezone` is `UTC`, so the
+/// message can be created again as it is.
+pub fn schedule(schedule: &Schedule, next_fires: &[DateTime<Utc>]) -> v1::Schedule {
+    let spec = &schedule.spec;
+    let (cron, timezone, interval_ms) = match &spec.cadence {
+        CadenceSpec::Cron { expression, timezone } => (Some(expression.clone()), timezone.clone(), None),
+        CadenceSpec::Interval { interval_ms } => (None, crate::schedules::validate::UTC.to_owned(), Some(*interval_ms)),
+    };
+    v1::Schedule {
+        name: spec.name.clone(),
+        description: spec.description.clone(),
+        function: spec.function.clone(),
+        args: Some(json_to_value(&spec.args)),
+        transformation: spec.transformation.as_ref().map(json_to_value),
+        chain: spec.chain.clone(),
+        priority: u32::from(spec.priority),
+        max_attempts: Some(spec.max_attempts),
+        timeout_ms: Some(spec.timeout_ms),
+        region: spec.region.clone(),
+        cron,
+        timezone,
+        interval_ms,
+        allow_overlap: spec.allow_overlap,
+        misfire: spec.misfire.as_str().to_owned(),
+        paused: schedule.paused,
+        next_fires: next_fires.iter().copied().map(timestamp).collect(),
+        created_at: Some(timestamp(schedule.created_at)),
+        updated_at: Some(timestamp(schedule.updated_at)),
+        created_by: spec.created_by.clone(),
+        last_fire: schedule.last_fire.as_ref().map(fire),
+    }
+}
+
+/// A fire row as `legion.v1.ScheduleFire`: `status` is the task's current status, or the outcome when
+/// there is no task (or it was purged).
+pub fn fire(fire: &Fire) -> v1::ScheduleFire {
+    v1::ScheduleFire {
+        slot: Some(timestamp(fire.slot)),
+        fired_at: Some(timestamp(fire.fired_at)),
+        task_id: fire.task_id.map(|id| id.to_string()).unwrap_or_default(),
+        status: fire.task_status.map_or(fire.outcome.as_str(), |s| s.as_str()).to_owned(),
+        outcome: fire.outcome.as_str().to_owned(),
+        reason: fire.reason.clone().unwrap_or_default(),
+        missed: fire.missed,
+        epoch: fire.epoch,
+    }
+}
+
+/// A control-plane replica as `legion.v1.ControlPlane`; `leader` says whether it holds the scheduler
+/// lease now.
+pub fn control_plane(replica: &ControlPlaneInfo, leader: bool) -> v1::ControlPlane {
+    v1::ControlPlane {
+        name: replica.name.clone(),
+        version: replica.version.clone(),
+        started_at: Some(timestamp(replica.started_at)),
+        last_seen: Some(timestamp(replica.last_seen)),
+        leader,
+    }
+}
+
+/// The scheduler lease as `legion.v1.Leadership`. The lease row's acquisition time is not part of
+/// [`Lease`], so `acquired_at` is left unset.
+pub fn leadership(lease: &Lease) -> v1::Leadership {
+    v1::Leadership {
+        holder: lease.holder.clone(),
+        epoch: lease.epoch,
+        acquired_at: Some(timestamp(lease.acquired_at)),
+        expires_at: Some(timestamp(lease.expires_at)),
     }
 }

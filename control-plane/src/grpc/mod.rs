@@ -7,6 +7,7 @@ pub mod chains;
 pub mod config;
 pub mod convert;
 pub mod executor;
+pub mod schedules;
 pub mod security;
 pub mod tasks;
 
