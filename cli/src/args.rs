@@ -76,6 +76,13 @@ pub enum Command {
         #[command(subcommand)]
         command: ChainCommand,
     },
+    /// Create, list, show, pause, resume and delete schedules; list their fires; preview a cadence's
+    /// slots.
+    Schedule {
+        /// The schedule command.
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
     /// Create, list, show, delete and check Vault-style ACL policies.
     Policy {
         /// The policy command.
@@ -423,6 +430,13 @@ pub fn parse_node_name(value: &str) -> Result<String, String> {
         .map(|()| value.to_owned())
         .map_err(|_| "must be 1 to 64 bytes of a-z, 0-9, _ and -, starting with a letter".to_owned())
 }
+
+mod schedule;
+
+pub use schedule::{
+    MISFIRE_POLICIES, ScheduleAdd, ScheduleCommand, ScheduleFires, SchedulePreview, parse_every, parse_instant,
+    parse_interval_ms,
+};
 
 #[cfg(test)]
 mod tests;

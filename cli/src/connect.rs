@@ -10,6 +10,7 @@ use legion_proto::v1::audit_service_client::AuditServiceClient;
 use legion_proto::v1::auth_service_client::AuthServiceClient;
 use legion_proto::v1::chain_service_client::ChainServiceClient;
 use legion_proto::v1::policy_service_client::PolicyServiceClient;
+use legion_proto::v1::schedule_service_client::ScheduleServiceClient;
 use legion_proto::v1::task_service_client::TaskServiceClient;
 use tonic::transport::{Channel, Endpoint};
 
@@ -79,6 +80,12 @@ impl Clients {
     /// `legion.v1.ChainService`.
     pub fn chains(&self) -> ChainServiceClient<AuthChannel> {
         ChainServiceClient::with_interceptor(self.channel.clone(), self.credential.clone())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    /// `legion.v1.ScheduleService`.
+    pub fn schedules(&self) -> ScheduleServiceClient<AuthChannel> {
+        ScheduleServiceClient::with_interceptor(self.channel.clone(), self.credential.clone())
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 

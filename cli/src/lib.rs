@@ -1,20 +1,22 @@
 //! `legion`, Legion's operator CLI: development certificates (`legion certs init|node`), and commands
 //! that talk gRPC to the control plane: tasks (`legion task submit|get|list|watch|cancel|tree`), chains
-//! (`legion chain apply|list|show|delete`), policies
-//! (`legion policy apply|list|show|delete|check`), API keys (`legion api-key create|list|revoke`),
+//! (`legion chain apply|list|show|delete`), schedules
+//! (`legion schedule add|list|show|pause|resume|delete|fires|preview`; `preview` is computed locally),
+//! policies (`legion policy apply|list|show|delete|check`), API keys (`legion api-key create|list|revoke`),
 //! tokens (`legion auth token|whoami`) and the audit trail (`legion audit list|verify`). Every call
 //! carries the credential of `--api-key`/`LEGION_API_KEY`, else of `--token`/`LEGION_TOKEN`.
 //!
 //! Exit codes: 0 success; 1 a failed call (the gRPC code and message are printed on stderr), an I/O
 //! error, or an audit trail that does not verify; 2 a followed task (`watch`, `submit --wait`) ended
-//! other than `succeeded`; 64 bad usage or settings (an unreadable or malformed policy or chain file
-//! included).
+//! other than `succeeded`; 64 bad usage or settings (an unreadable or malformed policy, chain or
+//! schedule file included, and a cadence `schedule add` or `schedule preview` refuses).
 
 pub mod args;
 pub mod certs;
 pub mod chain;
 pub mod connect;
 pub mod error;
+pub mod schedule;
 pub mod security;
 pub mod task;
 #[cfg(test)]
@@ -27,8 +29,8 @@ use crate::args::{CertsCommand, Cli, Command};
 use crate::error::Error;
 
 /// Runs a parsed command line, writing results to `out` and reading standard input for
-/// `policy apply -` and `chain apply -`. Returns the exit code of a successful run (0; 2 for a followed task that did not
-/// succeed; 1 for an audit trail that does not verify).
+/// `policy apply -`, `chain apply -` and `schedule add --file -`. Returns the exit code of a successful
+/// run (0; 2 for a followed task that did not succeed; 1 for an audit trail that does not verify).
 ///
 /// # Errors
 /// [`Error`]; its [`Error::exit_code`] is the process exit code.
@@ -57,6 +59,7 @@ pub async fn run_with_input(cli: Cli, stdin: impl Read, out: &mut impl Write) ->
         }
         Command::Task { command } => task::run(command, connect()?.tasks(), out).await,
         Command::Chain { command } => chain::run(command, || Ok(connect()?.chains()), stdin, out).await,
+        Command::Schedule { command } => schedule::run(command, || Ok(connect()?.schedules()), stdin, out).await,
         Command::Policy { command } => security::policy(command, &connect()?, stdin, out).await,
         Command::ApiKey { command } => security::api_key(command, &connect()?, out).await,
         Command::Auth { command } => security::auth(command, &connect()?, connection.api_key.as_ref(), out).await,

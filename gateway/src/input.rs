@@ -285,6 +285,7 @@ pub fn is_json_content_type(value: Option<&str>) -> bool {
 }
 
 mod chains;
+mod schedules;
 mod security;
 /// The page size of a `limit` query parameter: 0 (the server's default) when absent.
 ///
@@ -304,6 +305,7 @@ pub(crate) fn page_size(limit: Option<&str>) -> Result<u32, Problem> {
 mod tests;
 
 pub use chains::{ChainBody, LIST_CHAINS_PARAMS, ListChainsQuery, RelationshipBody};
+pub use schedules::{LIST_SCHEDULES_PARAMS, ListSchedulesQuery, PREVIEW_PARAMS, PreviewQuery, ScheduleBody};
 
 pub use security::{
     AUDIT_DECISIONS, AUDIT_PARAMS, CapabilitiesBody, CreateApiKey, IssueToken, LIST_API_KEYS_PARAMS, ListApiKeysQuery,

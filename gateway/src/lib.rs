@@ -48,7 +48,7 @@ pub use crate::layers::{
     MAX_HEADER_COUNT, MAX_HEADER_VALUE_BYTES, MAX_REQUEST_ID_BYTES, MAX_URI_BYTES,
 };
 use crate::metrics::HttpMetrics;
-use crate::routes::{audit, auth, catalog, chains, config, events, policies, system, tasks};
+use crate::routes::{audit, auth, catalog, chains, config, events, policies, schedules, system, tasks};
 use crate::state::AppState;
 
 /// Why the gateway could not start or stopped with an error.
@@ -81,7 +81,7 @@ impl Error {
 #[openapi(
     info(
         title = "Legion REST API",
-        description = "Submit and follow tasks, define chains, inspect the extension catalog and the nodes, manage API keys \
+        description = "Submit and follow tasks, define chains and schedules, inspect the extension catalog and the nodes, manage API keys \
             and policies, read the audit trail and the settings. Every route but the operations ones and \
             /.well-known/jwks.json needs a credential: `X-API-Key: <key>` or `Authorization: Bearer <JWT>`; \
             the control plane authorizes each call against the caller's policies (401 UNAUTHENTICATED without \
@@ -92,7 +92,11 @@ impl Error {
         (name = "tasks", description = "Submit, inspect, list, cancel and watch tasks"),
         (name = "chains", description = "Chains: named sets of relationships that turn the completion of one task \
             into the next; submit a task with `chain` to start a run"),
-        (name = "catalog", description = "Extensions and nodes"),
+        (name = "schedules", description = "Schedules: a function (or the root of a chain run) fired on a cron \
+            expression in an IANA time zone or every interval_ms, each slot exactly once across the control-plane \
+            replicas; their fires; previews of a cadence's slots"),
+        (name = "catalog", description = "Extensions, executor nodes, and the control-plane replicas with the \
+            scheduler lease"),
         (name = "auth", description = "API keys, tokens, capabilities and the token-verifying keys"),
         (name = "policies", description = "Vault-style ACL policies"),
         (name = "audit", description = "The append-only, hash-chained audit trail"),
@@ -112,6 +116,12 @@ fn api_routes(timeout: Duration) -> (Router<AppState>, utoipa::openapi::OpenApi)
         .routes(routes!(tasks::list_attempts))
         .routes(routes!(chains::apply_chain, chains::list_chains))
         .routes(routes!(chains::get_chain, chains::delete_chain))
+        .routes(routes!(schedules::create_schedule, schedules::list_schedules))
+        .routes(routes!(schedules::get_schedule, schedules::delete_schedule))
+        .routes(routes!(schedules::pause_schedule))
+        .routes(routes!(schedules::resume_schedule))
+        .routes(routes!(schedules::list_schedule_fires))
+        .routes(routes!(schedules::preview_schedule))
         .routes(routes!(catalog::list_extensions))
         .routes(routes!(catalog::disable_extension))
         .routes(routes!(catalog::enable_extension))

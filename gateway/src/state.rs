@@ -9,6 +9,7 @@ use legion_proto::v1::catalog_service_client::CatalogServiceClient;
 use legion_proto::v1::chain_service_client::ChainServiceClient;
 use legion_proto::v1::config_service_client::ConfigServiceClient;
 use legion_proto::v1::policy_service_client::PolicyServiceClient;
+use legion_proto::v1::schedule_service_client::ScheduleServiceClient;
 use legion_proto::v1::task_service_client::TaskServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub catalog: CatalogServiceClient<Channel>,
     /// `legion.v1.ChainService`.
     pub chains: ChainServiceClient<Channel>,
+    /// `legion.v1.ScheduleService`.
+    pub schedules: ScheduleServiceClient<Channel>,
     /// `legion.v1.AuthService`: API keys, tokens, capabilities, the JWKS.
     pub auth: AuthServiceClient<Channel>,
     /// `legion.v1.PolicyService`.
@@ -59,6 +62,7 @@ impl AppState {
             tasks: TaskServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
             catalog: CatalogServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
             chains: ChainServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            schedules: ScheduleServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
             auth: AuthServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
             policies: PolicyServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
             audit: AuditServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),

@@ -234,12 +234,18 @@ pub(crate) fn time(ts: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>>
 
 mod catalog;
 mod chains;
+mod schedules;
 mod security;
 #[cfg(test)]
 mod tests;
 
-pub use catalog::{Extension, ExtensionList, Function, Node, NodeExtension, NodeList, Runner};
+pub use catalog::{
+    ControlPlane, Extension, ExtensionList, Function, Leadership, Node, NodeExtension, NodeList, Runner,
+};
 pub use chains::{Chain, ChainPage, Relationship};
+pub use schedules::{
+    DEFAULT_MISFIRE, DEFAULT_TIMEZONE, Schedule, ScheduleFire, ScheduleFirePage, SchedulePage, SchedulePreview,
+};
 pub use security::{
     ApiKey, ApiKeyList, AuditPage, AuditRecord, AuditVerification, CapabilityMap, CreatedApiKey, Policy, PolicyList,
     PolicyRule, Token, WhoAmI, struct_to_json,

@@ -255,3 +255,99 @@ async fn chains_run_through_the_router() {
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     assert_problem(&call(&app, get("/api/v1/chains/gw-fanout")).await, 404, "NOT_FOUND", "gw-fanout");
 }
+
+/// Schedules through the gateway in front of the real control plane: created (201 with its Location
+/// and its next slots as RFC 3339 UTC instants), refused by field, previewed with the scheduler's
+/// code, fired by the leader (its fires name the tasks), paused and resumed, exported and created
+/// again, and deleted; the node list shows the one control plane leading under the scheduler lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_run_through_the_router() {
+    let env = TestEnv::start().await.expect("control plane starts");
+    let _executor = env.start_executor(&ExecutorOptions::default()).await.expect("executor starts");
+    let app = gateway(&env);
+
+    let body = json!({"name": "gw-tick", "function": "core.util.echo", "args": {"n": 1}, "interval_ms": 1000});
+    let created = call(&app, post("/api/v1/schedules", &body)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.location.as_deref(), Some("/api/v1/schedules/gw-tick"));
+    assert_eq!(
+        (&created.body["cron"], &created.body["timezone"], &created.body["paused"]),
+        (&Value::Null, &json!("UTC"), &json!(false))
+    );
+    let next: Vec<&str> =
+        created.body["next_fires"].as_array().expect("next_fires").iter().filter_map(Value::as_str).collect();
+    assert_eq!(next.len(), 5, "{}", created.body);
+    assert!(next.iter().all(|t| t.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(t).is_ok()), "{next:?}");
+    assert_problem(&call(&app, post("/api/v1/schedules", &body)).await, 409, "ALREADY_EXISTS", "gw-tick");
+    let bad_cron = json!({"name": "gw-bad", "function": "core.util.echo", "cron": "61 * * * *"});
+    assert_problem(&call(&app, post("/api/v1/schedules", &bad_cron)).await, 400, "INVALID_ARGUMENT", "cron");
+    let bad_zone =
+        json!({"name": "gw-bad", "function": "core.util.echo", "cron": "0 * * * *", "timezone": "Mars/Base"});
+    assert_problem(&call(&app, post("/api/v1/schedules", &bad_zone)).await, 400, "INVALID_ARGUMENT", "timezone");
+
+    let preview =
+        "/api/v1/schedule-preview?cron=30%202%20*%20*%20*&timezone=America/New_York&from=2026-03-07T00:00:00Z&count=3";
+    let preview = call(&app, get(preview)).await;
+    assert_eq!(
+        (preview.status, &preview.body),
+        (StatusCode::OK, &json!({"slots": ["2026-03-07T07:30:00Z", "2026-03-08T07:00:00Z", "2026-03-09T06:30:00Z"]}))
+    );
+
+    let fired = legion_tests::assert_eventually!(TASK_DEADLINE, "the schedule fires a task", || async {
+        let page = call(&app, get("/api/v1/schedules/gw-tick/fires?limit=10")).await;
+        let fires = page.body["fires"].as_array().cloned().unwrap_or_default();
+        match fires.iter().find(|f| f["outcome"] == "fired" && f["task_id"].is_string()) {
+            Some(fire) => Ok(fire.clone()),
+            None => Err(page.body.to_string()),
+        }
+    });
+    let task_id = fired["task_id"].as_str().expect("task_id");
+    let task = call(&app, get(&format!("/api/v1/tasks/{task_id}"))).await;
+    assert_eq!((task.status, &task.body["function"]), (StatusCode::OK, &json!("core.util.echo")), "{}", task.body);
+    assert!(call(&app, get("/api/v1/schedules/gw-tick")).await.body["last_fire"].is_object());
+
+    let paused = call(&app, post("/api/v1/schedules/gw-tick/pause", &json!({}))).await;
+    assert_eq!(
+        (paused.status, &paused.body["paused"], &paused.body["next_fires"]),
+        (StatusCode::OK, &json!(true), &json!([]))
+    );
+    let resumed = call(&app, post("/api/v1/schedules/gw-tick/resume", &json!({}))).await;
+    assert_eq!(
+        (&resumed.body["paused"], resumed.body["next_fires"].as_array().map(Vec::len)),
+        (&json!(false), Some(5))
+    );
+
+    let nodes = call(&app, get("/api/v1/nodes")).await;
+    let leaders: Vec<&Value> = nodes.body["control_planes"]
+        .as_array()
+        .expect("control_planes")
+        .iter()
+        .filter(|c| c["leader"] == true)
+        .collect();
+    assert_eq!(leaders.len(), 1, "{}", nodes.body);
+    assert_eq!(nodes.body["leadership"]["holder"], leaders[0]["name"], "{}", nodes.body);
+
+    let mut exported = call(&app, get("/api/v1/schedules/gw-tick")).await.body;
+    exported["name"] = json!("gw-tock");
+    let again = call(&app, post("/api/v1/schedules", &exported)).await;
+    assert_eq!(again.status, StatusCode::CREATED, "an exported schedule is accepted again: {}", again.body);
+    assert_eq!((&again.body["interval_ms"], &again.body["args"]), (&json!(1000), &json!({"n": 1})));
+
+    let listed = call(&app, get("/api/v1/schedules?limit=1")).await;
+    assert_eq!(
+        (&listed.body["schedules"][0]["name"], listed.body["next_page_token"].is_string()),
+        (&json!("gw-tick"), true)
+    );
+    for name in ["gw-tick", "gw-tock"] {
+        let deleted = call(
+            &app,
+            Request::delete(format!("/api/v1/schedules/{name}"))
+                .header("x-api-key", ADMIN_KEY)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+        assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.body);
+        assert_problem(&call(&app, get(&format!("/api/v1/schedules/{name}"))).await, 404, "NOT_FOUND", name);
+    }
+}

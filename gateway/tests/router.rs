@@ -196,6 +196,14 @@ async fn the_openapi_document_covers_every_route() {
         ("/api/v1/chains", "get"),
         ("/api/v1/chains/{name}", "get"),
         ("/api/v1/chains/{name}", "delete"),
+        ("/api/v1/schedules", "post"),
+        ("/api/v1/schedules", "get"),
+        ("/api/v1/schedules/{name}", "get"),
+        ("/api/v1/schedules/{name}", "delete"),
+        ("/api/v1/schedules/{name}/pause", "post"),
+        ("/api/v1/schedules/{name}/resume", "post"),
+        ("/api/v1/schedules/{name}/fires", "get"),
+        ("/api/v1/schedule-preview", "get"),
         ("/api/v1/extensions", "get"),
         ("/api/v1/extensions/{name}/disable", "post"),
         ("/api/v1/extensions/{name}/enable", "post"),
@@ -223,7 +231,7 @@ async fn the_openapi_document_covers_every_route() {
     for (path, method) in expected {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
     }
-    assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(27), "no undocumented or extra paths");
+    assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(33), "no undocumented or extra paths");
     let schemas = &doc["components"]["schemas"];
     for schema in [
         "Task",
@@ -254,6 +262,14 @@ async fn the_openapi_document_covers_every_route() {
         "Chain",
         "ChainPage",
         "Relationship",
+        "ScheduleBody",
+        "Schedule",
+        "SchedulePage",
+        "ScheduleFire",
+        "ScheduleFirePage",
+        "SchedulePreview",
+        "ControlPlane",
+        "Leadership",
     ] {
         assert!(schemas[schema].is_object(), "schema {schema} missing");
     }

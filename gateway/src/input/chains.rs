@@ -219,7 +219,7 @@ fn check_relationship_members(relationships: &[serde_json::Value]) -> Result<(),
 /// Refuses an object with members other than `fields` and `output_only`, naming all of them (each
 /// prefixed with `prefix`, e.g. `relationships[1].`): `owner: unknown field; accepted fields are name,
 /// description, max_depth, relationships, and the output-only version, … (ignored)`.
-fn check_members(
+pub(super) fn check_members(
     object: &serde_json::Map<String, serde_json::Value>,
     prefix: &str,
     fields: &[&str],

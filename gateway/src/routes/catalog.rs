@@ -1,4 +1,5 @@
-//! `/api/v1/extensions` and `/api/v1/nodes`: the extension catalog and the node registry.
+//! `/api/v1/extensions` and `/api/v1/nodes`: the extension catalog and the node registry (executors,
+//! control-plane replicas and the scheduler lease).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -7,7 +8,7 @@ use legion_proto::v1;
 use crate::client::CallMeta;
 use crate::problem::Problem;
 use crate::state::AppState;
-use crate::view::{Extension, ExtensionList, Node, NodeList};
+use crate::view::{Extension, ExtensionList, NodeList};
 
 /// Lists the extensions of the catalog with their state on each node.
 #[utoipa::path(
@@ -70,7 +71,8 @@ pub async fn enable_extension(
     Ok(Json(Extension::try_from(&extension)?))
 }
 
-/// Lists the nodes (executors and control planes) with their status and loaded extensions.
+/// Lists the executor nodes with their status and loaded extensions, the control-plane replicas (which
+/// one leads: holds the scheduler lease and fires the schedules) and the scheduler lease itself.
 #[utoipa::path(
     get,
     path = "/api/v1/nodes",
@@ -82,6 +84,5 @@ pub async fn enable_extension(
 )]
 pub async fn list_nodes(State(state): State<AppState>, meta: CallMeta) -> Result<Json<NodeList>, Problem> {
     let response = state.catalog.clone().list_nodes(meta.request(v1::ListNodesRequest {})).await?.into_inner();
-    let nodes = response.nodes.iter().map(Node::try_from).collect::<Result<_, _>>()?;
-    Ok(Json(NodeList { nodes }))
+    Ok(Json(NodeList::try_from(&response)?))
 }

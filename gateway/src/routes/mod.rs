@@ -7,5 +7,6 @@ pub mod chains;
 pub mod config;
 pub mod events;
 pub mod policies;
+pub mod schedules;
 pub mod system;
 pub mod tasks;

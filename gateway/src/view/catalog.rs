@@ -97,7 +97,7 @@ pub struct ExtensionList {
     pub extensions: Vec<Extension>,
 }
 
-/// An executor or control-plane process.
+/// An executor process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Node {
     /// The node's name.
@@ -141,9 +141,85 @@ impl TryFrom<&v1::Node> for Node {
     }
 }
 
-/// The node registry.
+/// A control-plane replica, as it last reported itself (every third of `control_plane.leader_lease_ms`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ControlPlane {
+    /// Unique per process: `<host>/<random>`; the name the scheduler lease is held under.
+    #[schema(example = "cp-0/3f9a1c")]
+    pub name: String,
+    /// Its software version.
+    pub version: String,
+    /// When the process started.
+    #[schema(required = true)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it last reported itself.
+    #[schema(required = true)]
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Whether it holds the scheduler lease now (it runs the scheduler tick).
+    pub leader: bool,
+}
+
+impl From<&v1::ControlPlane> for ControlPlane {
+    fn from(c: &v1::ControlPlane) -> Self {
+        Self {
+            name: c.name.clone(),
+            version: c.version.clone(),
+            started_at: time(c.started_at.as_ref()),
+            last_seen: time(c.last_seen.as_ref()),
+            leader: c.leader,
+        }
+    }
+}
+
+/// The scheduler lease: which control-plane replica leads, under which epoch (the fencing token).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Leadership {
+    /// The name of the replica holding (or that last held) the lease.
+    pub holder: String,
+    /// The lease's epoch: it grows by one at each change of holder.
+    pub epoch: i64,
+    /// When the holder acquired it.
+    #[schema(required = true)]
+    pub acquired_at: Option<DateTime<Utc>>,
+    /// It lapses then unless renewed; a past instant means no replica leads.
+    #[schema(required = true)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<&v1::Leadership> for Leadership {
+    fn from(l: &v1::Leadership) -> Self {
+        Self {
+            holder: l.holder.clone(),
+            epoch: l.epoch,
+            acquired_at: time(l.acquired_at.as_ref()),
+            expires_at: time(l.expires_at.as_ref()),
+        }
+    }
+}
+
+/// The node registry: the executors, and the control-plane replicas with the scheduler lease.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeList {
-    /// Every known node.
+    /// Every known executor node.
     pub nodes: Vec<Node>,
+    /// The control-plane replicas seen within three leases, by name.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub control_planes: Vec<ControlPlane>,
+    /// The scheduler lease; null before any replica led.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub leadership: Option<Leadership>,
+}
+
+impl TryFrom<&v1::ListNodesResponse> for NodeList {
+    type Error = Error;
+
+    fn try_from(r: &v1::ListNodesResponse) -> Result<Self, Error> {
+        Ok(Self {
+            nodes: r.nodes.iter().map(Node::try_from).collect::<Result<_, _>>()?,
+            control_planes: r.control_planes.iter().map(ControlPlane::from).collect(),
+            leadership: r.leadership.as_ref().map(Leadership::from),
+        })
+    }
 }

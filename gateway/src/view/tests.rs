@@ -190,6 +190,49 @@ fn catalog_states_and_node_statuses_are_lowercase() {
 }
 
 #[test]
+fn the_node_list_shows_the_control_planes_and_the_lease() {
+    let response = v1::ListNodesResponse {
+        nodes: vec![v1::Node { name: "exec-1".into(), status: v1::NodeStatus::Active as i32, ..v1::Node::default() }],
+        control_planes: vec![
+            v1::ControlPlane {
+                name: "cp-a/1f2e".into(),
+                version: "0.1.0".into(),
+                started_at: ts(1_767_225_600, 0),
+                last_seen: ts(1_767_225_660, 250_000_000),
+                leader: true,
+            },
+            v1::ControlPlane { name: "cp-b/9c8d".into(), version: "0.1.0".into(), ..v1::ControlPlane::default() },
+        ],
+        leadership: Some(v1::Leadership {
+            holder: "cp-a/1f2e".into(),
+            epoch: 3,
+            acquired_at: ts(1_767_225_600, 0),
+            expires_at: ts(1_767_225_615, 0),
+        }),
+    };
+    let json = serde_json::to_value(NodeList::try_from(&response).expect("converts")).expect("serializes");
+    assert_eq!(json["nodes"][0]["name"], "exec-1");
+    assert_eq!(
+        json["control_planes"],
+        serde_json::json!([
+            {"name": "cp-a/1f2e", "version": "0.1.0", "started_at": "2026-01-01T00:00:00Z",
+             "last_seen": "2026-01-01T00:01:00.250Z", "leader": true},
+            {"name": "cp-b/9c8d", "version": "0.1.0", "started_at": null, "last_seen": null, "leader": false}
+        ])
+    );
+    assert_eq!(
+        json["leadership"],
+        serde_json::json!({"holder": "cp-a/1f2e", "epoch": 3, "acquired_at": "2026-01-01T00:00:00Z",
+            "expires_at": "2026-01-01T00:00:15Z"})
+    );
+    let before_any_leader = v1::ListNodesResponse::default();
+    let json = serde_json::to_value(NodeList::try_from(&before_any_leader).expect("converts")).expect("serializes");
+    assert_eq!(json, serde_json::json!({"nodes": [], "control_planes": [], "leadership": null}));
+    let unknown_status = v1::ListNodesResponse { nodes: vec![v1::Node::default()], ..before_any_leader };
+    assert!(NodeList::try_from(&unknown_status).is_err(), "a node without a status has no REST shape");
+}
+
+#[test]
 fn attempts_keep_their_duration_and_error() {
     let attempt = v1::TaskAttempt {
         task_id: "t".into(),
