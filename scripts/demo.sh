@@ -2,7 +2,8 @@
 # Legion end to end on one machine: builds the binaries, creates development certificates and a fresh
 # database, starts the control plane, an executor and the gateway against the local PostgreSQL and
 # RabbitMQ, serves a small local HTTP site, submits an `http.request.get` against it (over REST) and a
-# `core.util.echo` (over gRPC with the CLI), prints both results and stops everything it started.
+# `core.util.echo` (over gRPC with the CLI), prints both results, fires a schedule every second three
+# times and lists its fire history, and stops everything it started.
 #
 # Every call is authenticated: the script makes a random admin API key, gives it to the control plane as
 # `auth.bootstrap_admin_key` (in .legion-demo/control-plane.json, mode 600) and sends it with each REST
@@ -96,6 +97,18 @@ printf '%s' "$task" | python3 -c 'import json,sys; t=json.load(sys.stdin); print
 echo "==> gRPC (legion CLI): core.util.echo"
 "$bin/legion" --settings "$work/common.json" --api-key "$api_key" \
   task submit core.util.echo --args '{"message": "hello from legion"}' --wait
+
+echo "==> schedule (legion CLI): core.util.echo every second, its slot in the args (jq), three fires"
+"$bin/legion" --settings "$work/common.json" --api-key "$api_key" schedule add demo-heartbeat \
+  --function core.util.echo --every 1s --transformation '{"engine": "jq", "expr": "{slot: .schedule.slot}"}' >/dev/null
+for _ in $(seq 1 100); do
+  fires=$(curl -fsS -H "x-api-key: $api_key" "http://127.0.0.1:4567/api/v1/schedules/demo-heartbeat/fires")
+  done_fires=$(printf '%s' "$fires" | python3 -c 'import json,sys; print(sum(f["status"] == "succeeded" for f in json.load(sys.stdin)["fires"]))')
+  [ "$done_fires" -ge 3 ] && break
+  sleep 0.1
+done
+"$bin/legion" --settings "$work/common.json" --api-key "$api_key" schedule fires demo-heartbeat --limit 3
+"$bin/legion" --settings "$work/common.json" --api-key "$api_key" schedule delete demo-heartbeat
 
 echo "==> done; stopping"
 cat <<EOF
