@@ -9,7 +9,8 @@
 //! submit driver), [`store`] (PostgreSQL reads), [`stats`] (percentiles), [`report`] (the figures, as a
 //! table and a JSON line), [`run`] (one benchmark run end to end), [`certs`] (extra node certificates
 //! signed by the dev CA, for a second executor), [`cpu`] (CPU time per process during the round),
-//! [`chain`] (the `chain` scenario: the overhead of one step of a chain run).
+//! [`chain`] (the `chain` scenario: the overhead of one step of a chain run), [`schedule`] (the
+//! `schedule` scenario: how late the scheduler fires many schedules due in the same second).
 
 pub mod chain;
 pub mod client;
@@ -17,6 +18,7 @@ pub mod cpu;
 pub mod nodes;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod stats;
 pub mod store;
 pub mod submit;

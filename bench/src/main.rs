@@ -4,10 +4,12 @@
 //! legion-bench --control-plane https://localhost:54051 --ca certs/ca.pem \
 //!     --database-url postgres://postgres@127.0.0.1/legion_bench --executors 1 --tasks 10000
 //! legion-bench chain --control-plane https://localhost:54051 --ca certs/ca.pem --depth 20 --runs 20
+//! legion-bench schedule --control-plane https://localhost:54051 --ca certs/ca.pem --schedules 10000
 //! ```
 //!
 //! Without a subcommand it runs the throughput benchmark; `chain` measures the overhead of one chain
-//! step instead ([`legion_bench::chain`]). The connection, database, wait and output flags are global:
+//! step instead ([`legion_bench::chain`]), `schedule` how late many schedules due in the same second
+//! fire ([`legion_bench::schedule`]). The connection, database, wait and output flags are global:
 //! they may come before or after `chain`.
 //!
 //! Exit codes: 0 when every task succeeded, 1 when the run completed but some task did not succeed
@@ -22,6 +24,7 @@ use clap::{Args, Parser, Subcommand};
 use legion_bench::chain::{self, Variant};
 use legion_bench::client::ClientOptions;
 use legion_bench::run::{self, Options};
+use legion_bench::schedule;
 use legion_bench::submit::Plan;
 use legion_common::EXIT_USAGE;
 use legion_common::settings::LoggingSettings;
@@ -39,6 +42,25 @@ struct Cli {
 enum Command {
     /// Overhead of one chain step: looping `core.util.noop` chains, per transformation variant.
     Chain(ChainArgs),
+    /// Many schedules due in the same second: how late the last one fires, and when its task ends.
+    Schedule(ScheduleArgs),
+}
+
+#[derive(Debug, Args)]
+struct ScheduleArgs {
+    /// Schedules to create, all due at the same slot (1 to 1000000).
+    #[arg(long, default_value_t = 10_000)]
+    schedules: usize,
+    /// `CreateSchedule` (and `DeleteSchedule`) calls in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Seconds from now (PostgreSQL's clock) to the slot: long enough to create every schedule
+    /// (2 to 3600).
+    #[arg(long, default_value_t = 60)]
+    lead_s: u64,
+    /// Keep the schedules after the measurement (by default they are deleted).
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +174,7 @@ fn main() -> ExitCode {
     legion_common::install_crypto_provider();
     match cli.command {
         Some(Command::Chain(args)) => chain_bench(cli.run, args),
+        Some(Command::Schedule(args)) => schedule_bench(cli.run, args),
         None => bench(cli.run),
     }
 }
@@ -215,6 +238,31 @@ fn chain_options(run: RunArgs, args: ChainArgs) -> Result<chain::Options, String
     })
 }
 
+fn schedule_options(run: RunArgs, args: ScheduleArgs) -> Result<schedule::Options, String> {
+    let ca = run.ca.ok_or("--ca: required (the CA that signed the control plane's certificate)")?;
+    Ok(schedule::Options {
+        client: ClientOptions {
+            url: run.control_plane,
+            ca,
+            cert: run.cert,
+            key: run.key,
+            api_key: run.api_key,
+            token: run.token,
+        },
+        database_url: run.database_url,
+        executors: run.executors,
+        wait_nodes: Duration::from_secs(run.wait_nodes_s),
+        schedules: args.schedules,
+        concurrency: args.concurrency,
+        lead: Duration::from_secs(args.lead_s),
+        timeout: Duration::from_secs(run.timeout_s),
+        poll: Duration::from_millis(run.poll_ms),
+        keep: args.keep,
+        label: run.label,
+        json_out: run.json_out,
+    })
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
         eprintln!("legion-bench: cannot start the runtime: {e}");
@@ -261,6 +309,33 @@ fn chain_bench(run: RunArgs, args: ChainArgs) -> ExitCode {
         return code;
     }
     if reports.iter().all(|r| r.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+fn schedule_bench(run: RunArgs, args: ScheduleArgs) -> ExitCode {
+    let options = match schedule_options(run, args).and_then(|o| o.validate().map(|()| o).map_err(|e| e.to_string())) {
+        Ok(options) => options,
+        Err(message) => return usage_error(&message),
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let report = match runtime.block_on(schedule::run(&options)) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("legion-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let line = report.json_line();
+    println!("{}", report.table());
+    println!("{line}");
+    if let Some(path) = &options.json_out
+        && let Err(code) = append_lines(path, std::slice::from_ref(&line))
+    {
+        return code;
+    }
+    if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }
 
 fn bench(args: RunArgs) -> ExitCode {
@@ -328,6 +403,38 @@ mod tests {
         let cli = Cli::try_parse_from(["legion-bench", "--ca", "x", "--args", "{"]).expect("flags");
         assert!(options(cli.run).expect_err("bad json").starts_with("--args"));
         assert!(Cli::try_parse_from(["legion-bench", "--cert", "c.pem"]).is_err(), "--cert needs --key");
+    }
+
+    #[test]
+    fn the_schedule_subcommand_parses_its_flags() {
+        let cli = Cli::try_parse_from([
+            "legion-bench",
+            "--ca",
+            "ca.pem",
+            "schedule",
+            "--schedules",
+            "500",
+            "--concurrency",
+            "16",
+            "--lead-s",
+            "30",
+            "--keep",
+            "--poll-ms",
+            "50",
+        ])
+        .expect("schedule flags");
+        let Some(Command::Schedule(args)) = cli.command else { panic!("the schedule subcommand") };
+        let o = schedule_options(cli.run, args).expect("options");
+        assert_eq!((o.schedules, o.concurrency, o.lead, o.keep), (500, 16, Duration::from_secs(30), true));
+        assert_eq!(o.poll, Duration::from_millis(50));
+
+        let cli = Cli::try_parse_from(["legion-bench", "schedule", "--ca", "x"]).expect("defaults");
+        let Some(Command::Schedule(args)) = cli.command else { panic!("the schedule subcommand") };
+        let o = schedule_options(cli.run, args).expect("options");
+        assert_eq!((o.schedules, o.concurrency, o.lead, o.keep), (10_000, 64, Duration::from_secs(60), false));
+        let cli = Cli::try_parse_from(["legion-bench", "schedule"]).expect("flags");
+        let Some(Command::Schedule(args)) = cli.command else { panic!("the schedule subcommand") };
+        assert!(schedule_options(cli.run, args).expect_err("no ca").starts_with("--ca"));
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub const TASK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lines of each process log printed when a test fails.
 pub const LOG_TAIL_LINES: usize = 80;
+/// Name of the env's control plane: its settings file (`<name>.json` in the working directory) and
+/// its log (`logs/<name>.log`).
+pub const CONTROL_PLANE: &str = "control-plane";
 
 /// Setup failures; the readiness ones carry the tail of the process log. `Debug` prints the same
 /// text as `Display`, so `expect` in a test shows the log tail readably.
@@ -96,11 +99,14 @@ pub struct ExecutorOptions {
     pub concurrency: u32,
     /// `executor.heartbeat_ms`. Default 1000.
     pub heartbeat_ms: u64,
+    /// The control plane it talks to (gRPC listener); `None` (the default): the env's own. Tests with
+    /// several replicas ([`TestEnv::start_replica`]) point it at one they do not stop.
+    pub control_plane: Option<SocketAddr>,
 }
 
 impl Default for ExecutorOptions {
     fn default() -> Self {
-        Self { concurrency: 4, heartbeat_ms: 1000 }
+        Self { concurrency: 4, heartbeat_ms: 1000, control_plane: None }
     }
 }
 
@@ -211,10 +217,10 @@ impl TestEnv {
         };
         let mut cp_settings = settings::control_plane(&config, &certs);
         settings::merge(&mut cp_settings, extra);
-        let file = settings::write(work.path(), "control-plane", &cp_settings)?;
+        let file = settings::write(work.path(), CONTROL_PLANE, &cp_settings)?;
         let mut command = process::command("legion-control-plane", work.path())?;
         command.arg("--settings").arg(&file);
-        let service = Service::spawn("control-plane", command, &log_dir.join("control-plane.log"))?;
+        let service = Service::spawn(CONTROL_PLANE, command, &log_dir.join(format!("{CONTROL_PLANE}.log")))?;
         let channel = grpc::connect_lazy(&settings::control_plane_url(grpc_addr), &certs.tls(Identity::None))?;
         let admin_channel = grpc::authenticated(channel.clone(), &Auth::admin())?;
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).no_proxy().build()?;
@@ -320,7 +326,18 @@ impl TestEnv {
         Ok(CatalogClient::new(self.channel_as(auth)?))
     }
 
-    fn next_label(&self, kind: &str) -> String {
+    /// The settings file of the env's control plane (replicas start from a copy of it).
+    pub fn control_plane_settings(&self) -> PathBuf {
+        self.work_dir().join(format!("{CONTROL_PLANE}.json"))
+    }
+
+    /// The env's control-plane process (killed, stopped and restarted by [`crate::replicas`]).
+    pub(crate) fn control_plane_process(&mut self) -> &mut Option<Service> {
+        &mut self.control_plane
+    }
+
+    /// `<kind>-<n>`: a label unique within the env, for a process's settings file and log.
+    pub(crate) fn next_label(&self, kind: &str) -> String {
         format!("{kind}-{}", self.spawned.fetch_add(1, Ordering::Relaxed) + 1)
     }
 
@@ -334,7 +351,7 @@ impl TestEnv {
         let admin = crate::ports::free_addr()?;
         let config = settings::ExecutorConfig {
             amqp_url: self.vhost.url(),
-            control_plane: self.grpc_addr,
+            control_plane: options.control_plane.unwrap_or(self.grpc_addr),
             admin,
             concurrency: options.concurrency,
             heartbeat_ms: options.heartbeat_ms,

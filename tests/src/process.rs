@@ -131,6 +131,33 @@ impl Service {
         }
     }
 
+    /// Stops the process as an operator would: SIGTERM (sent with `kill -TERM`, as the crate forbids
+    /// unsafe code), then waits up to `grace` for it to exit, polling every 20 ms. Returns its exit
+    /// status when it exited by itself; `None` when it was not running, or outlived `grace` and was
+    /// killed with SIGKILL (and reaped). Idempotent.
+    pub async fn terminate(&mut self, grace: std::time::Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let signalled = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        let deadline = std::time::Instant::now() + grace;
+        while signalled && std::time::Instant::now() < deadline {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                Err(_) => break,
+            }
+        }
+        // Fails only when the process already exited; wait() reaps it either way.
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// The last `lines` lines of the log.
     pub fn log_tail(&self, lines: usize) -> String {
         tail(&self.log, lines)
@@ -196,6 +223,28 @@ mod tests {
     fn a_missing_binary_names_the_build_command() {
         let err = binary("legion-no-such-binary").expect_err("missing");
         assert!(err.to_string().contains(BUILD_HINT), "{err}");
+    }
+
+    #[tokio::test]
+    async fn terminate_sends_sigterm_and_kills_what_ignores_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut command = Command::new("sh");
+        command.args(["-c", "trap 'exit 3' TERM; echo ready; while :; do sleep 0.05; done"]);
+        let mut graceful = Service::spawn("graceful", command, &dir.path().join("g.log")).expect("spawn");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !tail(&dir.path().join("g.log"), 1).contains("ready") && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let status = graceful.terminate(std::time::Duration::from_secs(5)).await.expect("exits on SIGTERM");
+        assert_eq!(status.code(), Some(3), "the TERM trap ran");
+        assert!(graceful.terminate(std::time::Duration::from_secs(1)).await.is_none(), "idempotent");
+
+        let mut command = Command::new("sh");
+        command.args(["-c", "trap '' TERM; exec sleep 30"]);
+        let mut stubborn = Service::spawn("stubborn", command, &dir.path().join("s.log")).expect("spawn");
+        let pid = stubborn.pid().expect("pid");
+        assert!(stubborn.terminate(std::time::Duration::from_millis(300)).await.is_none(), "killed after the grace");
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process {pid} must be gone");
     }
 
     #[test]

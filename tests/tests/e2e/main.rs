@@ -12,6 +12,7 @@ mod chains;
 mod cli;
 mod executor_crash;
 mod mtls;
+mod schedules;
 mod security;
 mod settings;
 mod tasks;
