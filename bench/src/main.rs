@@ -282,87 +282,86 @@ fn append_lines(path: &std::path::Path, lines: &[String]) -> Result<(), ExitCode
     })
 }
 
-fn chain_bench(run: RunArgs, args: ChainArgs) -> ExitCode {
-    let options = match chain_options(run, args).and_then(|o| o.validate().map(|()| o).map_err(|e| e.to_string())) {
+/// What the runner prints of a scenario's report.
+trait Printed {
+    /// The human table.
+    fn table(&self) -> String;
+    /// One JSON line (also appended to `--json-out`).
+    fn json_line(&self) -> String;
+    /// Whether the run met its checks.
+    fn ok(&self) -> bool;
+}
+
+macro_rules! printed {
+    ($($report:ty),*) => {$(
+        impl Printed for $report {
+            fn table(&self) -> String {
+                <$report>::table(self)
+            }
+            fn json_line(&self) -> String {
+                <$report>::json_line(self)
+            }
+            fn ok(&self) -> bool {
+                self.ok
+            }
+        }
+    )*};
+}
+
+printed!(legion_bench::report::Report, chain::report::ChainReport, schedule::report::ScheduleReport);
+
+/// Runs a scenario whose options are `options` (checked), prints its reports and appends their JSON lines
+/// to `json_out`. Exit 0 when every report is ok, 1 when one is not, 2 when the run failed, 64 for bad
+/// options.
+fn scenario<O, R, E, F, Fut>(options: Result<O, String>, json_out: impl Fn(&O) -> Option<PathBuf>, run: F) -> ExitCode
+where
+    R: Printed,
+    E: std::fmt::Display,
+    F: FnOnce(O) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<R>, E>>,
+{
+    let options = match options {
         Ok(options) => options,
         Err(message) => return usage_error(&message),
     };
+    let json_out = json_out(&options);
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let reports = match runtime.block_on(chain::run(&options)) {
+    let reports = match runtime.block_on(run(options)) {
         Ok(reports) => reports,
         Err(e) => {
             eprintln!("legion-bench: {e}");
             return ExitCode::from(2);
         }
     };
-    let lines: Vec<String> = reports.iter().map(chain::report::ChainReport::json_line).collect();
+    let lines: Vec<String> = reports.iter().map(Printed::json_line).collect();
     for (report, line) in reports.iter().zip(&lines) {
         println!("{}", report.table());
         println!("{line}");
     }
-    if let Some(path) = &options.json_out
+    if let Some(path) = &json_out
         && let Err(code) = append_lines(path, &lines)
     {
         return code;
     }
-    if reports.iter().all(|r| r.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if reports.iter().all(Printed::ok) { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+fn chain_bench(run: RunArgs, args: ChainArgs) -> ExitCode {
+    let options = chain_options(run, args).and_then(|o| o.validate().map(|()| o).map_err(|e| e.to_string()));
+    scenario(options, |o| o.json_out.clone(), |o| async move { chain::run(&o).await })
 }
 
 fn schedule_bench(run: RunArgs, args: ScheduleArgs) -> ExitCode {
-    let options = match schedule_options(run, args).and_then(|o| o.validate().map(|()| o).map_err(|e| e.to_string())) {
-        Ok(options) => options,
-        Err(message) => return usage_error(&message),
-    };
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    let report = match runtime.block_on(schedule::run(&options)) {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("legion-bench: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let line = report.json_line();
-    println!("{}", report.table());
-    println!("{line}");
-    if let Some(path) = &options.json_out
-        && let Err(code) = append_lines(path, std::slice::from_ref(&line))
-    {
-        return code;
-    }
-    if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    let options = schedule_options(run, args).and_then(|o| o.validate().map(|()| o).map_err(|e| e.to_string()));
+    scenario(options, |o| o.json_out.clone(), |o| async move { schedule::run(&o).await.map(|r| vec![r]) })
 }
 
 fn bench(args: RunArgs) -> ExitCode {
-    let options = match options(args).and_then(|o| o.validate().map(|()| o).map_err(|e| e.to_string())) {
-        Ok(options) => options,
-        Err(message) => return usage_error(&message),
-    };
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    let report = match runtime.block_on(run::run(&options)) {
-        Ok(report) => report,
-        Err(e) => {
-            eprintln!("legion-bench: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let line = report.json_line();
-    println!("{}", report.table());
-    println!("{line}");
-    if let Some(path) = &options.json_out
-        && let Err(code) = append_lines(path, std::slice::from_ref(&line))
-    {
-        return code;
-    }
-    if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    let options = options(args).and_then(|o| o.validate().map(|()| o).map_err(|e| e.to_string()));
+    scenario(options, |o| o.json_out.clone(), |o| async move { run::run(&o).await.map(|r| vec![r]) })
 }
 
 #[cfg(test)]
