@@ -7,16 +7,19 @@
 //! - a local time that does not exist (the spring-forward gap) fires once, at the first valid
 //!   instant after the gap (`30 2 * * *` in America/New_York fires at 03:00 EDT on 2026-03-08);
 //! - a local time that happens twice (the fall-back overlap) fires once, at its first occurrence,
-//!   for a fixed-time expression (`30 1 * * *`), and at each UTC instant for an expression that is
-//!   hourly or finer (a wildcard or step in the hour, minute or second field: `0 * * * *` fires at
-//!   both 01:00 of the fall-back day).
+//!   for a fixed-time expression (no wildcard or step in the second, minute or hour field: `30 1 * * *`,
+//!   but also lists and ranges such as `30 1,5 * * *` or `0,30 1-2 * * *`), and at each UTC instant
+//!   for an expression that is hourly or finer (a wildcard or step in one of those fields: `0 * * * *`
+//!   fires at both 01:00 of the fall-back day). croner applies the first rule only to single values, so
+//!   [`Cadence::next_after`] passes over the second occurrence of a repeated local time itself for
+//!   every fixed-time expression.
 //!
 //! An interval schedule fires every `interval_ms` milliseconds from its anchor (its creation), in
 //! UTC, unaffected by time zones.
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, LocalResult, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 
@@ -54,6 +57,8 @@ pub enum Cadence {
         expression: String,
         /// The IANA time zone of the wall clock.
         timezone: Tz,
+        /// No wildcard or step in the second, minute or hour field: a repeated local time fires once.
+        fixed_time: bool,
     },
     /// Every `every`, counted from `anchor`.
     Interval {
@@ -91,7 +96,8 @@ impl Cadence {
                 invalid("timezone", format!("{name:?} is not an IANA time zone name (e.g. Europe/Berlin)"))
             })?,
         };
-        Ok(Self::Cron { cron: Box::new(cron), expression: expression.to_owned(), timezone })
+        let fixed_time = fixed_time(expression);
+        Ok(Self::Cron { cron: Box::new(cron), expression: expression.to_owned(), timezone, fixed_time })
     }
 
     /// An interval cadence of `interval_ms` from `anchor`.
@@ -110,9 +116,19 @@ impl Cadence {
     /// never matches again, such as a date in the past).
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
-            Self::Cron { cron, timezone, .. } => {
-                let local = after.with_timezone(timezone);
-                cron.find_next_occurrence(&local, false).ok().map(|t| t.with_timezone(&Utc))
+            Self::Cron { cron, timezone, fixed_time, .. } => {
+                let mut cursor = after;
+                // A repeated local time is passed over at most twice a year: the bound only guards
+                // against a time zone database gone wrong.
+                for _ in 0..MAX_REPEATS_SKIPPED {
+                    let local = cursor.with_timezone(timezone);
+                    let next = cron.find_next_occurrence(&local, false).ok()?.with_timezone(&Utc);
+                    if !(*fixed_time && second_occurrence(next, timezone)) {
+                        return Some(next);
+                    }
+                    cursor = next;
+                }
+                None
             }
             Self::Interval { every, anchor } => {
                 if after < *anchor {
@@ -136,6 +152,27 @@ impl Cadence {
             cursor = next;
         }
         slots
+    }
+}
+
+/// Most second occurrences of repeated local times [`Cadence::next_after`] passes over in one call.
+const MAX_REPEATS_SKIPPED: usize = 64;
+
+/// Whether a cron expression is fixed-time: no wildcard (`*`) or step (`/`) in its second (6 fields),
+/// minute or hour field.
+fn fixed_time(expression: &str) -> bool {
+    let fields: Vec<&str> = expression.split_whitespace().collect();
+    let time_fields = if fields.len() == 6 { 3 } else { 2 };
+    fields.iter().take(time_fields).all(|f| !f.contains('*') && !f.contains('/'))
+}
+
+/// Whether `instant` is the second occurrence of a local time of `timezone` that happens twice (the
+/// fall-back overlap).
+fn second_occurrence(instant: DateTime<Utc>, timezone: &Tz) -> bool {
+    let local = instant.with_timezone(timezone).naive_local();
+    match timezone.from_local_datetime(&local) {
+        LocalResult::Ambiguous(a, b) => instant == a.max(b).with_timezone(&Utc),
+        _ => false,
     }
 }
 

@@ -57,6 +57,42 @@ fn berlin_spring_forward_and_fall_back() {
 }
 
 #[test]
+fn fall_back_fires_lists_and_ranges_once_per_repeated_time() {
+    // New York 2026-11-01: 01:30 happens at 05:30Z (EDT) and 06:30Z (EST); only the first fires.
+    assert_eq!(
+        slots("30 1,5 * * *", "America/New_York", "2026-11-01T04:00:00Z", 3),
+        ["2026-11-01T05:30:00+00:00", "2026-11-01T10:30:00+00:00", "2026-11-02T06:30:00+00:00"]
+    );
+    assert_eq!(
+        slots("0,30 1 * * *", "America/New_York", "2026-11-01T04:00:00Z", 3),
+        ["2026-11-01T05:00:00+00:00", "2026-11-01T05:30:00+00:00", "2026-11-02T06:00:00+00:00"]
+    );
+    // Berlin 2026-10-25: 02:00-02:59 happens twice (CEST then CET); 30 2,3 fires 02:30 once, then 03:30.
+    assert_eq!(
+        slots("30 2,3 * * *", "Europe/Berlin", "2026-10-24T23:00:00Z", 3),
+        ["2026-10-25T00:30:00+00:00", "2026-10-25T02:30:00+00:00", "2026-10-26T01:30:00+00:00"]
+    );
+    assert_eq!(
+        slots("30 1-2 * * *", "Europe/Berlin", "2026-10-24T22:00:00Z", 3),
+        ["2026-10-24T23:30:00+00:00", "2026-10-25T00:30:00+00:00", "2026-10-26T00:30:00+00:00"]
+    );
+    // Six fields: the seconds field counts as a time field.
+    assert_eq!(
+        slots("15 30 1 * * *", "America/New_York", "2026-11-01T04:00:00Z", 2),
+        ["2026-11-01T05:30:15+00:00", "2026-11-02T06:30:15+00:00"]
+    );
+    // A step or wildcard keeps firing at each instant.
+    assert_eq!(
+        slots("30 */1 * * *", "America/New_York", "2026-11-01T05:00:00Z", 2),
+        ["2026-11-01T05:30:00+00:00", "2026-11-01T06:30:00+00:00"]
+    );
+    assert_eq!(
+        slots("* 1 * * *", "America/New_York", "2026-11-01T05:58:30Z", 3),
+        ["2026-11-01T05:59:00+00:00", "2026-11-01T06:00:00+00:00", "2026-11-01T06:01:00+00:00"]
+    );
+}
+
+#[test]
 fn february_29th_fires_only_in_leap_years() {
     assert_eq!(
         slots("0 0 29 2 *", "UTC", "2026-01-01T00:00:00Z", 2),

@@ -65,15 +65,17 @@ pub fn valid_until(started: Instant, ttl: Duration) -> Instant {
     started + ttl.mul_f64(0.9)
 }
 
-/// A unique name for this replica: the host name and a random suffix (two processes on one host
-/// never share it).
-pub fn holder_name() -> String {
+/// A unique name for this replica: `<host>/<gRPC listen address>/<random>`, e.g.
+/// `cp-0/10.0.0.7:50051/3fa2c1d0`, so an operator can tell which process leads, and two processes never
+/// share a name (not even one restarted on the same address).
+pub fn holder_name(listen: std::net::SocketAddr) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "control-plane".to_owned());
-    format!("{host}/{}", uuid::Uuid::new_v4().simple())
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}/{listen}/{}", &random[..8])
 }
 
 /// Runs the election for lease `name` until `shutdown`, publishing this replica's leadership on the
@@ -115,7 +117,9 @@ async fn elect(
             Ok(Ok(_)) => {
                 until = None;
                 if leadership.send_replace(None).is_some() {
-                    tracing::warn!(lease = name, holder = %holder, "lease taken by another replica; no longer leading");
+                    // Rare (a takeover while this replica believed it led): name the new holder.
+                    let leader = store.lease(name).await.ok().flatten().map(|l| l.holder).unwrap_or_default();
+                    tracing::warn!(lease = name, holder = %holder, leader = %leader, "lease taken by another replica; no longer leading");
                 }
             }
             Ok(Err(e)) => tracing::warn!(lease = name, error = %e, "cannot renew the lease"),
@@ -156,7 +160,9 @@ mod tests {
 
     #[test]
     fn holder_names_are_unique() {
-        assert_ne!(holder_name(), holder_name());
-        assert!(holder_name().contains('/'));
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 50051));
+        assert_ne!(holder_name(listen), holder_name(listen));
+        let name = holder_name(listen);
+        assert!(name.contains("/127.0.0.1:50051/"), "{name}");
     }
 }

@@ -217,7 +217,7 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
     loops.spawn(watch_readiness(store.clone(), broker_up, readiness, metrics.clone(), background.clone()));
     // The leader runs the work that must be single: the scheduler. Every replica records itself in
     // `nodes` under the name with which it contends for the lease.
-    let holder = leader::holder_name();
+    let holder = leader::holder_name(settings.control_plane.listen);
     let leader_lease = Duration::from_millis(settings.control_plane.leader_lease_ms);
     let (leadership, elector) =
         leader::spawn(leases.clone(), leader::SCHEDULER_LEASE, holder.clone(), leader_lease, background.clone());
