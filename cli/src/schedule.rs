@@ -14,7 +14,7 @@ pub mod output;
 use std::io::{Read, Write};
 use std::path::Path;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use legion_common::slots::{Cadence, Invalid};
 use legion_gateway::input::ScheduleBody;
 use legion_gateway::view::{Schedule, ScheduleFirePage};
@@ -112,25 +112,34 @@ fn flag_error(invalid: &Invalid, every: bool) -> Error {
 }
 
 /// The slots `schedule preview` prints: the first `--count` slots strictly after `--from` (default
-/// `now`, to the second), an interval being counted from `--from`. Fewer when a cron expression never matches again.
+/// `now`, exactly, as `GET /api/v1/schedule-preview` takes it), an interval being counted from
+/// `--from`.
 ///
 /// # Errors
-/// [`Error::Usage`] naming the flag: `--cron` (not 5 or 6 fields, or refused by the parser) or
+/// [`Error::Usage`] naming the flag: `--cron` (not 5 or 6 fields, refused by the parser, or without
+/// any slot after `--from`: `--cron: "0 0 31 2 *" has no slot after 2026-03-07T00:00:00Z`) or
 /// `--timezone` (not an IANA name).
 pub fn preview_slots(preview: &SchedulePreview, now: DateTime<Utc>) -> Result<Vec<DateTime<Utc>>, Error> {
-    // Whole seconds: an interval counted from now lists readable instants.
-    let from = preview.from.unwrap_or_else(|| now.trunc_subsecs(0));
+    let from = preview.from.unwrap_or(now);
     let cadence = match (&preview.cron, preview.every.or(preview.interval_ms)) {
         (Some(cron), _) => Cadence::cron(cron, preview.timezone.as_deref()),
         (None, Some(ms)) => Cadence::interval(ms, from),
         (None, None) => return Err(Error::Usage("--cron, --every or --interval-ms: one is required".into())),
     }
     .map_err(|e| flag_error(&e, preview.every.is_some()))?;
-    Ok(cadence.next_slots(from, preview.count as usize))
+    let slots = cadence.next_slots(from, preview.count as usize);
+    match (&preview.cron, slots.is_empty()) {
+        // A cadence without slots is a cron expression that never matches again (`0 0 31 2 *`): an
+        // empty listing would pass for a preview.
+        (Some(cron), true) => {
+            Err(Error::Usage(format!("--cron: {cron:?} has no slot after {}", output::instant(&from))))
+        }
+        _ => Ok(slots),
+    }
 }
 
 /// The `CreateSchedule` request of `schedule add`: from the flags, or from `--file` (`-`: `stdin`) with
-/// the positional NAME, when given, replacing the file's `name`. A cron cadence is checked with
+/// the positional NAME, when given, replacing the file's `name`, and `--paused` its `paused`. A cron cadence is checked with
 /// [`Cadence::cron`] first, so a bad expression or time zone never reaches the control plane.
 ///
 /// # Errors
@@ -139,7 +148,13 @@ pub fn preview_slots(preview: &SchedulePreview, now: DateTime<Utc>) -> Result<Ve
 /// for a file, `FILE: cron: …`).
 pub fn add_request(add: ScheduleAdd, stdin: impl Read) -> Result<v1::CreateScheduleRequest, Error> {
     let body = match &add.file {
-        Some(file) => read_schedule(file, add.name.as_deref(), stdin)?,
+        Some(file) => {
+            let mut body = read_schedule(file, add.name.as_deref(), stdin)?;
+            if add.paused {
+                body.paused = Some(true);
+            }
+            body
+        }
         None => body_from_flags(add)?,
     };
     Ok(body.into_request())
@@ -164,6 +179,7 @@ fn body_from_flags(add: ScheduleAdd) -> Result<ScheduleBody, Error> {
         "timezone": add.timezone,
         "misfire": add.misfire,
         "description": add.description,
+        "paused": add.paused,
     });
     if add.allow_overlap {
         document["allow_overlap"] = serde_json::Value::Bool(true);

@@ -202,9 +202,18 @@ async fn schedules_are_created_read_listed_paused_resumed_and_deleted() {
     ] {
         assert!(actions.contains(&expected), "{expected:?} not in {actions:?}");
     }
-    let (_, _, detail) = rows.iter().find(|(a, r, _)| a == "schedule.create" && r == "schedules/report").unwrap();
-    let detail: serde_json::Value = serde_json::from_str(detail).unwrap();
-    assert_eq!((detail["function"].as_str(), detail["cron"].as_str()), (Some("core.util.echo"), Some("30 2 * * *")));
+    let detail = |action: &str| -> serde_json::Value {
+        let (_, _, detail) = rows.iter().find(|(a, r, _)| a == action && r == "schedules/report").unwrap();
+        serde_json::from_str(detail).unwrap()
+    };
+    let created = detail("schedule.create");
+    assert_eq!((created["function"].as_str(), created["cron"].as_str()), (Some("core.util.echo"), Some("30 2 * * *")));
+    assert_eq!(created["paused"], json!(false));
+    // Regression: the delete record's detail was empty; it names the schedule's id, as the others do.
+    assert!(created["id"].is_string(), "{created}");
+    for action in ["schedule.pause", "schedule.resume", "schedule.delete"] {
+        assert_eq!(detail(action)["id"], created["id"], "{action}");
+    }
     let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE detail LIKE '%do-not-log-me%'")
         .fetch_one(&pool)
         .await
@@ -335,6 +344,12 @@ async fn every_refusal_names_its_field() {
             "transformation.expr: ",
         ),
         (with(&|d| d.cron = Some("61 * * * *".into())), Code::InvalidArgument, "cron: "),
+        // Regression: 31 February was accepted, with no next fires, and never fired.
+        (
+            with(&|d| d.cron = Some("0 0 31 2 *".into())),
+            Code::InvalidArgument,
+            "cron: \"0 0 31 2 *\" has no slot after now",
+        ),
         (with(&|d| d.cron = None), Code::InvalidArgument, "cron: required"),
         (with(&|d| d.interval_ms = Some(1000)), Code::InvalidArgument, "cron: give either"),
         (with(&|d| d.timezone = "Mars/Olympus".into()), Code::InvalidArgument, "timezone: \"Mars/Olympus\" is not"),
@@ -511,10 +526,10 @@ async fn a_limited_key_schedules_only_what_it_may_run_and_learns_no_chain() {
             .unwrap();
     assert_eq!(policies, ["scheduler-of-echo"]);
 
-    // Reading needs `read` on the schedule.
+    // Reading needs `read` on the schedule: `list` alone enumerates nothing it may not read.
     let mut reader = limited(&stack, "nothing-but-list", vec![rule("schedules/", &["list"])]).await;
     let listed = reader.list_schedules(v1::ListSchedulesRequest::default()).await.expect("list").into_inner();
-    assert_eq!(listed.schedules.len(), 1);
+    assert!(listed.schedules.is_empty() && listed.next_page_token.is_empty(), "{listed:?}");
     assert_eq!(get(&mut reader, "echo-nightly").await.unwrap_err().code(), Code::PermissionDenied);
     let delete = reader.delete_schedule(v1::DeleteScheduleRequest { name: "echo-nightly".into() }).await;
     assert_eq!(delete.unwrap_err().code(), Code::PermissionDenied);

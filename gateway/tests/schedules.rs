@@ -185,7 +185,8 @@ async fn schedules_are_created_listed_shown_paused_resumed_and_deleted() {
 }
 
 /// The output of `GET /api/v1/schedules/{name}` POSTed back (under another name) is accepted as it is,
-/// and its output-only members are not sent: the new schedule runs, and its author is the caller.
+/// and its output-only members are not sent: its author is the caller. Regression: a paused schedule
+/// exported and created again was running; it is created paused, and with `paused` false, running.
 #[tokio::test]
 async fn an_exported_schedule_is_accepted_again() {
     let shutdown = CancellationToken::new();
@@ -203,10 +204,15 @@ async fn an_exported_schedule_is_accepted_again() {
         .expect("request");
     let r = send(&app, request).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    assert_eq!((&r.body["created_by"], &r.body["paused"]), (&json!("api-key/ci"), &json!(false)));
+    assert_eq!((&r.body["created_by"], &r.body["paused"]), (&json!("api-key/ci"), &json!(true)));
     for member in ["function", "args", "cron", "timezone", "misfire", "priority"] {
         assert_eq!(r.body[member], exported[member], "{member}");
     }
+    assert_eq!(r.body["next_fires"], json!([]), "paused, so no next slots");
+    exported["name"] = json!("nightly-running");
+    exported["paused"] = json!(false);
+    let r = call(&app, "POST", "/api/v1/schedules", Some(&exported)).await;
+    assert_eq!((r.status, &r.body["paused"]), (StatusCode::CREATED, &json!(false)), "{}", r.body);
     assert_eq!(r.body["next_fires"].as_array().map(Vec::len), Some(5), "running, so it has its next slots");
     shutdown.cancel();
 }

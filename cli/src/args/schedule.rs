@@ -123,6 +123,10 @@ pub struct ScheduleAdd {
     /// What the schedule is for.
     #[arg(long, value_name = "TEXT")]
     pub description: Option<String>,
+    /// Create the schedule paused: it fires nothing until `legion schedule resume NAME`. With --file,
+    /// overrides the file's `paused`.
+    #[arg(long)]
+    pub paused: bool,
     /// Print the created schedule as its REST shape (pretty JSON) instead.
     #[arg(long)]
     pub json: bool,
@@ -160,7 +164,8 @@ pub struct SchedulePreview {
     /// An interval in milliseconds, counted from --from.
     #[arg(long = "interval-ms", value_name = "MS", value_parser = parse_interval_ms)]
     pub interval_ms: Option<u64>,
-    /// Print the slots strictly after this instant (RFC 3339, any offset); default now.
+    /// Print the slots strictly after this instant (RFC 3339, any offset); default now (to the
+    /// nanosecond, as the REST preview).
     #[arg(long, value_name = "TIME", value_parser = parse_instant)]
     pub from: Option<DateTime<Utc>>,
     /// How many slots, 1 to 1000.

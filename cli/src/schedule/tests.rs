@@ -63,6 +63,20 @@ async fn preview_prints_the_slots_of_the_scheduler_locally() {
     assert!(out.starts_with("2027-01-01T00:00:00Z\n2028-01-01T00:00:00Z\n"), "{out}");
 }
 
+/// Regression: without --from, an interval was counted from now rounded down to the second, while
+/// `GET /api/v1/schedule-preview` counts from the exact instant.
+#[test]
+fn preview_counts_an_interval_from_the_exact_instant() {
+    let ScheduleCommand::Preview(preview) =
+        schedule_command(&["schedule", "preview", "--interval-ms", "90000", "--count", "2"])
+    else {
+        panic!("not preview");
+    };
+    let now = crate::args::parse_instant("2026-03-07T00:00:00.123456789Z").expect("instant");
+    let slots: Vec<String> = preview_slots(&preview, now).expect("slots").iter().map(output::instant).collect();
+    assert_eq!(slots, ["2026-03-07T00:01:30.123456789Z", "2026-03-07T00:03:00.123456789Z"]);
+}
+
 #[tokio::test]
 async fn preview_errors_name_the_flag_and_exit_64() {
     for (line, expected) in [
@@ -71,6 +85,11 @@ async fn preview_errors_name_the_flag_and_exit_64() {
         (
             &["--cron", "0 * * * *", "--timezone", "Mars/Base"],
             "--timezone: \"Mars/Base\" is not an IANA time zone name",
+        ),
+        // Regression: a cron expression that never matches printed nothing and exited 0.
+        (
+            &["--cron", "0 0 31 2 *", "--from", "2026-03-07T00:00:00.5+01:00"],
+            "--cron: \"0 0 31 2 *\" has no slot after 2026-03-06T23:00:00.500Z",
         ),
     ] {
         let line: Vec<&str> = ["schedule", "preview"].iter().chain(line).copied().collect();
@@ -144,6 +163,7 @@ fn add_takes_every_flag_and_refuses_mixed_definitions() {
         r#"{"engine":"jq","expr":".args"}"#,
         "--description",
         "reports",
+        "--paused",
     ]) else {
         panic!("not add");
     };
@@ -161,6 +181,18 @@ fn add_takes_every_flag_and_refuses_mixed_definitions() {
     assert_eq!((s.cron, s.interval_ms, s.allow_overlap, s.timezone.as_str()), (None, Some(300_000), true, ""));
     assert_eq!((s.chain.as_deref(), s.region.as_deref(), s.misfire.as_str()), (Some("report"), Some("eu"), "skip"));
     assert_eq!((s.priority, s.max_attempts, s.timeout_ms, json), (9, Some(3), Some(5000), false));
+    assert!(s.paused, "--paused creates it paused");
+    let ScheduleCommand::Add(add) = schedule_command(&["schedule", "add", "x", "--function", "f", "--every", "5m"])
+    else {
+        panic!("not add");
+    };
+    assert!(!add_request(*add, std::io::empty()).expect("valid").schedule.expect("schedule").paused, "running");
+    let file = r#"{"name":"x","function":"f","interval_ms":60000,"paused":false}"#;
+    let ScheduleCommand::Add(add) = schedule_command(&["schedule", "add", "--file", "-", "--paused"]) else {
+        panic!("not add");
+    };
+    let s = add_request(*add, file.as_bytes()).expect("valid").schedule.expect("schedule");
+    assert!(s.paused, "--paused overrides the file's paused");
 
     for (line, expected) in [
         (&["x", "--function", "f", "--cron", "* * * * *", "--allow-overlap"][..], "cannot be used with"),
@@ -351,7 +383,8 @@ SLOT                  OUTCOME  STATUS     TASK_ID                               
     assert_eq!((err.to_string().as_str(), err.exit_code()), ("NOT_FOUND: schedule nope not found", 1));
 }
 
-/// `show --json` prints the REST shape, which `add --file` takes back under another name.
+/// `show --json` prints the REST shape, which `add --file` takes back under another name. Regression:
+/// a paused schedule was created again running; it is created paused.
 #[tokio::test]
 async fn a_shown_schedule_is_added_again_from_its_json() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -377,12 +410,14 @@ async fn a_shown_schedule_is_added_again_from_its_json() {
     assert_eq!(result.expect("added"), 0);
     let (before, after): (Value, Value) =
         (serde_json::from_str(&shown).expect("json"), serde_json::from_str(&out).expect("json"));
-    assert_eq!((&after["name"], &after["paused"]), (&json!("tock"), &json!(false)), "output-only members are not sent");
+    assert_eq!((&after["name"], &after["paused"]), (&json!("tock"), &json!(true)), "created paused, as exported");
+    assert_eq!(after["next_fires"], json!([]));
     for member in ["function", "args", "interval_ms", "allow_overlap", "timezone", "misfire"] {
         assert_eq!(after[member], before[member], "{member}");
     }
     let sent = state.created.lock().expect("lock")[1].clone();
-    assert!(!sent.paused && sent.created_by.is_empty() && sent.last_fire.is_none() && sent.next_fires.is_empty());
+    assert!(sent.paused, "paused is sent");
+    assert!(sent.created_by.is_empty() && sent.last_fire.is_none() && sent.next_fires.is_empty(), "output only");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //!
 //! Authorization: `create` (new) or `update` on `chains/<name>`, plus `execute` on the runner of every
 //! action of the chain, so a chain never runs a function its author could not run; `read`, `list` on
-//! `chains/`, and `delete` for the others.
+//! `chains/`, and `delete` for the others. A list shows only the chains the caller may `read`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use legion_proto::v1::chain_service_server::ChainService;
 use legion_proto::{json_to_value, timestamp, value_to_json};
 use tonic::{Request, Response, Status};
 
-use super::tasks::runner_path;
+use super::tasks::{readable_page, runner_path};
 use super::{invalid, store_status};
 use crate::auth::Auth;
 use crate::chains::validate::{self, ChainSpec, RelationshipSpec};
@@ -202,13 +202,13 @@ impl ChainService for ChainApi {
         };
         let after = page_token(&req.page_token)?;
         self.auth.check(&caller, "chains/", Capability::List).await?;
-        let (chains, more) = self.store.list_chains(after.as_deref(), limit).await.map_err(store_status)?;
-        let next_page_token =
-            chains.last().filter(|_| more).map(|c| format!("{TOKEN_PREFIX}{}", c.name)).unwrap_or_default();
-        Ok(Response::new(v1::ListChainsResponse {
-            chains: chains.iter().map(chain_message).collect(),
-            next_page_token,
-        }))
+        // `list` enumerates, `read` reveals (as Vault's): a chain is shown only with `read` on its path.
+        let acl = self.auth.acl(&caller.policies).await?;
+        let (scanned, more) = self.store.list_chains(after.as_deref(), limit).await.map_err(store_status)?;
+        let readable = |c: &Chain| acl.allows(&chain_path(&c.name), Capability::Read);
+        let (chains, next) = readable_page(&scanned, more, readable, chain_message, None);
+        let next_page_token = next.map(|c| format!("{TOKEN_PREFIX}{}", c.name)).unwrap_or_default();
+        Ok(Response::new(v1::ListChainsResponse { chains, next_page_token }))
     }
 
     async fn delete_chain(

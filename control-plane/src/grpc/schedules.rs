@@ -6,7 +6,9 @@
 //! a schedule fires tasks on its creator's behalf, so creating one needs what submitting its task needs
 //! (`create` on `tasks/…`, `execute` on `runners/…`, and for a chain, `execute` on `chains/<name>`,
 //! checked before the chain is looked up, then on the runner of each action) besides `create` on
-//! `schedules/<name>`. Only then is the catalog consulted.
+//! `schedules/<name>`. Only then is the catalog consulted, and the transformation evaluated once, on the
+//! schedule's first slot, so that a transformation that can only fail is refused rather than failing
+//! every fire. A list shows only the schedules the caller may `read`.
 
 use std::sync::Arc;
 
@@ -18,13 +20,15 @@ use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use super::chains::{actions, chain_path};
-use super::tasks::{runner_path, task_path};
+use super::tasks::{readable_page, runner_path, task_path};
 use super::{convert, invalid, status, store_status};
 use crate::auth::{Auth, Caller};
 use crate::chains::FieldError;
+use crate::chains::sandbox::Sandbox;
+use crate::chains::transform::Transformation;
 use crate::policy::Capability;
 use crate::policy::parse::validate_name;
-use crate::schedules::validate;
+use crate::schedules::{plan, validate};
 use crate::store::schedules::{CadenceSpec, Schedule, ScheduleSpec, ScheduleStore};
 use crate::store::{self, Store};
 use crate::tasks::page;
@@ -35,20 +39,23 @@ pub struct ScheduleApi {
     store: Arc<dyn Store>,
     limits: tokio::sync::watch::Receiver<Limits>,
     auth: Auth,
+    sandbox: Sandbox,
     changed: Arc<Notify>,
 }
 
 impl ScheduleApi {
-    /// The service. `changed` is notified after a create or a resume, so that this replica's scheduler
-    /// (when it leads) looks at once rather than at its next poll.
+    /// The service. `sandbox` evaluates the `jinja` and `jq` transformations checked at creation.
+    /// `changed` is notified after a create or a resume, so that this replica's scheduler (when it
+    /// leads) looks at once rather than at its next poll.
     pub fn new(
         schedules: Arc<dyn ScheduleStore>,
         store: Arc<dyn Store>,
         limits: tokio::sync::watch::Receiver<Limits>,
         auth: Auth,
+        sandbox: Sandbox,
         changed: Arc<Notify>,
     ) -> Self {
-        Self { schedules, store, limits, auth, changed }
+        Self { schedules, store, limits, auth, sandbox, changed }
     }
 
     /// Authenticates the caller, checks the name and `capability` on `schedules/<name>`, and records the
@@ -107,6 +114,41 @@ impl ScheduleApi {
         }
     }
 
+    /// Evaluates the transformation of `spec`, if any, once on the context of its first slot `first`
+    /// (`fired_at` = the slot), as a fire would: `jinja` and `jq` in the sandbox under
+    /// `control_plane.transform_timeout_ms`, `static` in this process. Its output must be args a task
+    /// takes ([`plan::check_args`]: an object within `limits.max_payload_bytes` and
+    /// `limits.max_json_depth`).
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` naming `transformation` with the slot and the reason; `UNAVAILABLE` when the
+    /// sandbox cannot start or is shut down (nothing is wrong with the transformation).
+    async fn check_transformation(
+        &self,
+        spec: &ScheduleSpec,
+        first: DateTime<Utc>,
+        limits: &Limits,
+    ) -> Result<(), Status> {
+        let Some(document) = &spec.transformation else { return Ok(()) };
+        let transformation =
+            Transformation::parse(document, "transformation", limits.max_transformation_bytes).map_err(field_status)?;
+        let refuse = |reason: &str| {
+            let reason = reason.strip_prefix("args: ").unwrap_or(reason);
+            invalid("transformation", format!("on the first slot ({}): {reason}", plan::rfc3339(first)))
+        };
+        let context = plan::context(&spec.args, &spec.name, first, first);
+        let output = match self.sandbox.evaluate(&transformation, &context).await {
+            Ok(output) => output,
+            Err(e) if SANDBOX_UNAVAILABLE.iter().any(|prefix| e.starts_with(prefix)) => {
+                tracing::warn!(error = %e, "cannot check a schedule's transformation");
+                return Err(Status::unavailable(format!("transformation: cannot be checked now: {e}")));
+            }
+            Err(e) => return Err(refuse(&e)),
+        };
+        plan::check_args(output, limits).map_err(|e| refuse(&e))?;
+        Ok(())
+    }
+
     async fn set_paused(
         &self,
         request: Request<v1::SetSchedulePausedRequest>,
@@ -130,6 +172,9 @@ impl ScheduleApi {
 pub fn schedule_path(name: &str) -> String {
     format!("schedules/{name}")
 }
+
+/// How [`Sandbox::evaluate`]'s errors begin when the sandbox itself, not the transformation, failed.
+const SANDBOX_UNAVAILABLE: &[&str] = &["transformation sandbox could not start", "transformation sandbox is shut down"];
 
 fn field_status(e: FieldError) -> Status {
     invalid(&e.field, e.reason)
@@ -158,6 +203,7 @@ fn audit_detail(schedule: &Schedule) -> serde_json::Value {
         "chain": spec.chain,
         "misfire": spec.misfire.as_str(),
         "allow_overlap": spec.allow_overlap,
+        "paused": spec.paused,
     });
     match &spec.cadence {
         CadenceSpec::Cron { expression, timezone } => {
@@ -180,11 +226,13 @@ impl ScheduleService for ScheduleApi {
         // whether it may, and only then what the catalog and chains hold.
         let caller = self.auth.authenticate(&request).await?;
         let document = request.get_ref().schedule.as_ref().ok_or_else(|| invalid("schedule", "required"))?;
-        let validated = validate::validate(document, &self.limits.borrow());
-        let mut spec = validated.map_err(field_status)?;
+        let limits = self.limits.borrow().clone();
+        let mut spec = validate::validate(document, &limits).map_err(field_status)?;
+        let first = validate::first_slot(&spec.cadence, Utc::now()).map_err(field_status)?;
         tracing::Span::current().record("name", spec.name.as_str());
         let path = schedule_path(&spec.name);
         self.authorize_task(&caller, &spec, &path).await?;
+        self.check_transformation(&spec, first, &limits).await?;
         spec.created_by.clone_from(&caller.principal);
         spec.policies = caller.policies.to_vec();
         let created = self.schedules.create_schedule(&spec).await.map_err(|e| match e {
@@ -198,6 +246,7 @@ impl ScheduleService for ScheduleApi {
         tracing::info!(
             schedule = %spec.name,
             function = %spec.function,
+            paused = spec.paused,
             principal = %caller.principal,
             "schedule created"
         );
@@ -223,16 +272,21 @@ impl ScheduleService for ScheduleApi {
         let limit = page::page_size(req.page_size).map_err(|e| invalid("page_size", e))?;
         let after = tokens::decode_name(&req.page_token).map_err(|e| invalid("page_token", e))?;
         self.auth.check(&caller, "schedules/", Capability::List).await?;
-        let (stored, more) = self.schedules.list_schedules(after.as_deref(), limit).await.map_err(store_status)?;
+        // `list` enumerates, `read` reveals (as Vault's): a schedule, args included, is shown only with
+        // `read` on its path.
+        let acl = self.auth.acl(&caller.policies).await?;
+        let (scanned, more) = self.schedules.list_schedules(after.as_deref(), limit).await.map_err(store_status)?;
         let now = Utc::now();
-        let mut schedules: Vec<v1::Schedule> = stored.iter().map(|s| message(s, now)).collect();
         // Args of up to limits.max_payload_bytes each: the page is cut by encoded size, as ListTasks'.
         let max_list_bytes = self.limits.borrow().max_list_bytes;
-        let fits = page::fitting(schedules.iter().map(prost::Message::encoded_len), max_list_bytes);
-        let more = more || fits < schedules.len();
-        schedules.truncate(fits);
-        let last = fits.checked_sub(1).and_then(|i| stored.get(i));
-        let next_page_token = last.filter(|_| more).map(|s| tokens::encode_name(&s.spec.name)).unwrap_or_default();
+        let (schedules, next) = readable_page(
+            &scanned,
+            more,
+            |s| acl.allows(&schedule_path(&s.spec.name), Capability::Read),
+            |s| message(s, now),
+            Some(max_list_bytes),
+        );
+        let next_page_token = next.map(|s| tokens::encode_name(&s.spec.name)).unwrap_or_default();
         Ok(Response::new(v1::ListSchedulesResponse { schedules, next_page_token }))
     }
 
@@ -243,10 +297,9 @@ impl ScheduleService for ScheduleApi {
     ) -> Result<Response<v1::DeleteScheduleResponse>, Status> {
         let name = &request.get_ref().name;
         let (caller, path) = self.authorize_name(&request, name, Capability::Delete).await?;
-        if !self.schedules.delete_schedule(name).await.map_err(store_status)? {
-            return Err(not_found(name));
-        }
-        self.auth.record_change(&caller, "schedule.delete", &path, serde_json::json!({})).await?;
+        let deleted = self.schedules.delete_schedule(name).await.map_err(store_status)?;
+        let id = deleted.ok_or_else(|| not_found(name))?;
+        self.auth.record_change(&caller, "schedule.delete", &path, serde_json::json!({"id": id})).await?;
         tracing::info!(schedule = %name, principal = %caller.principal, "schedule deleted");
         Ok(Response::new(v1::DeleteScheduleResponse {}))
     }

@@ -149,7 +149,13 @@ impl TaskService for TaskApi {
             }
             None => "tasks/".to_owned(),
         };
-        self.auth.authorize(&request, &path, Capability::List).await?;
+        let caller = self.auth.authorize(&request, &path, Capability::List).await?;
+        // `list` enumerates, `read` reveals (as Vault's): a task is shown only with `read` on its path.
+        let acl = self.auth.acl(&caller.policies).await?;
+        if req.function.is_some() && !acl.allows(&path, Capability::Read) {
+            // Every task of the function would be left out: no need to scan them.
+            return Ok(Response::new(v1::ListTasksResponse::default()));
+        }
         let max_list_bytes = self.limits.borrow().max_list_bytes;
         let filter = TaskFilter {
             status,
@@ -161,14 +167,16 @@ impl TaskService for TaskApi {
             max_bytes: Some(max_list_bytes),
         };
         let page = self.store.list_tasks(&filter).await.map_err(store_status)?;
-        let mut tasks: Vec<v1::Task> = page.tasks.iter().map(convert::task).collect();
         // The store measured JSON text; protobuf may spell the same values larger (a number is 9 bytes
         // or more), so the page is cut again by encoded size.
-        let fits = page::fitting(tasks.iter().map(prost::Message::encoded_len), max_list_bytes);
-        let more = page.more || fits < tasks.len();
-        tasks.truncate(fits);
-        let last = fits.checked_sub(1).and_then(|i| page.tasks.get(i));
-        let next_page_token = last.filter(|_| more).map(|t| page::encode(t.id)).unwrap_or_default();
+        let (tasks, next) = readable_page(
+            &page.tasks,
+            page.more,
+            |t| acl.allows(&task_path(&t.function), Capability::Read),
+            convert::task,
+            Some(max_list_bytes),
+        );
+        let next_page_token = next.map(|t| page::encode(t.id)).unwrap_or_default();
         Ok(Response::new(v1::ListTasksResponse { tasks, next_page_token }))
     }
 
@@ -203,6 +211,36 @@ impl TaskService for TaskApi {
     }
 }
 
+/// One page of a list as its caller is shown it (`ListTasks`, `ListChains`, `ListSchedules`): of the
+/// items the store `scanned` for the page (in list order; `more`: items follow them), those `readable`
+/// by the caller, converted by `message`, and cut to `max_bytes` of encoded size when given (at least
+/// one message then, as [`page::fitting`]). Returns the messages and the item after which the next page
+/// starts: the last one returned when the page was cut by size; otherwise the last one scanned when
+/// more follow, so that items left out are not scanned again and a page of hidden items does not end
+/// the list (such a page is empty but has a token); otherwise `None`. Paging thus never repeats or
+/// skips an item, and always moves on.
+pub fn readable_page<T, M: prost::Message>(
+    scanned: &[T],
+    more: bool,
+    readable: impl Fn(&T) -> bool,
+    message: impl Fn(&T) -> M,
+    max_bytes: Option<usize>,
+) -> (Vec<M>, Option<&T>) {
+    let shown: Vec<(&T, M)> = scanned.iter().filter(|item| readable(item)).map(|item| (item, message(item))).collect();
+    let fits = match max_bytes {
+        Some(budget) => page::fitting(shown.iter().map(|(_, m)| m.encoded_len()), budget),
+        None => shown.len(),
+    };
+    let next = if fits < shown.len() {
+        fits.checked_sub(1).and_then(|i| shown.get(i)).map(|(item, _)| *item)
+    } else if more {
+        scanned.last()
+    } else {
+        None
+    };
+    (shown.into_iter().take(fits).map(|(_, m)| m).collect(), next)
+}
+
 /// The resource path of tasks of `function` (`a.b.c` → `tasks/a/b/c`), DESIGN.md section 6.
 pub fn task_path(function: &str) -> String {
     format!("tasks/{}", function.replace('.', "/"))
@@ -228,5 +266,42 @@ fn watch_status(error: watch::Error) -> Status {
         watch::Error::NotFound(id) => Status::not_found(format!("id: no task {id}")),
         watch::Error::Store(e) => store_status(e),
         watch::Error::ShuttingDown => Status::unavailable("the control plane is shutting down; watch again"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lengths of the messages shown of `scanned` items `(key, readable, size)`, whose message is a
+    /// string of `size` bytes, and the key after which the next page starts.
+    fn shown(
+        scanned: &[(&'static str, bool, usize)],
+        more: bool,
+        max_bytes: Option<usize>,
+    ) -> (Vec<String>, Option<&'static str>) {
+        let (messages, next) =
+            readable_page(scanned, more, |(_, readable, _)| *readable, |(_, _, size)| "x".repeat(*size), max_bytes);
+        (messages.into_iter().map(|m| m.len().to_string()).collect(), next.map(|(key, _, _)| *key))
+    }
+
+    #[test]
+    fn hidden_items_are_left_out_and_the_token_follows_the_last_scanned() {
+        let scanned = [("a", true, 1), ("b", false, 2), ("c", true, 3), ("d", false, 4)];
+        assert_eq!(shown(&scanned, true, None), (vec!["1".into(), "3".into()], Some("d")));
+        assert_eq!(shown(&scanned, false, None), (vec!["1".into(), "3".into()], None), "the last page");
+        let hidden = [("a", false, 1), ("b", false, 1)];
+        assert_eq!(shown(&hidden, true, None), (vec![], Some("b")), "an empty page that moves on");
+        assert_eq!(shown(&hidden, false, None), (vec![], None));
+        assert_eq!(shown(&[], false, None), (vec![], None));
+    }
+
+    #[test]
+    fn a_page_cut_by_size_continues_after_the_last_returned() {
+        // Encoded sizes are the string's length plus 2 bytes of framing.
+        let scanned = [("a", true, 10), ("b", false, 500), ("c", true, 10), ("d", true, 10)];
+        assert_eq!(shown(&scanned, false, Some(24)), (vec!["10".into(), "10".into()], Some("c")));
+        assert_eq!(shown(&scanned, false, Some(5)), (vec!["10".into()], Some("a")), "at least one message");
+        assert_eq!(shown(&scanned, true, Some(1000)), (vec!["10".into(), "10".into(), "10".into()], Some("d")));
     }
 }

@@ -39,9 +39,11 @@ fn field_error(e: Invalid) -> FieldError {
     FieldError::new(e.field, e.reason)
 }
 
-/// Checks a schedule document and applies its defaults. Output-only fields (`paused`, `next_fires`,
-/// `created_at`, `updated_at`, `created_by`, `last_fire`) are ignored. The result's `created_by` and
-/// `policies` are empty: the caller sets them after authentication.
+/// Checks a schedule document and applies its defaults. `paused` creates it paused. Output-only fields
+/// (`next_fires`, `created_at`, `updated_at`, `created_by`, `last_fire`) are ignored. The result's
+/// `created_by` and `policies` are empty: the caller sets them after authentication. Whether the cadence
+/// has a slot after now is [`first_slot`]'s check; what the transformation gives on that slot is checked
+/// by the gRPC adapter, which evaluates it in the sandbox.
 ///
 /// # Errors
 /// [`FieldError`] naming the first field at fault, in this order: `name` (as chain names),
@@ -110,6 +112,7 @@ pub fn validate(schedule: &v1::Schedule, limits: &Limits) -> Result<ScheduleSpec
         cadence,
         allow_overlap: schedule.allow_overlap,
         misfire,
+        paused: schedule.paused,
         created_by: String::new(),
         policies: Vec::new(),
     })
@@ -142,6 +145,26 @@ pub fn cadence_spec(cron: Option<&str>, timezone: &str, interval_ms: Option<u64>
             // The anchor does not matter to the check.
             Cadence::interval(interval_ms, DateTime::<Utc>::UNIX_EPOCH).map_err(field_error)?;
             Ok(CadenceSpec::Interval { interval_ms })
+        }
+    }
+}
+
+/// The first slot of a schedule created at `now`, as the scheduler computes it: for a cron cadence the
+/// first slot from `now` on, for an interval `now` itself (its anchor is the creation instant). The
+/// creation checks the transformation on this slot.
+///
+/// # Errors
+/// [`FieldError`] naming `cron` when the expression never matches from `now` on
+/// (`cron: "0 0 31 2 *" has no slot after now`), which would be a schedule that never fires; as
+/// [`cadence`] for a cadence that does not parse.
+pub fn first_slot(spec: &CadenceSpec, now: DateTime<Utc>) -> Result<DateTime<Utc>, FieldError> {
+    match spec {
+        CadenceSpec::Interval { .. } => Ok(now),
+        CadenceSpec::Cron { expression, .. } => {
+            let cadence = cadence(spec, now).map_err(field_error)?;
+            // From `now` included, as the scheduler looks from the instant before the activation.
+            let first = cadence.next_after(now - chrono::Duration::nanoseconds(1));
+            first.ok_or_else(|| FieldError::new("cron", format!("{expression:?} has no slot after now")))
         }
     }
 }

@@ -43,6 +43,7 @@ fn defaults_are_applied() {
     assert_eq!(spec.cadence, CadenceSpec::Cron { expression: "0 3 * * *".into(), timezone: "UTC".into() });
     assert!(!spec.allow_overlap);
     assert_eq!(spec.misfire, Misfire::FireOnce);
+    assert!(!spec.paused, "created running");
     assert!(spec.created_by.is_empty() && spec.policies.is_empty(), "set by the caller after authentication");
 }
 
@@ -62,8 +63,8 @@ fn a_full_document_is_kept() {
         cron: Some("0 30 9 * * 1-5".into()),
         timezone: "America/New_York".into(),
         misfire: "skip".into(),
-        // Output-only fields are ignored.
         paused: true,
+        // Output-only fields are ignored.
         next_fires: vec![legion_proto::timestamp(Utc::now())],
         created_by: "api-key/forged".into(),
         ..v1::Schedule::default()
@@ -80,6 +81,7 @@ fn a_full_document_is_kept() {
         CadenceSpec::Cron { expression: "0 30 9 * * 1-5".into(), timezone: "America/New_York".into() }
     );
     assert_eq!(spec.misfire, Misfire::Skip);
+    assert!(spec.paused, "a schedule may be created paused");
     assert!(spec.created_by.is_empty());
 }
 
@@ -230,6 +232,37 @@ fn cadences_round_trip_through_storage() {
     assert_eq!(rebuilt.next_after(anchor), Some(anchor + Duration::seconds(90)));
     let corrupt = CadenceSpec::Cron { expression: "nonsense".into(), timezone: "UTC".into() };
     assert_eq!(cadence(&corrupt, anchor).expect_err("corrupt").field, "cron");
+}
+
+#[test]
+fn the_first_slot_is_the_schedulers() {
+    let now = at("2026-03-07T12:00:00.5Z");
+    let cron_spec = |expression: &str, timezone: &str| CadenceSpec::Cron {
+        expression: expression.into(),
+        timezone: timezone.into(),
+    };
+    assert_eq!(
+        first_slot(&cron_spec("30 2 * * *", "America/New_York"), now),
+        Ok(at("2026-03-08T07:00:00Z")),
+        "the spring-forward gap fires at 03:00 EDT"
+    );
+    assert_eq!(first_slot(&cron_spec("0 0 29 2 *", "UTC"), now), Ok(at("2028-02-29T00:00:00Z")), "leap days");
+    let on_the_second = at("2026-03-07T12:00:00Z");
+    assert_eq!(first_slot(&cron_spec("* * * * * *", "UTC"), on_the_second), Ok(on_the_second), "now included");
+    assert_eq!(first_slot(&CadenceSpec::Interval { interval_ms: 60_000 }, now), Ok(now), "the creation instant");
+}
+
+/// Regression: `0 0 31 2 *` (31 February) was accepted, and the schedule never fired.
+#[test]
+fn a_cron_that_never_fires_is_refused() {
+    let now = at("2026-03-07T12:00:00Z");
+    for expression in ["0 0 31 2 *", "0 0 30 2 *", "0 0 31 4,6,9,11 *"] {
+        let spec = CadenceSpec::Cron { expression: expression.into(), timezone: "Europe/Berlin".into() };
+        assert_eq!(
+            first_slot(&spec, now).expect_err(expression).to_string(),
+            format!("cron: {expression:?} has no slot after now")
+        );
+    }
 }
 
 fn stored(cadence: CadenceSpec, created_at: DateTime<Utc>) -> Schedule {

@@ -7,9 +7,9 @@
 //!
 //! A document exported from the schedule view ([`crate::view::Schedule`], what
 //! `GET /api/v1/schedules/{name}` answers and `legion schedule show --json` prints) is accepted again:
-//! the members only the view has (`paused`, `next_fires`, `created_at`, `updated_at`, `created_by`,
-//! `last_fire`) are accepted and ignored, never sent to the control plane. Any other unknown member is
-//! refused by name.
+//! the members only the view has (`next_fires`, `created_at`, `updated_at`, `created_by`, `last_fire`)
+//! are accepted and ignored, never sent to the control plane; `paused` is taken, so a paused schedule
+//! exported and created again is paused. Any other unknown member is refused by name.
 
 use legion_proto::v1;
 use serde::Deserialize;
@@ -90,11 +90,11 @@ pub struct ScheduleBody {
     #[serde(default)]
     #[schema(example = "fire_once")]
     pub misfire: Option<String>,
-    /// Output only; ignored on input. The schedule view's `paused`: a schedule is created running, and
-    /// paused with `POST /api/v1/schedules/{name}/pause`.
+    /// Create the schedule paused: it fires nothing until `POST /api/v1/schedules/{name}/resume`.
+    /// Default false (running). The schedule view's `paused`, so an exported paused schedule is created
+    /// again paused.
     #[serde(default)]
-    #[schema(value_type = Option<bool>, read_only)]
-    pub paused: IgnoredAny,
+    pub paused: Option<bool>,
     /// Output only; ignored on input. The schedule view's next slots; not sent.
     #[serde(default)]
     #[schema(value_type = Option<Vec<chrono::DateTime<chrono::Utc>>>, read_only)]
@@ -136,11 +136,12 @@ impl ScheduleBody {
         "timezone",
         "allow_overlap",
         "misfire",
+        "paused",
     ];
 
     /// The members of the schedule view ([`crate::view::Schedule`]) accepted and ignored.
     pub const OUTPUT_ONLY: &'static [&'static str] =
-        &["paused", "next_fires", "created_at", "updated_at", "created_by", "last_fire"];
+        &["next_fires", "created_at", "updated_at", "created_by", "last_fire"];
 
     /// The members required.
     const REQUIRED: &'static [&'static str] = &["name", "function"];
@@ -175,7 +176,7 @@ impl ScheduleBody {
 
     /// The `legion.v1.Schedule` it defines, output-only fields unset. Absent or null `args` become
     /// `{}`; absent `timezone` and `misfire` are sent empty (the control plane's defaults: `UTC`,
-    /// `fire_once`).
+    /// `fire_once`); absent `paused` is false.
     pub fn into_schedule(self) -> v1::Schedule {
         let args =
             self.args.filter(|a| !a.is_null()).unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()));
@@ -195,6 +196,7 @@ impl ScheduleBody {
             interval_ms: self.interval_ms,
             allow_overlap: self.allow_overlap.unwrap_or(false),
             misfire: self.misfire.unwrap_or_default(),
+            paused: self.paused.unwrap_or(false),
             ..v1::Schedule::default()
         }
     }

@@ -72,7 +72,8 @@ pub async fn apply_chain(
     Ok(reply)
 }
 
-/// Lists chains by name, one page at a time (capability `list` on `chains/`).
+/// Lists chains by name, one page at a time (capability `list` on `chains/`); chains the caller may not
+/// `read` are left out, so a page may hold fewer than `limit`, or none, and still carry a token.
 #[utoipa::path(
     get,
     path = "/api/v1/chains",

@@ -25,8 +25,10 @@ fn pairs(query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<
 /// Creates a schedule (capability `create` on `schedules/<name>` and on
 /// `tasks/<extension>/<runner>/<function>`, `execute` on `runners/<extension>/<runner>/<function>`,
 /// and with a chain, `execute` on `chains/<name>` and on the runner of each of its actions). Its tasks
-/// are submitted on the creator's behalf. A document exported from `GET /api/v1/schedules/{name}` is
-/// accepted as is: its output-only members are ignored (a schedule is always created running).
+/// are submitted on the creator's behalf. The cron expression must have a slot after now, and the
+/// transformation is evaluated once, on the first slot, and must give an object. With `"paused": true`
+/// the schedule is created paused. A document exported from `GET /api/v1/schedules/{name}` is accepted
+/// as is: its output-only members are ignored, and a paused schedule is created again paused.
 #[utoipa::path(
     post,
     path = "/api/v1/schedules",
@@ -35,7 +37,7 @@ fn pairs(query: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<
     responses(
         (status = 201, description = "The schedule was created", body = Schedule,
             headers(("location" = String, description = "/api/v1/schedules/{name}"))),
-        (status = 400, description = "Malformed body, or an invalid name, cadence, function, transformation or limit (the field is named in detail, e.g. `cron: \"61 * * * *\": …` or `timezone: \"Mars/Base\" is not an IANA time zone name`)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed body, or an invalid name, cadence, function, transformation or limit (the field is named in detail, e.g. `cron: \"61 * * * *\": …`, `cron: \"0 0 31 2 *\" has no slot after now`, `timezone: \"Mars/Base\" is not an IANA time zone name` or `transformation: on the first slot (…): …`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown function or chain", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A schedule of this name exists (ALREADY_EXISTS)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body larger than api.max_body_bytes", body = Problem, content_type = "application/problem+json"),
@@ -58,7 +60,9 @@ pub async fn create_schedule(
     Ok(reply)
 }
 
-/// Lists schedules by name, one page at a time (capability `list` on `schedules/`).
+/// Lists schedules by name, one page at a time (capability `list` on `schedules/`). Only the
+/// schedules the caller may `read` (`schedules/<name>`) are shown: a page may hold fewer than `limit`,
+/// even none, while `next_page_token` is set.
 #[utoipa::path(
     get,
     path = "/api/v1/schedules",

@@ -51,7 +51,8 @@ pub async fn submit_task(
 }
 
 /// Lists tasks, newest first, one page at a time. With `root_id`: the tasks of one chain run, root
-/// included (`legion task tree` pages through them to draw the run).
+/// included (`legion task tree` pages through them to draw the run). Tasks the caller may not `read`
+/// are left out, so a page may hold fewer than `limit`, or none, and still carry a token.
 #[utoipa::path(
     get,
     path = "/api/v1/tasks",

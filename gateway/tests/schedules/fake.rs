@@ -1,7 +1,8 @@
 //! An in-process control plane for the schedule routes: a `ScheduleService` that keeps schedules in
 //! memory the way schedules.proto describes them (ALREADY_EXISTS for a taken name, NOT_FOUND for an
-//! unknown one, INVALID_ARGUMENT naming the cadence field, the next five slots computed by
-//! `legion_common::slots` from a fixed clock, paused schedules with none), and a `CatalogService`
+//! unknown one, INVALID_ARGUMENT naming the cadence field, schedules created paused when asked, the next
+//! five slots computed by `legion_common::slots` from a fixed clock, paused schedules with none), and a
+//! `CatalogService`
 //! whose `ListNodes` answers one executor, two control-plane replicas and the scheduler lease.
 
 use std::collections::BTreeMap;
@@ -83,7 +84,7 @@ impl ScheduleService for Schedules {
         let caller = format!("api-key/{caller}");
         let given = request.into_inner().schedule.ok_or_else(|| Status::invalid_argument("schedule: required"))?;
         cadence(given.cron.as_deref(), &given.timezone, given.interval_ms)?;
-        if given.paused || given.created_at.is_some() || !given.next_fires.is_empty() || given.last_fire.is_some() {
+        if given.created_at.is_some() || !given.next_fires.is_empty() || given.last_fire.is_some() {
             return Err(Status::invalid_argument("output-only fields were sent"));
         }
         let mut schedules = self.0.lock().expect("lock");
@@ -98,7 +99,7 @@ impl ScheduleService for Schedules {
             created_by: caller,
             ..given
         };
-        schedule.next_fires = next_fires(&schedule);
+        schedule.next_fires = if schedule.paused { Vec::new() } else { next_fires(&schedule) };
         let history = fires(NOW);
         schedule.last_fire = history.first().cloned();
         schedules.insert(schedule.name.clone(), (schedule.clone(), history));

@@ -1,6 +1,7 @@
 //! A control plane over TLS that answers `ScheduleService` the way schedules.proto describes it:
 //! schedules kept in memory (ALREADY_EXISTS for a taken name, NOT_FOUND for an unknown one), the next
-//! five slots computed by `legion_common::slots` from a fixed clock ([`NOW`]) and none while paused,
+//! five slots computed by `legion_common::slots` from a fixed clock ([`NOW`]) and none while paused
+//! (schedules are created paused when asked),
 //! three fires per schedule, and every `CreateSchedule` request kept for the tests to inspect.
 
 use std::collections::BTreeMap;
@@ -122,7 +123,7 @@ impl ScheduleService for Fake {
             last_fire: fires().first().cloned(),
             ..given
         };
-        s.next_fires = next_fires(&s);
+        s.next_fires = if s.paused { Vec::new() } else { next_fires(&s) };
         schedules.insert(s.name.clone(), s.clone());
         Ok(Response::new(s))
     }

@@ -32,7 +32,8 @@ fn a_full_body_becomes_the_grpc_request() {
         "cron": "30 2 * * *",
         "timezone": "America/New_York",
         "allow_overlap": false,
-        "misfire": "skip"
+        "misfire": "skip",
+        "paused": true
     });
     let schedule = parse(&body).expect("parses").into_request().schedule.expect("schedule");
     assert_eq!(
@@ -48,7 +49,7 @@ fn a_full_body_becomes_the_grpc_request() {
     assert_eq!((schedule.priority, schedule.max_attempts, schedule.timeout_ms), (9, Some(3), Some(u32::MAX)));
     assert_eq!((schedule.cron.as_deref(), schedule.interval_ms), (Some("30 2 * * *"), None));
     assert_eq!((schedule.timezone.as_str(), schedule.misfire.as_str()), ("America/New_York", "skip"));
-    assert!(!schedule.allow_overlap && !schedule.paused && schedule.created_by.is_empty());
+    assert!(!schedule.allow_overlap && schedule.paused && schedule.created_by.is_empty());
 }
 
 #[test]
@@ -59,6 +60,7 @@ fn a_minimal_body_gets_defaults() {
     assert_eq!((schedule.transformation, schedule.chain, schedule.cron), (None, None, None));
     assert_eq!((schedule.interval_ms, schedule.priority, schedule.max_attempts), (Some(31_622_400_000), 0, None));
     assert_eq!((schedule.timezone.as_str(), schedule.misfire.as_str(), schedule.allow_overlap), ("", "", false));
+    assert!(!schedule.paused, "created running");
     let nulls = json!({"name": "tick", "function": "core.util.noop", "args": null, "transformation": null,
         "cron": null, "interval_ms": 1000, "description": null, "chain": null, "region": null});
     let schedule = parse(&nulls).expect("nulls count as absent").into_schedule();
@@ -82,7 +84,7 @@ fn an_exported_schedule_is_accepted_again() {
     });
     let schedule = parse(&exported).expect("accepted").into_schedule();
     assert_eq!((schedule.interval_ms, schedule.allow_overlap, schedule.timezone.as_str()), (Some(60_000), true, "UTC"));
-    assert!(!schedule.paused, "paused is not sent");
+    assert!(schedule.paused, "a paused schedule is created again paused");
     assert!(schedule.next_fires.is_empty() && schedule.last_fire.is_none() && schedule.created_at.is_none());
     assert!(schedule.created_by.is_empty());
 }
@@ -101,6 +103,7 @@ fn bad_bodies_are_refused_by_name() {
             "timeout_ms: invalid value: integer `4294967296`, expected u32",
         ),
         (json!({"name": "s", "function": "a.b.c", "allow_overlap": "yes"}), "allow_overlap: invalid type: string"),
+        (json!({"name": "s", "function": "a.b.c", "paused": "yes"}), "paused: invalid type: string"),
         (json!({"name": "s", "function": "a.b.c", "cron": 5}), "cron: invalid type: integer `5`"),
         (json!([1]), "body: must be a JSON object, not an array"),
     ];
@@ -110,7 +113,7 @@ fn bad_bodies_are_refused_by_name() {
     }
     let d = detail(parse(&json!({"name": "s", "function": "a.b.c", "cron_expr": "x"})));
     assert!(d.contains("accepted fields are name, description, function,"), "{d}");
-    assert!(d.contains("and the output-only paused, next_fires,"), "{d}");
+    assert!(d.contains("misfire, paused, and the output-only next_fires, created_at,"), "{d}");
     assert!(detail(ScheduleBody::parse(b"{")).starts_with("body: not valid JSON"));
 
     let mut deep = json!(1);
