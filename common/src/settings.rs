@@ -169,8 +169,9 @@ pub struct ControlPlaneSettings {
     pub commit_batch: usize,
     /// Submits coalesced into one transaction, at most. Default 256.
     pub submit_batch: usize,
-    /// Sandbox processes that evaluate `jinja` and `jq` chain transformations (each evaluates one at a
-    /// time). 1 to 64. Default 2.
+    /// Sandbox processes per pool that evaluate `jinja` and `jq` transformations (each evaluates one at
+    /// a time). Chains and schedules each have their own pool of this size, so one cannot starve the
+    /// other. 1 to 64. Default 2.
     pub transform_workers: usize,
     /// Longest evaluation of one transformation, in ms; past it the sandbox process is killed and
     /// replaced, and the child task fails with the reason. 1 to 60000. Default 1000.
@@ -196,6 +197,9 @@ pub struct ControlPlaneSettings {
     /// while no leader ticked: a `skip` schedule passes over it, a `fire_once` schedule fires its newest
     /// missed slot once. 100 to 3600000. Default 10000 (one default `leader_lease_ms`).
     pub misfire_grace_ms: u64,
+    /// Fire rows kept per schedule: the leader deletes a schedule's older rows (oldest slots first) in
+    /// the background, a bounded amount of work per pass. 100 to 1000000. Default 10000.
+    pub schedule_history: u32,
 }
 
 impl Default for ControlPlaneSettings {
@@ -216,6 +220,7 @@ impl Default for ControlPlaneSettings {
             schedule_poll_ms: 1000,
             schedule_batch: 500,
             misfire_grace_ms: 10_000,
+            schedule_history: 10_000,
         }
     }
 }
@@ -641,6 +646,9 @@ impl Settings {
         }
         if !(100..=3_600_000).contains(&cp.misfire_grace_ms) {
             return invalid("control_plane.misfire_grace_ms", "must be 100 to 3600000");
+        }
+        if !(100..=1_000_000).contains(&cp.schedule_history) {
+            return invalid("control_plane.schedule_history", "must be 100 to 1000000");
         }
         if cp.transform_budget_ms == 0 || cp.transform_budget_ms > 20_000 {
             return invalid("control_plane.transform_budget_ms", "must be 1 to 20000");

@@ -54,15 +54,20 @@ use crate::grpc::security::{AuthApi, PolicyApi};
 use crate::grpc::tasks::TaskApi;
 use crate::leader::LeaseStore;
 use crate::metrics::Metrics;
-use crate::schedules::scheduler::{Scheduler, SchedulerSettings};
+use crate::schedules::evaluate::EvaluationSettings;
+use crate::schedules::history::HistorySettings;
+use crate::schedules::scheduler::{Scheduler, SchedulerParts, SchedulerSettings};
 use crate::store::pg::PgStore;
-use crate::store::schedules::ScheduleStore;
+use crate::store::schedules::{FireHistoryStore, ScheduleStore};
 use crate::store::security::SecurityStore;
 use crate::store::{OutboxStore, Store};
 use crate::tasks::submit::{Signals, Submitter};
 
 /// Most audit records committed in one transaction.
 pub const AUDIT_BATCH: usize = 1024;
+
+/// How long the leader waits between two sweeps of the fire history (`control_plane.schedule_history`).
+pub const HISTORY_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// How long startup keeps trying to reach PostgreSQL before it gives up.
 pub const DATABASE_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -142,8 +147,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
 /// What [`run_with`] takes beyond settings.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The `legion-control-plane` executable, started as `sandbox` processes to evaluate chain
-    /// transformations ([`chains::sandbox`]). [`run`] uses the running executable; tests that run the
+    /// The `legion-control-plane` executable, started as `sandbox` processes to evaluate chain and
+    /// schedule transformations ([`chains::sandbox`]). [`run`] uses the running executable; tests that run the
     /// control plane in their own process pass the built binary.
     pub sandbox_program: std::path::PathBuf,
 }
@@ -157,13 +162,17 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
     let tls = legion_common::tls::server_config(&settings.tls).context("invalid TLS settings")?;
     let pool = migrate(&settings, &shutdown).await?;
     let (limits_tx, limits) = tokio::sync::watch::channel(settings.limits.clone());
-    let sandbox = Sandbox::new(SandboxSettings {
+    let sandbox_settings = SandboxSettings {
         program: options.sandbox_program,
         workers: settings.control_plane.transform_workers,
         timeout: Duration::from_millis(settings.control_plane.transform_timeout_ms),
         memory_bytes: settings.control_plane.transform_memory_bytes,
         max_output_bytes: settings.control_plane.transform_max_output_bytes,
-    });
+    };
+    // Chains and schedules each have their own pool: slow schedule transformations cannot hold up the
+    // firing of chains, nor the reverse.
+    let sandbox = Sandbox::new(sandbox_settings.clone());
+    let schedule_sandbox = Sandbox::new(sandbox_settings);
     let pg = PgStore::new(pool.clone()).with_firing(Firing::new(
         sandbox.clone(),
         limits.clone(),
@@ -172,6 +181,7 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
     let store: Arc<dyn Store> = Arc::new(pg.clone());
     let leases: Arc<dyn LeaseStore> = Arc::new(pg.clone());
     let schedules: Arc<dyn ScheduleStore> = Arc::new(pg.clone());
+    let fire_history: Arc<dyn FireHistoryStore> = Arc::new(pg.clone());
     let security: Arc<dyn SecurityStore> = Arc::new(pg);
     config::apply_overrides(security.as_ref(), &settings, &limits_tx)
         .await
@@ -245,16 +255,27 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
         batch: settings.control_plane.schedule_batch,
         poll: Duration::from_millis(settings.control_plane.schedule_poll_ms),
         grace: Duration::from_millis(settings.control_plane.misfire_grace_ms),
+        evaluation: EvaluationSettings {
+            workers: settings.control_plane.transform_workers,
+            timeout: Duration::from_millis(settings.control_plane.transform_timeout_ms),
+            budget: Duration::from_millis(settings.control_plane.transform_budget_ms),
+        },
     };
     let scheduler = Scheduler::new(
-        schedules.clone(),
-        store.clone(),
-        auth.clone(),
-        sandbox.clone(),
-        limits.clone(),
+        SchedulerParts {
+            schedules: schedules.clone(),
+            store: store.clone(),
+            auth: auth.clone(),
+            audit: audit.clone(),
+            sandbox: schedule_sandbox.clone(),
+            limits: limits.clone(),
+            signals,
+        },
         scheduler_settings,
-        signals,
     );
+    // The leader also keeps each schedule's fire history within control_plane.schedule_history.
+    let history = HistorySettings { keep: settings.control_plane.schedule_history, every: HISTORY_SWEEP_EVERY };
+    loops.spawn(schedules::history::run(fire_history, history, leadership.clone(), background.clone()));
     loops.spawn(scheduler.run(holder, leadership, schedule_changed.clone(), background.clone()));
     let heartbeat_ms = settings.executor.heartbeat_ms.min(settings.control_plane.node_lease_ms / 3).max(1);
     let services = server::Services {
@@ -265,7 +286,14 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
         policies: PolicyApi::new(auth.clone()),
         audit: AuditApi::new(pool.clone(), auth.clone()),
         chains: ChainApi::new(store.clone(), limits.clone(), auth.clone()),
-        schedules: ScheduleApi::new(schedules, store.clone(), limits.clone(), auth.clone(), schedule_changed),
+        schedules: ScheduleApi::new(
+            schedules,
+            store.clone(),
+            limits.clone(),
+            auth.clone(),
+            schedule_sandbox.clone(),
+            schedule_changed,
+        ),
         config: ConfigApi::new(auth, settings.clone(), limits_tx),
         executor: ExecutorApi::new(
             store.clone(),
@@ -306,6 +334,7 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
         }
     }
     sandbox.shutdown().await;
+    schedule_sandbox.shutdown().await;
     pool.close().await;
     shutdown.cancel();
     let _ = admin.await;

@@ -1,8 +1,9 @@
 //! Building the tasks of a batch's fires. What the checks need is read once per batch
 //! ([`Lookups::read`]: one catalog query, then each distinct chain, creator key and policy set once);
-//! then each fire is checked and its args built ([`Builder::build`]), transformations running in the
-//! sandbox processes. A failed check fails the slot with its reason; a storage failure abandons the
-//! batch (nothing is written, the next round decides again).
+//! then each fire is checked ([`Builder::prepare`]), its transformation (if any) evaluated by the
+//! round ([`super::evaluate`]), and its task made ([`Builder::finish`]). A failed check fails the slot
+//! with its reason (and pauses the schedule for a creator no longer authorized); a storage failure
+//! abandons the batch (nothing is written, the next round decides again).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,12 +11,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use legion_common::FunctionName;
 use legion_common::settings::Limits;
+use serde_json::Value;
 use uuid::Uuid;
 
-use super::plan::{check_access, check_args, check_catalog, check_chain, check_key, context, creator_key, required};
+use super::plan::{
+    Failure, check_access, check_args, check_catalog, check_chain, check_key, context, creator_key, required,
+};
 use crate::auth::Auth;
 use crate::chains::Chain;
-use crate::chains::sandbox::Sandbox;
 use crate::chains::transform::Transformation;
 use crate::policy::Acl;
 use crate::store::schedules::Schedule;
@@ -96,12 +99,32 @@ impl Lookups {
     }
 }
 
-/// Builds the task of one fire.
+/// The args of a fire, once its checks passed.
+#[derive(Debug)]
+pub enum Args {
+    /// The schedule's args (no transformation).
+    Ready(Value),
+    /// To be evaluated: the transformation and its input (`{"args", "schedule"}`).
+    Transform {
+        /// The parsed transformation.
+        transformation: Transformation,
+        /// Its input.
+        context: Value,
+    },
+}
+
+/// A fire whose checks passed, waiting for its args ([`Builder::finish`]).
+#[derive(Debug)]
+pub struct Prepared<'s> {
+    schedule: &'s Schedule,
+    function: FunctionName,
+    chain_version: Option<i64>,
+}
+
+/// Checks fires and builds their tasks.
 pub struct Builder<'a> {
     /// The batch's lookups.
     pub lookups: &'a Lookups,
-    /// Evaluates `jinja` and `jq` transformations.
-    pub sandbox: &'a Sandbox,
     /// The limits in force.
     pub limits: &'a Limits,
     /// The tick's instant (database clock): the transformation's `schedule.fired_at`, and when keys
@@ -110,50 +133,59 @@ pub struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    /// The task of `schedule`'s fire of `slot`: owned by the creator, no idempotency key, no delay, the
-    /// chain (if any) pinned to its current version.
+    /// Checks `schedule`'s fire of `slot` and says where its args come from.
     ///
     /// # Errors
-    /// The reason the slot fails (one line): the function left the catalog or its extension is
-    /// disabled, the chain is gone or no longer starts from the function, the creator is no longer
-    /// authorized, the transformation failed, or the args are not acceptable.
-    pub async fn build(&self, schedule: &Schedule, slot: DateTime<Utc>) -> Result<NewTask, String> {
+    /// Why the slot fails: the function left the catalog or its extension is disabled, the chain is
+    /// gone or no longer starts from the function, the stored transformation no longer parses
+    /// ([`Failure::Slot`]); or the creator is no longer authorized ([`Failure::Unauthorized`]).
+    pub fn prepare<'s>(&self, schedule: &'s Schedule, slot: DateTime<Utc>) -> Result<(Prepared<'s>, Args), Failure> {
         let spec = &schedule.spec;
-        let function = FunctionName::parse(&spec.function).map_err(|e| format!("function: {e}"))?;
-        check_catalog(&self.lookups.catalog, &spec.function)?;
+        let function = FunctionName::parse(&spec.function).map_err(|e| Failure::Slot(format!("function: {e}")))?;
+        check_catalog(&self.lookups.catalog, &spec.function).map_err(Failure::Slot)?;
         let chain = match &spec.chain {
             None => None,
             Some(name) => {
                 let read = match self.lookups.chains.get(name) {
                     Some(Ok(chain)) => chain.as_ref(),
-                    Some(Err(corrupt)) => return Err(corrupt.clone()),
+                    Some(Err(corrupt)) => return Err(Failure::Slot(corrupt.clone())),
                     None => None,
                 };
-                Some(check_chain(read, name, &spec.function)?)
+                Some(check_chain(read, name, &spec.function).map_err(Failure::Slot)?)
             }
         };
         if let Some(id) = creator_key(&spec.created_by) {
-            check_key(&spec.created_by, self.lookups.keys.get(&id).and_then(Option::as_ref), self.now)?;
+            check_key(&spec.created_by, self.lookups.keys.get(&id).and_then(Option::as_ref), self.now)
+                .map_err(Failure::Unauthorized)?;
         }
         let acl = self
             .lookups
             .acls
             .get(&policy_key(&spec.policies))
-            .ok_or_else(|| format!("the policies of creator {} were not read", spec.created_by))?;
-        check_access(&spec.created_by, acl, &required(&spec.function, chain))?;
+            .ok_or_else(|| Failure::Slot(format!("the policies of creator {} were not read", spec.created_by)))?;
+        check_access(&spec.created_by, acl, &required(&spec.function, chain)).map_err(Failure::Unauthorized)?;
         let args = match &spec.transformation {
-            None => spec.args.clone(),
+            None => Args::Ready(spec.args.clone()),
             Some(document) => {
                 let transformation =
                     Transformation::parse(document, "transformation", self.limits.max_transformation_bytes)
-                        .map_err(|e| e.to_string())?;
-                let input = context(&spec.args, &spec.name, slot, self.now);
-                self.sandbox.evaluate(&transformation, &input).await.map_err(|e| format!("transformation: {e}"))?
+                        .map_err(|e| Failure::Slot(e.to_string()))?;
+                Args::Transform { transformation, context: context(&spec.args, &spec.name, slot, self.now) }
             }
         };
-        let (args, args_json) = check_args(args, self.limits)?;
+        Ok((Prepared { schedule, function, chain_version: chain.map(|c| c.version) }, args))
+    }
+
+    /// The task of a prepared fire with `args` (the schedule's, or its transformation's output): owned
+    /// by the creator, no idempotency key, no delay, the chain (if any) pinned to its current version.
+    ///
+    /// # Errors
+    /// [`Failure::Slot`] when the args are not acceptable ([`check_args`]).
+    pub fn finish(&self, prepared: Prepared<'_>, args: Value) -> Result<NewTask, Failure> {
+        let spec = &prepared.schedule.spec;
+        let (args, args_json) = check_args(args, self.limits).map_err(Failure::Slot)?;
         Ok(new_task(SubmitSpec {
-            function,
+            function: prepared.function,
             args,
             args_json,
             priority: spec.priority,
@@ -164,7 +196,7 @@ impl Builder<'_> {
             region: spec.region.clone(),
             owner: spec.created_by.clone(),
             chain: spec.chain.clone(),
-            chain_version: chain.map(|c| c.version),
+            chain_version: prepared.chain_version,
         }))
     }
 }

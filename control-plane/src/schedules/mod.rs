@@ -5,10 +5,13 @@
 //!   fires at, the same code for firing and for previews;
 //! - [`tick`] decides what one tick does with one schedule's slots (pure);
 //! - [`plan`] turns a due schedule into a decision and checks a fire (pure);
-//! - [`build`] builds the tasks of a batch's fires (catalog, chains, the creator's key and policies,
-//!   transformations in the sandbox);
+//! - [`build`] checks a batch's fires (catalog, chains, the creator's key and policies) and builds
+//!   their tasks;
+//! - [`evaluate`] evaluates a round's transformations in the scheduler's own sandbox pool under one
+//!   budget, in the order [`quarantine`] keeps so that slow transformations cannot make others late;
 //! - [`scheduler`] is the loop that applies them while this replica leads, writing through
-//!   [`crate::store::schedules::ScheduleStore::record_ticks`].
+//!   [`crate::store::schedules::ScheduleStore::record_ticks`];
+//! - [`history`] bounds the fire history (`control_plane.schedule_history`), on the leader.
 //!
 //! Of the control plane's background loops, only [`scheduler`] must act on one replica at a time (it
 //! holds the scheduler lease of [`crate::leader`], and every write is fenced by the lease's epoch). The
@@ -17,7 +20,10 @@
 //! re-check each row's state, so replicas share the work without acting twice on a row.
 
 pub mod build;
+pub mod evaluate;
+pub mod history;
 pub mod plan;
+pub mod quarantine;
 pub mod scheduler;
 pub use legion_common::slots;
 pub mod tick;

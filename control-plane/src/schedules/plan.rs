@@ -5,7 +5,8 @@
 //! stored cadence no longer parses. For a fire, the scheduler then gathers what the checks need (the
 //! catalog, the chain, the creator's key and policies) and builds the task, or fails the slot with the
 //! first check's reason ([`check_catalog`], [`check_chain`], [`check_key`], [`check_access`],
-//! [`check_args`]). [`Plan::record`] makes the [`TickRecord`] the store writes.
+//! [`check_args`]). [`Plan::record`] makes the [`TickRecord`] the store writes: a creator no longer
+//! authorized ([`Failure::Unauthorized`]) also pauses the schedule.
 
 use std::collections::HashMap;
 
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::slots::{Cadence, Invalid};
-use super::tick::{self, Misfire, Passed, State};
+use super::tick::{self, Passed, State};
 use crate::chains::Chain;
 use crate::grpc::chains::{actions, chain_path};
 use crate::grpc::tasks::{runner_path, task_path};
@@ -51,9 +52,9 @@ pub enum Plan {
     Fire {
         /// The slot.
         slot: DateTime<Utc>,
-        /// Older due slots missed while no leader ticked, that this fire stands for.
+        /// Older due slots, not listed and not fired (missed while no leader ticked, or late).
         missed: u64,
-        /// For a catch-up fire (or a fire after skipped slots): what it stands for.
+        /// For a late fire, or one after older slots that were not fired: what happened to them.
         reason: Option<String>,
         /// The first slot after it.
         next_due: Option<DateTime<Utc>>,
@@ -77,9 +78,30 @@ fn count(n: u64, noun: &str) -> String {
     if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
+/// Why due slots were not dealt with on time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// They came due while no replica led (downtime, a failover, another holder of the lease).
+    NoLeader,
+    /// They came due while this replica led at this epoch: its rounds took longer than the cadence.
+    Busy,
+}
+
+impl Cause {
+    /// How a reason says it, after the slots: "missed while no leader ticked".
+    fn phrase(self) -> &'static str {
+        match self {
+            Self::NoLeader => "missed while no leader ticked",
+            Self::Busy => "late while the scheduler was busy",
+        }
+    }
+}
+
 /// Decides `due` at `now` (the database's clock), a slot at most `grace` old being on time
-/// ([`tick::tick`]).
-pub fn plan(due: &DueSchedule, now: DateTime<Utc>, grace: Duration) -> Plan {
+/// ([`tick::tick`]). `leading_since` is when this replica started acting as leader at its current
+/// epoch (the database's now of its first round), if it does: slots missed since then were late
+/// because the scheduler was busy, not missed while no leader ticked, and the reasons say so.
+pub fn plan(due: &DueSchedule, now: DateTime<Utc>, grace: Duration, leading_since: Option<DateTime<Utc>>) -> Plan {
     let schedule = &due.schedule;
     let cadence = match cadence(schedule) {
         Ok(cadence) => cadence,
@@ -95,25 +117,32 @@ pub fn plan(due: &DueSchedule, now: DateTime<Utc>, grace: Duration) -> Plan {
         previous_running: due.previous_running,
     };
     let decided = tick::tick(&state, now, grace);
+    // The first slot after the cursor (or from the activation on).
+    let first = cadence.next_after(schedule.cursor.unwrap_or(schedule.active_since - Duration::nanoseconds(1)));
     let Some(cursor) = decided.cursor else {
-        // Nothing due: the first slot after the cursor (or from the activation on) is in the future.
-        let start = schedule.cursor.unwrap_or(schedule.active_since - Duration::nanoseconds(1));
-        return Plan::Wait { next_due: cadence.next_after(start) };
+        // Nothing due: the first slot is in the future.
+        return Plan::Wait { next_due: first };
     };
     let next_due = cadence.next_after(cursor);
+    // The first slot is the oldest due: if it came due after this replica started leading, all did.
+    let cause = match (leading_since, first) {
+        (Some(since), Some(oldest)) if oldest >= since => Cause::Busy,
+        _ => Cause::NoLeader,
+    };
     if let Some((slot, passed)) = decided.passed {
         let (outcome, reason) = match passed {
             Passed::Missed => (
                 Outcome::Missed,
-                format!("missed while no leader ticked ({}); misfire policy skip", count(decided.missed + 1, "slot")),
+                format!("{} ({}); misfire policy skip", cause.phrase(), count(decided.missed + 1, "slot")),
             ),
             Passed::Overlap => {
-                let previous =
-                    schedule.last_task_id.map_or_else(|| "of the previous fire".to_owned(), |id| id.to_string());
-                let mut reason = format!("previous task {previous} unfinished");
+                let mut reason = match (schedule.last_task_id, &schedule.spec.chain) {
+                    (Some(root), Some(_)) => format!("previous chain run {root} unfinished"),
+                    (Some(task), None) => format!("previous task {task} unfinished"),
+                    (None, _) => "the previous fire's task is unfinished".to_owned(),
+                };
                 if decided.missed > 0 {
-                    reason
-                        .push_str(&format!("; {} missed while no leader ticked", count(decided.missed, "older slot")));
+                    reason.push_str(&format!("; {} {}", count(decided.missed, "older slot"), cause.phrase()));
                 }
                 (Outcome::Overlap, reason)
             }
@@ -123,17 +152,47 @@ pub fn plan(due: &DueSchedule, now: DateTime<Utc>, grace: Duration) -> Plan {
     }
     let slot = decided.fire.unwrap_or(cursor);
     let late = now.signed_duration_since(slot) > grace;
-    let reason = match misfire {
-        Misfire::FireOnce if late || decided.missed > 0 => {
-            Some(format!("catch-up for {} (misfire fire_once)", count(decided.missed + u64::from(late), "missed slot")))
-        }
-        Misfire::Skip if decided.missed > 0 => Some(format!(
-            "on time; skipped {} missed while no leader ticked (misfire skip)",
-            count(decided.missed, "older slot")
-        )),
-        _ => None,
+    let reason = if late {
+        // Only fire_once fires a late slot (skip passes over it): it was missed too.
+        let slots = decided.missed + 1;
+        Some(match cause {
+            Cause::NoLeader => format!("catch-up for {} (misfire fire_once)", count(slots, "missed slot")),
+            Cause::Busy => {
+                format!("catch-up for {} late while the scheduler was busy (misfire fire_once)", count(slots, "slot"))
+            }
+        })
+    } else if decided.missed > 0 {
+        let verb = if decided.missed == 1 { "was" } else { "were" };
+        Some(format!(
+            "on time; {} {} {verb} not fired (misfire {})",
+            count(decided.missed, "older slot"),
+            cause.phrase(),
+            misfire.as_str()
+        ))
+    } else {
+        None
     };
     Plan::Fire { slot, missed: decided.missed, reason, next_due }
+}
+
+/// Why a fire's task could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The slot fails with this reason; the schedule keeps running.
+    Slot(String),
+    /// The creator is no longer authorized (this reason): the slot fails and the schedule is paused
+    /// until an operator resumes it.
+    Unauthorized(String),
+}
+
+impl Failure {
+    /// The reason, as the fire row records it.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Slot(reason) => reason.clone(),
+            Self::Unauthorized(reason) => format!("{reason}; the schedule is paused until it is resumed"),
+        }
+    }
 }
 
 impl Plan {
@@ -145,9 +204,10 @@ impl Plan {
         }
     }
 
-    /// The record to write for `schedule`. For [`Plan::Fire`], `built` is the task, or the reason the
-    /// slot fails (a `failed` fire row; the schedule keeps running); it is ignored otherwise.
-    pub fn record(self, schedule: &Schedule, built: Option<Result<NewTask, String>>) -> TickRecord {
+    /// The record to write for `schedule`. For [`Plan::Fire`], `built` is the task, or why the slot
+    /// fails (a `failed` fire row; the schedule keeps running, unless its creator is no longer
+    /// authorized: then the record pauses it); it is ignored otherwise.
+    pub fn record(self, schedule: &Schedule, built: Option<Result<NewTask, Failure>>) -> TickRecord {
         let mut record = TickRecord {
             schedule_id: schedule.id,
             revision: schedule.revision,
@@ -155,6 +215,7 @@ impl Plan {
             next_due: None,
             fire: None,
             task: None,
+            pause: false,
         };
         match self {
             Self::Broken { .. } => {}
@@ -167,13 +228,16 @@ impl Plan {
             Self::Fire { slot, missed, reason, next_due } => {
                 record.cursor = Some(slot);
                 record.next_due = next_due;
-                let built = built.unwrap_or_else(|| Err("the task was not built".to_owned()));
+                let built = built.unwrap_or_else(|| Err(Failure::Slot("the task was not built".to_owned())));
                 record.fire = Some(match built {
                     Ok(task) => {
                         record.task = Some(task);
                         NewFire { slot, outcome: Outcome::Fired, reason, missed }
                     }
-                    Err(why) => NewFire { slot, outcome: Outcome::Failed, reason: Some(why), missed },
+                    Err(failure) => {
+                        record.pause = matches!(failure, Failure::Unauthorized(_));
+                        NewFire { slot, outcome: Outcome::Failed, reason: Some(failure.reason()), missed }
+                    }
                 });
             }
         }

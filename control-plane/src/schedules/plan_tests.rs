@@ -5,6 +5,7 @@ use serde_json::json;
 use super::*;
 use crate::chains::{Definition, Relationship};
 use crate::policy::Policy;
+use crate::schedules::tick::Misfire;
 use crate::store::schedules::ScheduleSpec;
 use crate::store::security::ApiKeyRecord;
 use crate::tasks::validate::SubmitSpec;
@@ -35,6 +36,7 @@ fn interval(every_ms: u64, cursor: Option<&str>) -> DueSchedule {
                 cadence: CadenceSpec::Interval { interval_ms: every_ms },
                 allow_overlap: false,
                 misfire: Misfire::FireOnce,
+                paused: false,
                 created_by: "jwt/alice".into(),
                 policies: vec!["ops".into()],
             },
@@ -78,7 +80,7 @@ fn task() -> NewTask {
 #[test]
 fn an_on_time_slot_fires_and_the_next_one_is_due_next() {
     let due = interval(60_000, Some("2026-06-01T00:01:00Z"));
-    let p = plan(&due, at("2026-06-01T00:02:00.250Z"), GRACE);
+    let p = plan(&due, at("2026-06-01T00:02:00.250Z"), GRACE, None);
     assert_eq!(
         p,
         Plan::Fire {
@@ -94,7 +96,7 @@ fn an_on_time_slot_fires_and_the_next_one_is_due_next() {
 #[test]
 fn the_first_slot_of_an_interval_is_its_creation() {
     let due = interval(60_000, None);
-    let p = plan(&due, at("2026-06-01T00:00:00.100Z"), GRACE);
+    let p = plan(&due, at("2026-06-01T00:00:00.100Z"), GRACE, None);
     assert_eq!(p.fire_slot(), Some(at("2026-06-01T00:00:00Z")));
 }
 
@@ -103,13 +105,13 @@ fn nothing_due_waits_for_the_next_slot() {
     // Created (and looked at) at 00:00:00; the cron fires at 01:00.
     let due = cron("0 1 * * *", None);
     assert_eq!(
-        plan(&due, at("2026-06-01T00:00:05Z"), GRACE),
+        plan(&due, at("2026-06-01T00:00:05Z"), GRACE, None),
         Plan::Wait { next_due: Some(at("2026-06-01T01:00:00Z")) }
     );
     // After a fire at 01:00, the next slot is a day later.
     let due = cron("0 1 * * *", Some("2026-06-01T01:00:00Z"));
     assert_eq!(
-        plan(&due, at("2026-06-01T01:00:03Z"), GRACE),
+        plan(&due, at("2026-06-01T01:00:03Z"), GRACE, None),
         Plan::Wait { next_due: Some(at("2026-06-02T01:00:00Z")) }
     );
 }
@@ -118,30 +120,76 @@ fn nothing_due_waits_for_the_next_slot() {
 fn a_cadence_without_further_slots_stops() {
     // 29 February 2026 does not exist, nor in any later year's February 30.
     let due = cron("0 0 30 2 *", None);
-    assert_eq!(plan(&due, at("2026-06-01T00:00:05Z"), GRACE), Plan::Wait { next_due: None });
+    assert_eq!(plan(&due, at("2026-06-01T00:00:05Z"), GRACE, None), Plan::Wait { next_due: None });
 }
 
 #[test]
 fn fire_once_after_downtime_fires_the_newest_slot_once_as_a_catch_up() {
     // Down from 00:01:00 to 01:00:30: slots 00:02 … 01:00 are due (59); the newest is 30 s late.
     let due = interval(60_000, Some("2026-06-01T00:01:00Z"));
-    let p = plan(&due, at("2026-06-01T01:00:30Z"), GRACE);
+    let p = plan(&due, at("2026-06-01T01:00:30Z"), GRACE, None);
     let Plan::Fire { slot, missed, reason, next_due } = p else { panic!("fires: {p:?}") };
     assert_eq!(slot, at("2026-06-01T01:00:00Z"));
     assert_eq!(missed, 58);
     assert_eq!(reason.as_deref(), Some("catch-up for 59 missed slots (misfire fire_once)"));
     assert_eq!(next_due, Some(at("2026-06-01T01:01:00Z")));
-    // Older slots missed, the newest on time: the fire stands for the older ones only.
-    let p = plan(&due, at("2026-06-01T00:03:01Z"), GRACE);
+    // Older slots missed, the newest on time: it fires as it would have, and says what was lost.
+    let p = plan(&due, at("2026-06-01T00:03:01Z"), GRACE, None);
     let Plan::Fire { missed, reason, .. } = p else { panic!("fires: {p:?}") };
-    assert_eq!((missed, reason.as_deref()), (1, Some("catch-up for 1 missed slot (misfire fire_once)")));
+    assert_eq!(
+        (missed, reason.as_deref()),
+        (1, Some("on time; 1 older slot missed while no leader ticked was not fired (misfire fire_once)"))
+    );
+    let p = plan(&due, at("2026-06-01T00:04:01Z"), GRACE, None);
+    let Plan::Fire { missed, reason, .. } = p else { panic!("fires: {p:?}") };
+    assert_eq!(
+        (missed, reason.as_deref()),
+        (2, Some("on time; 2 older slots missed while no leader ticked were not fired (misfire fire_once)"))
+    );
+    // Only the newest slot late: a catch-up for it alone.
+    let p = plan(&due, at("2026-06-01T00:02:11Z"), GRACE, None);
+    let Plan::Fire { missed, reason, .. } = p else { panic!("fires: {p:?}") };
+    assert_eq!((missed, reason.as_deref()), (0, Some("catch-up for 1 missed slot (misfire fire_once)")));
+}
+
+#[test]
+fn slots_missed_while_this_replica_led_were_late_not_missed_for_want_of_a_leader() {
+    let due = interval(1000, Some("2026-06-01T00:01:00Z"));
+    // Leading since before the oldest due slot (00:01:01): the slots came due while a round ran long.
+    let since = Some(at("2026-06-01T00:01:00.500Z"));
+    let p = plan(&due, at("2026-06-01T00:01:03.100Z"), GRACE, since);
+    let Plan::Fire { slot, missed, reason, .. } = p else { panic!("fires: {p:?}") };
+    assert_eq!((slot, missed), (at("2026-06-01T00:01:03Z"), 2));
+    assert_eq!(
+        reason.as_deref(),
+        Some("on time; 2 older slots late while the scheduler was busy were not fired (misfire fire_once)")
+    );
+    // Every minute, a round so long that the newest slot is late too (30 s, past the 10 s grace).
+    let minutely = interval(60_000, Some("2026-06-01T00:01:00Z"));
+    let p = plan(&minutely, at("2026-06-01T00:05:30Z"), GRACE, since);
+    let Plan::Fire { slot, missed, reason, .. } = p else { panic!("fires: {p:?}") };
+    assert_eq!((slot, missed), (at("2026-06-01T00:05:00Z"), 3));
+    assert_eq!(reason.as_deref(), Some("catch-up for 4 slots late while the scheduler was busy (misfire fire_once)"));
+    let mut skip = minutely;
+    skip.schedule.spec.misfire = Misfire::Skip;
+    let p = plan(&skip, at("2026-06-01T00:05:30Z"), GRACE, since);
+    let Plan::Pass { fire, .. } = p else { panic!("passes: {p:?}") };
+    assert_eq!((fire.outcome, fire.missed), (Outcome::Missed, 3));
+    assert_eq!(fire.reason.as_deref(), Some("late while the scheduler was busy (4 slots); misfire policy skip"));
+    // Leading only since after the oldest due slot: it was missed while no leader ticked.
+    let p = plan(&due, at("2026-06-01T00:01:03.100Z"), GRACE, Some(at("2026-06-01T00:01:02Z")));
+    let Plan::Fire { reason, .. } = p else { panic!("fires: {p:?}") };
+    assert_eq!(
+        reason.as_deref(),
+        Some("on time; 2 older slots missed while no leader ticked were not fired (misfire fire_once)")
+    );
 }
 
 #[test]
 fn skip_after_downtime_passes_over_the_newest_slot() {
     let mut due = interval(60_000, Some("2026-06-01T00:01:00Z"));
     due.schedule.spec.misfire = Misfire::Skip;
-    let p = plan(&due, at("2026-06-01T01:00:30Z"), GRACE);
+    let p = plan(&due, at("2026-06-01T01:00:30Z"), GRACE, None);
     let Plan::Pass { fire, cursor, next_due } = p else { panic!("passes: {p:?}") };
     assert_eq!(fire.outcome, Outcome::Missed);
     assert_eq!(fire.slot, at("2026-06-01T01:00:00Z"));
@@ -149,10 +197,13 @@ fn skip_after_downtime_passes_over_the_newest_slot() {
     assert_eq!(fire.reason.as_deref(), Some("missed while no leader ticked (59 slots); misfire policy skip"));
     assert_eq!((cursor, next_due), (at("2026-06-01T01:00:00Z"), Some(at("2026-06-01T01:01:00Z"))));
     // The newest slot on time fires; the older ones are skipped, and the fire says so.
-    let p = plan(&due, at("2026-06-01T00:03:01Z"), GRACE);
+    let p = plan(&due, at("2026-06-01T00:03:01Z"), GRACE, None);
     let Plan::Fire { missed, reason, .. } = p else { panic!("fires: {p:?}") };
     assert_eq!(missed, 1);
-    assert_eq!(reason.as_deref(), Some("on time; skipped 1 older slot missed while no leader ticked (misfire skip)"));
+    assert_eq!(
+        reason.as_deref(),
+        Some("on time; 1 older slot missed while no leader ticked was not fired (misfire skip)")
+    );
 }
 
 #[test]
@@ -161,24 +212,33 @@ fn an_unfinished_previous_task_passes_an_interval_slot_over() {
     due.previous_running = true;
     let previous = Uuid::now_v7();
     due.schedule.last_task_id = Some(previous);
-    let p = plan(&due, at("2026-06-01T00:02:00.100Z"), GRACE);
+    let p = plan(&due, at("2026-06-01T00:02:00.100Z"), GRACE, None);
     let Plan::Pass { fire, cursor, .. } = p else { panic!("passes: {p:?}") };
     assert_eq!(fire.outcome, Outcome::Overlap);
     assert_eq!(fire.reason, Some(format!("previous task {previous} unfinished")));
     assert_eq!(cursor, at("2026-06-01T00:02:00Z"));
+    // A chain schedule waits for the whole run: the reason names its root.
+    let mut chained = due.clone();
+    chained.schedule.spec.chain = Some("alerts".into());
+    let p = plan(&chained, at("2026-06-01T00:03:00.100Z"), GRACE, None);
+    let Plan::Pass { fire, .. } = p else { panic!("passes: {p:?}") };
+    assert_eq!(
+        fire.reason,
+        Some(format!("previous chain run {previous} unfinished; 1 older slot missed while no leader ticked"))
+    );
     // Allowed to overlap: it fires.
     due.schedule.spec.allow_overlap = true;
-    assert!(matches!(plan(&due, at("2026-06-01T00:02:00.100Z"), GRACE), Plan::Fire { .. }));
+    assert!(matches!(plan(&due, at("2026-06-01T00:02:00.100Z"), GRACE, None), Plan::Fire { .. }));
     // Cron schedules never pass over for overlap.
     let mut due = cron("* * * * *", Some("2026-06-01T00:01:00Z"));
     due.previous_running = true;
-    assert!(matches!(plan(&due, at("2026-06-01T00:02:00.100Z"), GRACE), Plan::Fire { .. }));
+    assert!(matches!(plan(&due, at("2026-06-01T00:02:00.100Z"), GRACE, None), Plan::Fire { .. }));
 }
 
 #[test]
 fn a_stored_cadence_that_no_longer_parses_stops_the_schedule() {
     let due = cron("every tuesday", None);
-    let p = plan(&due, at("2026-06-01T00:02:00Z"), GRACE);
+    let p = plan(&due, at("2026-06-01T00:02:00Z"), GRACE, None);
     let Plan::Broken { reason } = &p else { panic!("broken: {p:?}") };
     assert!(reason.starts_with("the stored cadence no longer parses: cron: "), "{reason}");
     let record = p.record(&due.schedule, None);
@@ -191,19 +251,34 @@ fn records_carry_the_task_or_the_reason_it_failed() {
     let due = interval(60_000, Some("2026-06-01T00:01:00Z"));
     let now = at("2026-06-01T00:02:00.100Z");
     let new = task();
-    let fired = plan(&due, now, GRACE).record(&due.schedule, Some(Ok(new.clone())));
+    let fired = plan(&due, now, GRACE, None).record(&due.schedule, Some(Ok(new.clone())));
     assert_eq!(fired.cursor, Some(at("2026-06-01T00:02:00Z")));
     assert_eq!(fired.next_due, Some(at("2026-06-01T00:03:00Z")));
     assert_eq!(fired.task.as_ref().map(|t| t.id), Some(new.id));
     let fire = fired.fire.expect("fire row");
     assert_eq!((fire.outcome, fire.reason, fire.missed), (Outcome::Fired, None, 0));
 
-    let failed = plan(&due, now, GRACE).record(&due.schedule, Some(Err("chain \"x\" no longer exists".into())));
-    assert!(failed.task.is_none());
+    let failure = Failure::Slot("chain \"x\" no longer exists".into());
+    let failed = plan(&due, now, GRACE, None).record(&due.schedule, Some(Err(failure)));
+    assert!(failed.task.is_none() && !failed.pause);
     let fire = failed.fire.expect("fire row");
     assert_eq!(fire.outcome, Outcome::Failed);
     assert_eq!(fire.reason.as_deref(), Some("chain \"x\" no longer exists"));
     assert_eq!(failed.cursor, Some(at("2026-06-01T00:02:00Z")));
+
+    // A creator no longer authorized: the slot fails and the record pauses the schedule.
+    let failure = Failure::Unauthorized("creator jwt/alice is no longer authorized: lacks create on tasks/x".into());
+    let refused = plan(&due, now, GRACE, None).record(&due.schedule, Some(Err(failure)));
+    assert!(refused.task.is_none() && refused.pause);
+    let fire = refused.fire.expect("fire row");
+    assert_eq!(fire.outcome, Outcome::Failed);
+    assert_eq!(
+        fire.reason.as_deref(),
+        Some(
+            "creator jwt/alice is no longer authorized: lacks create on tasks/x; the schedule is paused until it \
+             is resumed"
+        )
+    );
 
     let waiting = Plan::Wait { next_due: Some(at("2026-06-01T00:03:00Z")) }.record(&due.schedule, None);
     assert_eq!((waiting.cursor, waiting.next_due), (None, Some(at("2026-06-01T00:03:00Z"))));

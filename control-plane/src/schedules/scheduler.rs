@@ -4,8 +4,11 @@
 //!
 //! While leading, a round reads up to `control_plane.schedule_batch` due schedules
 //! ([`ScheduleStore::due_schedules`]), decides each ([`super::plan`]), builds the tasks of the slots
-//! that fire ([`super::build`]) and writes it all in one transaction ([`ScheduleStore::record_ticks`]),
-//! then wakes the outbox publisher and the watchers. A full batch is followed at once by another round;
+//! that fire ([`super::build`], transformations in the scheduler's own sandbox pool under the round's
+//! budget, [`super::evaluate`]) and writes it all in one transaction ([`ScheduleStore::record_ticks`]),
+//! then wakes the outbox publisher and the watchers, and audits the schedules it paused because their
+//! creator is no longer authorized (`schedule.pause` by principal [`AUDIT_PRINCIPAL`]). A full batch,
+//! or a round that deferred evaluations, is followed at once by another round;
 //! otherwise the loop sleeps until the earliest `next_due`, computed against the database's clock (so
 //! replicas' clocks do not matter), at most `control_plane.schedule_poll_ms` (to see schedules created
 //! through other replicas), and wakes early for a change made through this replica, a change of
@@ -29,9 +32,12 @@ use legion_common::settings::Limits;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::build::{self, Builder, Lookups};
+use super::evaluate::{EvaluationSettings, Evaluator};
 use super::plan::{Plan, plan, rfc3339};
+use crate::audit::{AuditEvent, AuditLog, Decision};
 use crate::auth::Auth;
 use crate::chains::sandbox::Sandbox;
 use crate::dispatch::backoff::Backoff;
@@ -40,6 +46,10 @@ use crate::metrics::OutcomeLabel;
 use crate::store::schedules::{DueSchedule, Fence, Outcome, Recorded, ScheduleStore, TickRecord};
 use crate::store::{self, Store};
 use crate::tasks::submit::Signals;
+
+/// The principal of the audit records the scheduler writes (as the control plane's own
+/// `config.load`).
+pub const AUDIT_PRINCIPAL: &str = "control-plane";
 
 /// The scheduler's settings (from `control_plane.*`).
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +60,27 @@ pub struct SchedulerSettings {
     pub poll: Duration,
     /// How late a slot may be and still be on time (`misfire_grace_ms`).
     pub grace: Duration,
+    /// How transformations are evaluated (`transform_workers`, `transform_timeout_ms`,
+    /// `transform_budget_ms`).
+    pub evaluation: EvaluationSettings,
+}
+
+/// What the scheduler works with.
+pub struct SchedulerParts {
+    /// Schedules and their history.
+    pub schedules: Arc<dyn ScheduleStore>,
+    /// The catalog and chains.
+    pub store: Arc<dyn Store>,
+    /// The creators' keys and policies.
+    pub auth: Auth,
+    /// Where the pauses of schedules whose creator lost its authorization are recorded.
+    pub audit: AuditLog,
+    /// The scheduler's own sandbox pool (not the chains'), for `jinja` and `jq` transformations.
+    pub sandbox: Sandbox,
+    /// The limits in force.
+    pub limits: watch::Receiver<Limits>,
+    /// Publisher wake-up, watchers, metrics.
+    pub signals: Signals,
 }
 
 /// The scheduler. Build with [`Scheduler::new`], run with [`Scheduler::run`].
@@ -57,7 +88,8 @@ pub struct Scheduler {
     schedules: Arc<dyn ScheduleStore>,
     store: Arc<dyn Store>,
     auth: Auth,
-    sandbox: Sandbox,
+    audit: AuditLog,
+    evaluator: Evaluator,
     limits: watch::Receiver<Limits>,
     settings: SchedulerSettings,
     signals: Signals,
@@ -65,10 +97,19 @@ pub struct Scheduler {
 
 /// How a round ended.
 enum Round {
-    /// The batch was full: more may be due.
-    Full,
+    /// The batch was full, or evaluations were deferred: more is due.
+    More,
     /// Every due schedule was dealt with.
     Done,
+}
+
+/// This replica's time as leader at one epoch.
+struct Term {
+    /// The fence of its writes.
+    fence: Fence,
+    /// The database's now at its first round: slots missed since were late, not missed for want of
+    /// a leader.
+    since: Option<DateTime<Utc>>,
 }
 
 /// Why a round wrote nothing.
@@ -92,25 +133,20 @@ impl From<store::Error> for RoundError {
 }
 
 impl Scheduler {
-    /// A scheduler over `schedules`, reading the catalog and chains from `store`, the creators' keys and
-    /// policies through `auth`, evaluating transformations in `sandbox` under `limits`, and signalling
-    /// the tasks it creates through `signals` (publisher wake-up, watchers, metrics).
-    pub fn new(
-        schedules: Arc<dyn ScheduleStore>,
-        store: Arc<dyn Store>,
-        auth: Auth,
-        sandbox: Sandbox,
-        limits: watch::Receiver<Limits>,
-        settings: SchedulerSettings,
-        signals: Signals,
-    ) -> Self {
-        Self { schedules, store, auth, sandbox, limits, settings, signals }
+    /// A scheduler over `parts.schedules`, reading the catalog and chains from `parts.store`, the
+    /// creators' keys and policies through `parts.auth`, evaluating transformations in `parts.sandbox`
+    /// under `parts.limits`, signalling the tasks it creates through `parts.signals`, and auditing the
+    /// pauses it makes in `parts.audit`.
+    pub fn new(parts: SchedulerParts, settings: SchedulerSettings) -> Self {
+        let SchedulerParts { schedules, store, auth, audit, sandbox, limits, signals } = parts;
+        let evaluator = Evaluator::new(sandbox, settings.evaluation);
+        Self { schedules, store, auth, audit, evaluator, limits, settings, signals }
     }
 
     /// Runs until `shutdown`, acting while `leadership` (this replica's, for [`SCHEDULER_LEASE`] held by
     /// `holder`) is `Some`. `changed` wakes it for a schedule created or resumed through this replica.
     pub async fn run(
-        self,
+        mut self,
         holder: String,
         mut leadership: watch::Receiver<Option<Leadership>>,
         changed: Arc<Notify>,
@@ -128,7 +164,7 @@ impl Scheduler {
                 }
             };
             tracing::info!(epoch, "scheduler acting as leader");
-            let fence = Fence { lease: SCHEDULER_LEASE, holder: holder.clone(), epoch };
+            let mut term = Term { fence: Fence { lease: SCHEDULER_LEASE, holder: holder.clone(), epoch }, since: None };
             loop {
                 if shutdown.is_cancelled() {
                     return;
@@ -137,8 +173,8 @@ impl Scheduler {
                     tracing::info!(epoch, "scheduler stops acting: no longer leading at this epoch");
                     continue 'follow;
                 }
-                let wait = match self.round(&fence).await {
-                    Ok(Round::Full) => {
+                let wait = match self.round(&mut term).await {
+                    Ok(Round::More) => {
                         backoff.reset();
                         tokio::task::yield_now().await;
                         continue;
@@ -191,14 +227,15 @@ impl Scheduler {
     }
 
     /// One round: read due schedules, decide them, build their tasks, write everything, report.
-    async fn round(&self, fence: &Fence) -> Result<Round, RoundError> {
+    async fn round(&mut self, term: &mut Term) -> Result<Round, RoundError> {
         let (now, due) = self.schedules.due_schedules(self.settings.batch).await?;
+        let leading_since = *term.since.get_or_insert(now);
         if due.is_empty() {
             return Ok(Round::Done);
         }
         let read_at = Instant::now();
         let grace = chrono::Duration::from_std(self.settings.grace).unwrap_or(chrono::Duration::MAX);
-        let plans: Vec<Plan> = due.iter().map(|d| plan(d, now, grace)).collect();
+        let plans: Vec<Plan> = due.iter().map(|d| plan(d, now, grace, Some(leading_since))).collect();
         for (d, p) in due.iter().zip(&plans) {
             if let Plan::Broken { reason } = p {
                 tracing::error!(schedule = %d.schedule.spec.name, %reason, "schedule stopped: it fires nothing until it is resumed");
@@ -208,30 +245,66 @@ impl Scheduler {
             due.iter().zip(&plans).filter(|(_, p)| p.fire_slot().is_some()).map(|(d, _)| &d.schedule).collect();
         let lookups = Lookups::read(self.store.as_ref(), &self.auth, &firing).await?;
         let limits = self.limits.borrow().clone();
-        let builder = Builder { lookups: &lookups, sandbox: &self.sandbox, limits: &limits, now };
-        let built = futures_util::future::join_all(due.iter().zip(&plans).map(|(d, p)| {
-            let builder = &builder;
-            async move {
-                match p.fire_slot() {
-                    Some(slot) => Some(builder.build(&d.schedule, slot).await),
-                    None => None,
-                }
+        let builder = Builder { lookups: &lookups, limits: &limits, now };
+        let built = self.evaluator.build(&builder, &due, &plans, now).await;
+        // Deferred schedules get no record: they stay due, and the next round decides them.
+        let mut decided = Vec::with_capacity(due.len());
+        let mut records = Vec::with_capacity(due.len());
+        for (((d, p), task), deferred) in due.iter().zip(plans).zip(built.tasks).zip(&built.deferred) {
+            if !deferred {
+                records.push(p.record(&d.schedule, task));
+                decided.push(d);
             }
-        }))
-        .await;
-        let records: Vec<TickRecord> =
-            plans.into_iter().zip(&due).zip(built).map(|((p, d), b)| p.record(&d.schedule, b)).collect();
+        }
         // The fire rows' `fired_at` is the write's start by the database's clock: the read's clock plus
         // the time spent deciding.
         let fired_at = now + chrono::Duration::from_std(read_at.elapsed()).unwrap_or_default();
-        let recorded = self.schedules.record_ticks(fence, &records).await?;
-        self.report(&due, &records, &recorded, fired_at);
+        let recorded = self.schedules.record_ticks(&term.fence, &records).await?;
+        self.report(&decided, &records, &recorded, fired_at);
+        self.audit_pauses(&term.fence, &decided, &records, &recorded.paused).await;
         let full = due.len() >= usize::try_from(self.settings.batch).unwrap_or(usize::MAX);
-        Ok(if full { Round::Full } else { Round::Done })
+        Ok(if full || records.len() < due.len() { Round::More } else { Round::Done })
+    }
+
+    /// Audits the pauses of `paused` (`schedule.pause`, one record each, with the fire row's reason).
+    async fn audit_pauses(&self, fence: &Fence, decided: &[&DueSchedule], records: &[TickRecord], paused: &[Uuid]) {
+        let events: Vec<AuditEvent> = decided
+            .iter()
+            .zip(records)
+            .filter(|(d, r)| r.pause && paused.contains(&d.schedule.id))
+            .map(|(d, r)| {
+                let name = &d.schedule.spec.name;
+                let reason = r.fire.as_ref().and_then(|f| f.reason.clone()).unwrap_or_default();
+                let slot = r.fire.as_ref().map(|f| rfc3339(f.slot)).unwrap_or_default();
+                tracing::warn!(
+                    schedule = %name,
+                    %slot,
+                    %reason,
+                    "schedule paused: its creator is no longer authorized"
+                );
+                AuditEvent {
+                    action: "schedule.pause".into(),
+                    principal: AUDIT_PRINCIPAL.into(),
+                    resource: format!("schedules/{name}"),
+                    capability: String::new(),
+                    decision: Decision::Allow,
+                    request_id: String::new(),
+                    source: format!("scheduler of {} (epoch {})", fence.holder, fence.epoch),
+                    detail: serde_json::json!({"id": d.schedule.id, "slot": slot, "reason": reason}),
+                }
+            })
+            .collect();
+        if events.is_empty() {
+            return;
+        }
+        let count = events.len();
+        if let Err(e) = self.audit.append_many(events).await {
+            tracing::error!(error = %e, count, "cannot audit the schedules paused by the scheduler (they are paused)");
+        }
     }
 
     /// Signals the created tasks, counts and logs what was written.
-    fn report(&self, due: &[DueSchedule], records: &[TickRecord], recorded: &Recorded, fired_at: DateTime<Utc>) {
+    fn report(&self, due: &[&DueSchedule], records: &[TickRecord], recorded: &Recorded, fired_at: DateTime<Utc>) {
         if !recorded.fired.is_empty() {
             self.signals.wake.notify_one();
             self.signals.events.publish(&recorded.changes);
@@ -263,13 +336,21 @@ impl Scheduler {
                     #[allow(clippy::cast_precision_loss)]
                     metrics.schedule_lateness.observe(late as f64 / 1e6);
                     if fire.reason.is_some() {
-                        tracing::info!(schedule = %name, %slot, task_id = %task.id, missed = fire.missed, %reason, "schedule fired a catch-up slot");
+                        tracing::info!(
+                            schedule = %name,
+                            %slot,
+                            task_id = %task.id,
+                            missed = fire.missed,
+                            %reason,
+                            "schedule fired after missed or late slots"
+                        );
                     } else {
                         tracing::debug!(schedule = %name, %slot, task_id = %task.id, "schedule fired");
                     }
                 }
                 (Outcome::Fired, _) => continue,
                 (_, _) if !all_written => continue,
+                (Outcome::Failed, _) if r.pause => {}
                 (Outcome::Failed, _) => {
                     tracing::warn!(schedule = %name, %slot, %reason, "schedule slot failed; the schedule keeps running");
                 }
@@ -278,7 +359,13 @@ impl Scheduler {
                 }
                 (Outcome::Overlap, _) => {
                     let task_id = d.schedule.last_task_id.map(|id| id.to_string()).unwrap_or_default();
-                    tracing::info!(schedule = %name, %slot, %task_id, %reason, "schedule slot passed over: previous task unfinished");
+                    tracing::info!(
+                        schedule = %name,
+                        %slot,
+                        %task_id,
+                        %reason,
+                        "schedule slot passed over: previous fire unfinished"
+                    );
                 }
             }
             metrics.schedule_fires.get_or_create(&OutcomeLabel { outcome: fire.outcome.as_str() }).inc();

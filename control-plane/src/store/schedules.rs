@@ -8,7 +8,11 @@
 //!    [`ScheduleStore::record_ticks`] writes everything in one transaction: it checks the scheduler lease
 //!    (the fencing token), skips schedules changed since step 1 (their `revision` moved), inserts the
 //!    fire rows under the `(schedule_id, slot)` primary key, then the tasks and outbox rows of exactly
-//!    the fire rows it inserted, and moves each schedule's cursor.
+//!    the fire rows it inserted, and moves each schedule's cursor (pausing those whose creator is no
+//!    longer authorized, [`TickRecord::pause`]).
+//!
+//! [`FireHistoryStore::prune_fires`] keeps each schedule's history within `control_plane.schedule_history`
+//! rows.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -65,6 +69,9 @@ pub struct ScheduleSpec {
     pub allow_overlap: bool,
     /// Missed-slot policy.
     pub misfire: Misfire,
+    /// Create it paused: it fires nothing until resumed (an exported paused schedule created again
+    /// stays paused). In a stored schedule, the same as [`Schedule::paused`].
+    pub paused: bool,
     /// The creating principal (`api-key/<id>`, `jwt/<sub>`): owner of the fired tasks.
     pub created_by: String,
     /// The creator's policies, re-checked at each fire.
@@ -200,6 +207,9 @@ pub struct TickRecord {
     /// The task, when `fire` is [`Outcome::Fired`] (no idempotency key; owner = the schedule's
     /// `created_by`).
     pub task: Option<NewTask>,
+    /// Pause the schedule (its creator is no longer authorized, and `fire` says why). Applied only
+    /// together with the fire row: not when the slot was already dealt with by another writer.
+    pub pause: bool,
 }
 
 /// The scheduler lease under which [`ScheduleStore::record_ticks`] writes.
@@ -225,6 +235,8 @@ pub struct Recorded {
     pub duplicates: usize,
     /// Status changes of the created tasks (`pending`), for watchers.
     pub changes: Vec<StatusChange>,
+    /// The schedules this write paused ([`TickRecord::pause`]), each once.
+    pub paused: Vec<Uuid>,
 }
 
 /// A control-plane replica as recorded in `nodes` (kind `control_plane`).
@@ -243,8 +255,8 @@ pub struct ControlPlaneInfo {
 /// Schedules, their history, and the replicas.
 #[async_trait]
 pub trait ScheduleStore: Send + Sync {
-    /// Creates a schedule: `active_since`, `created_at` and `updated_at` are the database's now,
-    /// `next_due` is now (the scheduler computes the first slot), revision 1.
+    /// Creates a schedule, paused when `spec.paused`: `active_since`, `created_at` and `updated_at` are
+    /// the database's now, `next_due` is now (the scheduler computes the first slot), revision 1.
     ///
     /// # Errors
     /// [`super::Error::AlreadyExists`] naming the schedule when the name is taken.
@@ -257,8 +269,9 @@ pub trait ScheduleStore: Send + Sync {
     /// more follow.
     async fn list_schedules(&self, after: Option<&str>, limit: u32) -> Result<(Vec<Schedule>, bool)>;
 
-    /// Deletes the schedule and its fire history; false when it did not exist.
-    async fn delete_schedule(&self, name: &str) -> Result<bool>;
+    /// Deletes the schedule and its fire history, and returns the id it had; `None` when it did not
+    /// exist.
+    async fn delete_schedule(&self, name: &str) -> Result<Option<Uuid>>;
 
     /// Pauses (`paused`) or resumes (`!paused`) the schedule and returns it; a no-op when it already is
     /// so. Resuming sets `active_since` and the cursor to now (slots that passed while paused never
@@ -297,4 +310,26 @@ pub trait ScheduleStore: Send + Sync {
 
     /// Replicas whose `last_heartbeat` is within `within` of now, by name.
     async fn list_control_planes(&self, within: std::time::Duration) -> Result<Vec<ControlPlaneInfo>>;
+}
+
+/// What one pass of [`FireHistoryStore::prune_fires`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Fire rows deleted.
+    pub deleted: u64,
+    /// Schedules visited (at most the `schedules` asked for; fewer: the sweep reached the last one).
+    pub visited: u32,
+    /// The greatest schedule id visited, where the next pass continues (`None` when none was).
+    pub last: Option<Uuid>,
+}
+
+/// Bounding the fire history (`control_plane.schedule_history`), separate from [`ScheduleStore`] so that
+/// the pruning loop needs nothing else.
+#[async_trait]
+pub trait FireHistoryStore: Send + Sync {
+    /// One pass of pruning: visits up to `schedules` schedules in id order after `after` (from the first
+    /// when `None`), and deletes each one's fire rows but its `keep` newest (by slot), oldest first, at
+    /// most `max_rows` rows in all. A pass that deletes `max_rows` rows may have left rows to delete in
+    /// the schedules it visited: the next pass should start from the same `after`.
+    async fn prune_fires(&self, after: Option<Uuid>, schedules: u32, keep: u32, max_rows: u32) -> Result<Pruned>;
 }

@@ -34,6 +34,7 @@ pub fn spec(name: &str, cadence: CadenceSpec) -> ScheduleSpec {
         cadence,
         allow_overlap: false,
         misfire: Misfire::FireOnce,
+        paused: false,
         created_by: OWNER.into(),
         policies: vec!["admin".into()],
     }
@@ -84,6 +85,7 @@ pub fn record(schedule: &Schedule, slot: DateTime<Utc>, outcome: Outcome) -> Tic
         next_due: Some(slot + chrono::Duration::seconds(1)),
         fire: Some(NewFire { slot, outcome, reason, missed: 0 }),
         task,
+        pause: false,
     }
 }
 

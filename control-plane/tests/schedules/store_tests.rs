@@ -103,7 +103,8 @@ async fn pause_and_resume_move_the_revision_and_resume_skips_the_slots_passed_me
     // Deciding it a second after the resume fires the one slot of that second; those passed while
     // paused are gone.
     let (_, due) = store.due_schedules(10).await.unwrap();
-    let decided = plan(&due[0], resumed.active_since + chrono::Duration::seconds(1), chrono::Duration::seconds(10));
+    let grace = chrono::Duration::seconds(10);
+    let decided = plan(&due[0], resumed.active_since + chrono::Duration::seconds(1), grace, None);
     let Plan::Fire { slot, missed, reason, .. } = decided else { panic!("fires: {decided:?}") };
     assert!(slot > resumed.active_since, "{slot} after the resume at {}", resumed.active_since);
     assert_eq!((missed, reason), (0, None));
@@ -122,8 +123,8 @@ async fn deleting_a_schedule_deletes_its_history_but_not_its_tasks() {
     store.record_ticks(&fence, &[fired]).await.unwrap();
     assert_eq!(all_fires(&store, "doomed").await.len(), 1);
 
-    assert!(store.delete_schedule("doomed").await.unwrap());
-    assert!(!store.delete_schedule("doomed").await.unwrap());
+    assert_eq!(store.delete_schedule("doomed").await.unwrap(), Some(schedule.id));
+    assert_eq!(store.delete_schedule("doomed").await.unwrap(), None);
     assert_eq!(store.get_schedule("doomed").await.unwrap(), None);
     assert_eq!(store.list_fires("doomed", None, 10).await.unwrap(), None);
     let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM schedule_fires WHERE schedule_id = $1")

@@ -159,7 +159,7 @@ async fn a_decision_about_a_changed_schedule_is_dropped() {
     store.set_schedule_paused("stale", true).await.unwrap();
     store.set_schedule_paused("stale", false).await.unwrap();
     store.set_schedule_paused("paused", true).await.unwrap();
-    assert!(store.delete_schedule("deleted").await.unwrap());
+    assert!(store.delete_schedule("deleted").await.unwrap().is_some());
     let fresh_task = records[3].task.as_ref().unwrap().id;
     let recorded = store.record_ticks(&fence, &records).await.unwrap();
     assert_eq!((recorded.stale, recorded.duplicates), (3, 0));
@@ -188,4 +188,30 @@ async fn a_record_whose_outcome_and_task_disagree_is_refused() {
     assert!(matches!(store.record_ticks(&fence, &[with_task]).await.unwrap_err(), Error::InvalidData(_)));
     assert_eq!(count(&store, "SELECT count(*) FROM schedule_fires").await, 0);
     assert_eq!(store.record_ticks(&fence, &[]).await.unwrap().fired, Vec::<(Uuid, Uuid)>::new());
+}
+
+#[tokio::test]
+async fn a_record_that_pauses_pauses_with_its_fire_row_only() {
+    let db = TestDb::create().await;
+    let store = db.store().await;
+    let fence = lead(&store, "replica-a").await;
+    let schedule = store.create_schedule(&yearly("s")).await.unwrap();
+    let slot = at("2026-01-01T00:00:00Z");
+    let mut refused = record(&schedule, slot, Outcome::Failed);
+    refused.pause = true;
+    let recorded = store.record_ticks(&fence, &[refused]).await.unwrap();
+    assert_eq!(recorded.paused, [schedule.id]);
+    let paused = store.get_schedule("s").await.unwrap().unwrap();
+    assert!(paused.paused);
+    assert_eq!((paused.revision, paused.cursor), (schedule.revision + 1, Some(slot)));
+    assert!(paused.updated_at > schedule.updated_at, "a pause is a change an operator sees");
+    assert_eq!(all_fires(&store, "s").await[0].outcome, Outcome::Failed);
+
+    // Resumed; a pause whose slot another writer already dealt with pauses nothing.
+    let resumed = store.set_schedule_paused("s", false).await.unwrap().unwrap();
+    let mut again = record(&resumed, slot, Outcome::Failed);
+    again.pause = true;
+    let recorded = store.record_ticks(&fence, &[again]).await.unwrap();
+    assert_eq!((recorded.duplicates, recorded.paused.len()), (1, 0));
+    assert!(!store.get_schedule("s").await.unwrap().unwrap().paused);
 }

@@ -9,6 +9,7 @@ mod chains;
 mod delivery;
 mod leases;
 mod outbox;
+mod schedule_history;
 mod schedule_ticks;
 mod schedules;
 mod security;

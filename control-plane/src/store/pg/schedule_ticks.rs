@@ -1,6 +1,7 @@
 //! The scheduler's write ([`crate::store::schedules::ScheduleStore::record_ticks`]), in the caller's
 //! transaction: the fence, the schedules still at the revision decided on, the fire rows under their
-//! `(schedule_id, slot)` key, the tasks of exactly the fire rows inserted, and the schedules' cursors.
+//! `(schedule_id, slot)` key, the tasks of exactly the fire rows inserted, and the schedules' cursors
+//! (and pauses, for creators no longer authorized).
 
 use std::collections::{HashMap, HashSet};
 
@@ -71,15 +72,15 @@ pub(super) async fn record(conn: &mut PgConnection, fence: &Fence, records: &[Ti
         .collect();
 
     // 5. Each kept schedule moves on: one update per schedule (the record whose fire was written, if
-    //    several records name it).
-    update_schedules(conn, &kept, &fired_tasks.task_ids).await?;
+    //    several records name it), paused when that record pauses it and its fire row was written.
+    let paused = update_schedules(conn, &kept, &fired_tasks).await?;
 
     let fired = kept
         .iter()
         .filter_map(|r| r.task.as_ref().map(|t| (r.schedule_id, t.id)))
         .filter(|(_, task)| fired_tasks.task_ids.contains(task))
         .collect();
-    Ok(Recorded { fired, stale, duplicates, changes })
+    Ok(Recorded { fired, stale, duplicates, changes, paused })
 }
 
 /// Refuses records whose fire outcome and task disagree: the `schedule_fires` check constraint would
@@ -103,6 +104,8 @@ struct InsertedFires {
     inserted_rows: usize,
     /// The tasks of the fired rows inserted.
     task_ids: HashSet<Uuid>,
+    /// The schedules of the fire rows inserted.
+    schedules: HashSet<Uuid>,
 }
 
 async fn insert_fires(conn: &mut PgConnection, epoch: i64, kept: &[&TickRecord]) -> Result<InsertedFires> {
@@ -118,16 +121,16 @@ async fn insert_fires(conn: &mut PgConnection, epoch: i64, kept: &[&TickRecord])
         missed.push(i64::try_from(fire.missed).unwrap_or(i64::MAX));
     }
     if schedules.is_empty() {
-        return Ok(InsertedFires { inserted_rows: 0, task_ids: HashSet::new() });
+        return Ok(InsertedFires { inserted_rows: 0, task_ids: HashSet::new(), schedules: HashSet::new() });
     }
-    let rows: Vec<(Option<Uuid>,)> = sqlx::query_as(
+    let rows: Vec<(Uuid, Option<Uuid>)> = sqlx::query_as(
         "INSERT INTO schedule_fires (schedule_id, slot, epoch, outcome, task_id, reason, missed)
          SELECT schedule_id, slot, $7, outcome, task_id, reason, missed
          FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::uuid[], $5::text[], $6::int8[])
               WITH ORDINALITY AS u(schedule_id, slot, outcome, task_id, reason, missed, n)
          ORDER BY n
          ON CONFLICT (schedule_id, slot) DO NOTHING
-         RETURNING task_id",
+         RETURNING schedule_id, task_id",
     )
     .bind(&schedules)
     .bind(&slots)
@@ -138,10 +141,20 @@ async fn insert_fires(conn: &mut PgConnection, epoch: i64, kept: &[&TickRecord])
     .bind(epoch)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(InsertedFires { inserted_rows: rows.len(), task_ids: rows.into_iter().filter_map(|(task,)| task).collect() })
+    Ok(InsertedFires {
+        inserted_rows: rows.len(),
+        task_ids: rows.iter().filter_map(|(_, task)| *task).collect(),
+        schedules: rows.iter().map(|(schedule, _)| *schedule).collect(),
+    })
 }
 
-async fn update_schedules(conn: &mut PgConnection, kept: &[&TickRecord], fired: &HashSet<Uuid>) -> Result<()> {
+/// Moves each kept schedule on; returns the schedules it paused.
+async fn update_schedules(
+    conn: &mut PgConnection,
+    kept: &[&TickRecord],
+    inserted: &InsertedFires,
+) -> Result<Vec<Uuid>> {
+    let fired = &inserted.task_ids;
     // Per schedule: the record whose task was written, else the first.
     let mut chosen: HashMap<Uuid, &TickRecord> = HashMap::new();
     for r in kept {
@@ -157,18 +170,25 @@ async fn update_schedules(conn: &mut PgConnection, kept: &[&TickRecord], fired: 
     let next_due: Vec<Option<DateTime<Utc>>> = chosen.iter().map(|r| r.next_due).collect();
     let last_tasks: Vec<Option<Uuid>> =
         chosen.iter().map(|r| r.task.as_ref().map(|t| t.id).filter(|id| fired.contains(id))).collect();
+    // A pause goes with its fire row, which says why: a slot another writer dealt with pauses nothing.
+    let pauses: Vec<bool> =
+        chosen.iter().map(|r| r.pause && r.fire.is_some() && inserted.schedules.contains(&r.schedule_id)).collect();
+    // A pause is a change an operator sees (`updated_at`), as through the API.
     sqlx::query(
         "UPDATE schedules s SET cursor = COALESCE(u.new_cursor, s.cursor), next_due = u.new_next_due,
-             last_task_id = COALESCE(u.new_last_task_id, s.last_task_id), revision = s.revision + 1
-         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::uuid[])
-              AS u(id, new_cursor, new_next_due, new_last_task_id)
+             last_task_id = COALESCE(u.new_last_task_id, s.last_task_id), revision = s.revision + 1,
+             paused = s.paused OR u.pause,
+             updated_at = CASE WHEN u.pause THEN now() ELSE s.updated_at END
+         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::uuid[], $5::bool[])
+              AS u(id, new_cursor, new_next_due, new_last_task_id, pause)
          WHERE s.id = u.id",
     )
     .bind(&ids)
     .bind(&cursors)
     .bind(&next_due)
     .bind(&last_tasks)
+    .bind(&pauses)
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(ids.into_iter().zip(pauses).filter_map(|(id, pause)| pause.then_some(id)).collect())
 }

@@ -156,6 +156,7 @@ impl TryFrom<ScheduleRow> for Schedule {
                 cadence,
                 allow_overlap: row.allow_overlap,
                 misfire,
+                paused: row.paused,
                 created_by: row.created_by,
                 policies: row.policies,
             },
@@ -246,8 +247,8 @@ impl ScheduleStore for PgStore {
         let row: ScheduleRow = sqlx::query_as(concat!(
             "INSERT INTO schedules (id, name, description, function, args, transformation, chain, priority,
                                     max_attempts, timeout_ms, region, cron, timezone, interval_ms, allow_overlap,
-                                    misfire, created_by, policies)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                                    misfire, paused, created_by, policies)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
              RETURNING ",
             schedule_columns!()
         ))
@@ -267,6 +268,7 @@ impl ScheduleStore for PgStore {
         .bind(interval_ms)
         .bind(spec.allow_overlap)
         .bind(spec.misfire.as_str())
+        .bind(spec.paused)
         .bind(&spec.created_by)
         .bind(&spec.policies)
         .fetch_one(&self.pool)
@@ -300,10 +302,13 @@ impl ScheduleStore for PgStore {
         Ok((schedules, more))
     }
 
-    async fn delete_schedule(&self, name: &str) -> Result<bool> {
+    async fn delete_schedule(&self, name: &str) -> Result<Option<Uuid>> {
         // The fire history goes with it (ON DELETE CASCADE); fired tasks stay.
-        let deleted = sqlx::query("DELETE FROM schedules WHERE name = $1").bind(name).execute(&self.pool).await?;
-        Ok(deleted.rows_affected() > 0)
+        let deleted: Option<(Uuid,)> = sqlx::query_as("DELETE FROM schedules WHERE name = $1 RETURNING id")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(deleted.map(|(id,)| id))
     }
 
     async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<Option<Schedule>> {
