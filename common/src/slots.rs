@@ -6,6 +6,8 @@
 //! croner's implementation of the Open Cron Pattern Specification (OCPS) rules:
 //! - a local time that does not exist (the spring-forward gap) fires once, at the first valid
 //!   instant after the gap (`30 2 * * *` in America/New_York fires at 03:00 EDT on 2026-03-08);
+//!   croner does this for single values only, so [`Cadence::next_after`] also finds a gap in which a
+//!   list, range or step names a time (`30 2,3 * * *`, `*/20 2 * * *`) and fires once at its end;
 //! - a local time that happens twice (the fall-back overlap) fires once, at its first occurrence,
 //!   for a fixed-time expression (no wildcard or step in the second, minute or hour field: `30 1 * * *`,
 //!   but also lists and ranges such as `30 1,5 * * *` or `0,30 1-2 * * *`), and at each UTC instant
@@ -19,7 +21,7 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Duration, LocalResult, TimeZone, Utc};
+use chrono::{DateTime, Duration, LocalResult, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 
@@ -122,7 +124,13 @@ impl Cadence {
                 // against a time zone database gone wrong.
                 for _ in 0..MAX_REPEATS_SKIPPED {
                     let local = cursor.with_timezone(timezone);
-                    let next = cron.find_next_occurrence(&local, false).ok()?.with_timezone(&Utc);
+                    let next = cron.find_next_occurrence(&local, false).ok().map(|t| t.with_timezone(&Utc));
+                    // croner moves a nonexistent local time past the gap only for single values; a
+                    // list, range or step that names one is caught here.
+                    if let Some(gap) = gap_slot(cron, timezone, cursor, next) {
+                        return Some(gap);
+                    }
+                    let next = next?;
                     if !(*fixed_time && second_occurrence(next, timezone)) {
                         return Some(next);
                     }
@@ -164,6 +172,42 @@ fn fixed_time(expression: &str) -> bool {
     let fields: Vec<&str> = expression.split_whitespace().collect();
     let time_fields = if fields.len() == 6 { 3 } else { 2 };
     fields.iter().take(time_fields).all(|f| !f.contains('*') && !f.contains('/'))
+}
+
+/// The first instant after a spring-forward gap of `timezone` that lies in `(after, next]` (or the
+/// year after `after` when `next` is `None`), if the expression names a local time inside that gap: such
+/// a time does not exist, and fires once, at the first valid instant after the gap.
+fn gap_slot(cron: &Cron, timezone: &Tz, after: DateTime<Utc>, next: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    let end = next.unwrap_or(after + Duration::days(366));
+    let offset = |at: DateTime<Utc>| at.with_timezone(timezone).offset().fix().local_minus_utc();
+    let mut low = after;
+    while low < end {
+        let high = (low + Duration::days(1)).min(end);
+        let (before, later) = (offset(low), offset(high));
+        if later > before {
+            // The transition: the first second at the new offset, by bisection.
+            let (mut a, mut b) = (low, high);
+            while b.signed_duration_since(a) > Duration::seconds(1) {
+                let middle = a + b.signed_duration_since(a) / 2;
+                if offset(middle) > before { b = middle } else { a = middle }
+            }
+            let transition = b.with_nanosecond(0).unwrap_or(b);
+            let transition = if offset(transition) > before { transition } else { transition + Duration::seconds(1) };
+            if transition > after && gap_named(cron, transition, before, offset(transition)) {
+                return Some(transition);
+            }
+        }
+        low = high;
+    }
+    None
+}
+
+/// Whether the expression matches a local time in the gap that opens at `transition` (UTC), where the
+/// offset moves from `before` to `after` seconds: the local times `[transition + before, transition + after)`.
+fn gap_named(cron: &Cron, transition: DateTime<Utc>, before: i32, after: i32) -> bool {
+    let start = (transition + Duration::seconds(i64::from(before))).naive_utc();
+    let length = i64::from(after - before);
+    (0..length).any(|s| cron.is_time_matching(&(start + Duration::seconds(s))).unwrap_or(false))
 }
 
 /// Whether `instant` is the second occurrence of a local time of `timezone` that happens twice (the

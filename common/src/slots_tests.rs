@@ -93,6 +93,30 @@ fn fall_back_fires_lists_and_ranges_once_per_repeated_time() {
 }
 
 #[test]
+fn spring_forward_fires_lists_ranges_and_steps_once_after_the_gap() {
+    // New York 2026-03-08: 02:00-02:59 EST does not exist (07:00Z is 03:00 EDT).
+    assert_eq!(
+        slots("30 2,3 * * *", "America/New_York", "2026-03-08T05:00:00Z", 3),
+        ["2026-03-08T07:00:00+00:00", "2026-03-08T07:30:00+00:00", "2026-03-09T06:30:00+00:00"]
+    );
+    assert_eq!(
+        slots("*/20 2 * * *", "America/New_York", "2026-03-08T05:00:00Z", 2),
+        ["2026-03-08T07:00:00+00:00", "2026-03-09T06:00:00+00:00"]
+    );
+    // Berlin 2026-03-29: 02:00-02:59 CET does not exist (01:00Z is 03:00 CEST).
+    assert_eq!(
+        slots("30 2,3 * * *", "Europe/Berlin", "2026-03-28T23:00:00Z", 3),
+        ["2026-03-29T01:00:00+00:00", "2026-03-29T01:30:00+00:00", "2026-03-30T00:30:00+00:00"]
+    );
+    // An expression that names no time in the gap is unaffected, and hourly jobs skip the missing hour.
+    assert_eq!(
+        slots("0 * * * *", "America/New_York", "2026-03-08T06:30:00Z", 2),
+        ["2026-03-08T07:00:00+00:00", "2026-03-08T08:00:00+00:00"]
+    );
+    assert_eq!(slots("30 4 * * *", "America/New_York", "2026-03-08T05:00:00Z", 1), ["2026-03-08T08:30:00+00:00"]);
+}
+
+#[test]
 fn february_29th_fires_only_in_leap_years() {
     assert_eq!(
         slots("0 0 29 2 *", "UTC", "2026-01-01T00:00:00Z", 2),

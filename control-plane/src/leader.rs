@@ -119,7 +119,7 @@ async fn elect(
                 if leadership.send_replace(None).is_some() {
                     // Rare (a takeover while this replica believed it led): name the new holder.
                     let leader = store.lease(name).await.ok().flatten().map(|l| l.holder).unwrap_or_default();
-                    tracing::warn!(lease = name, holder = %holder, leader = %leader, "lease taken by another replica; no longer leading");
+                    tracing::warn!(lease = name, replica = %holder, new_holder = %leader, "lease taken by another replica; no longer leading");
                 }
             }
             Ok(Err(e)) => tracing::warn!(lease = name, error = %e, "cannot renew the lease"),

@@ -58,7 +58,12 @@ pub enum Admission {
 
 #[derive(Debug, Clone)]
 enum Standing {
-    Trusted,
+    Trusted {
+        /// The back-off of its last quarantine, and when it came out of it in good standing: a schedule
+        /// that runs long again within [`MAX_BACKOFF`] of that resumes the doubling (a transformation
+        /// that loops on some slots only cannot keep its back-off short).
+        after: Option<(Duration, DateTime<Utc>)>,
+    },
     Quarantined {
         /// When its slots may be evaluated again (database clock).
         until: DateTime<Utc>,
@@ -91,7 +96,7 @@ impl Quarantine {
         let Some(entry) = self.entries.get_mut(&id) else { return Admission::Evaluate(Class::Unknown) };
         entry.seen = now;
         match &entry.standing {
-            Standing::Trusted => Admission::Evaluate(Class::Trusted),
+            Standing::Trusted { .. } => Admission::Evaluate(Class::Trusted),
             Standing::Quarantined { until, backoff, cause } if now < *until => Admission::Refuse(format!(
                 "transformation not evaluated: quarantined until {} because {cause} (back-off {} s, doubling up \
                  to {} s while its evaluations keep running long)",
@@ -111,17 +116,29 @@ impl Quarantine {
         }
     }
 
-    /// Schedule `id`'s evaluation finished in time at `now`: it is trusted.
+    /// Schedule `id`'s evaluation finished in time at `now`: it is trusted (remembering a quarantine it
+    /// just came out of).
     pub fn finished(&mut self, id: Uuid, now: DateTime<Utc>) {
-        self.entries.insert(id, Entry { standing: Standing::Trusted, seen: now });
+        let after = match self.entries.get(&id).map(|e| &e.standing) {
+            Some(Standing::Quarantined { backoff, .. }) => Some((*backoff, now)),
+            Some(Standing::Trusted { after }) => *after,
+            None => None,
+        };
+        self.entries.insert(id, Entry { standing: Standing::Trusted { after }, seen: now });
     }
 
     /// Schedule `id`'s evaluation ran long (`cause`, e.g. "its last evaluation ran past …") at `now`:
     /// it is quarantined, for [`FIRST_BACKOFF`] or twice its previous quarantine (at most
-    /// [`MAX_BACKOFF`]). Returns until when, and for how long.
+    /// [`MAX_BACKOFF`]) when that one ended less than [`MAX_BACKOFF`] ago. Returns until when, and for
+    /// how long.
     pub fn ran_long(&mut self, id: Uuid, now: DateTime<Utc>, cause: String) -> (DateTime<Utc>, Duration) {
         let backoff = match self.entries.get(&id).map(|e| &e.standing) {
             Some(Standing::Quarantined { backoff, .. }) => (*backoff * 2).min(MAX_BACKOFF),
+            Some(Standing::Trusted { after: Some((backoff, since)) })
+                if now.signed_duration_since(*since) < MAX_BACKOFF =>
+            {
+                (*backoff * 2).min(MAX_BACKOFF)
+            }
             _ => FIRST_BACKOFF,
         };
         let until = now + backoff;
@@ -200,10 +217,20 @@ mod tests {
             backoffs.push(q.ran_long(id, later, cause.into()).1.num_seconds());
         }
         assert_eq!(backoffs, [20, 40, 80, 160, 300, 300, 300]);
-        // Finishing in time trusts it again; a later quarantine starts over.
+        // Finishing in time trusts it again. Running long again soon after resumes the doubling (a
+        // transformation that loops on some slots only cannot keep its back-off short); long after, a
+        // quarantine starts over.
         q.finished(id, later);
         assert_eq!(q.admit(id, later, &mut 0), Admission::Evaluate(Class::Trusted));
-        assert_eq!(q.ran_long(id, later, cause.into()).1, FIRST_BACKOFF);
+        let soon = at("2026-06-01T00:01:00Z");
+        q.finished(id, soon);
+        assert_eq!(q.ran_long(id, soon, cause.into()).1, MAX_BACKOFF);
+        let other = Uuid::now_v7();
+        assert_eq!(q.ran_long(other, later, cause.into()).1, FIRST_BACKOFF);
+        q.finished(other, at("2026-06-01T00:00:20Z"));
+        assert_eq!(q.ran_long(other, at("2026-06-01T00:00:40Z"), cause.into()).1, FIRST_BACKOFF * 2);
+        q.finished(other, at("2026-06-01T00:01:00Z"));
+        assert_eq!(q.ran_long(other, at("2026-06-01T00:10:00Z"), cause.into()).1, FIRST_BACKOFF);
     }
 
     #[test]

@@ -51,6 +51,12 @@ use crate::tasks::submit::Signals;
 /// `config.load`).
 pub const AUDIT_PRINCIPAL: &str = "control-plane";
 
+/// Whether a fire of `schedule` evaluates its transformation in the sandbox (`jinja` or `jq`).
+fn needs_sandbox(schedule: &crate::store::schedules::Schedule) -> bool {
+    let engine = schedule.spec.transformation.as_ref().and_then(|t| t.get("engine")).and_then(|e| e.as_str());
+    matches!(engine, Some("jinja" | "jq"))
+}
+
 /// The scheduler's settings (from `control_plane.*`).
 #[derive(Debug, Clone, Copy)]
 pub struct SchedulerSettings {
@@ -226,7 +232,9 @@ impl Scheduler {
         Ok(wait.min(self.settings.poll))
     }
 
-    /// One round: read due schedules, decide them, build their tasks, write everything, report.
+    /// One round: read due schedules, decide them, build their tasks, write everything, report. The
+    /// schedules whose fire runs a `jinja` or `jq` transformation are decided and written after the
+    /// others, in a second transaction, so that slow transformations never delay a schedule without one.
     async fn round(&mut self, term: &mut Term) -> Result<Round, RoundError> {
         let (now, due) = self.schedules.due_schedules(self.settings.batch).await?;
         let leading_since = *term.since.get_or_insert(now);
@@ -234,6 +242,29 @@ impl Scheduler {
             return Ok(Round::Done);
         }
         let read_at = Instant::now();
+        let full = due.len() >= usize::try_from(self.settings.batch).unwrap_or(usize::MAX);
+        let (sandboxed, direct): (Vec<DueSchedule>, Vec<DueSchedule>) =
+            due.into_iter().partition(|d| needs_sandbox(&d.schedule));
+        let mut deferred = false;
+        for group in [direct, sandboxed] {
+            if !group.is_empty() {
+                deferred |= self.decide(term, now, read_at, leading_since, &group).await?;
+            }
+        }
+        Ok(if full || deferred { Round::More } else { Round::Done })
+    }
+
+    /// Decides `due` (read at `now` by the database's clock, `read_at` by this process's), builds the
+    /// tasks, writes the records in one transaction and reports. Returns whether some schedules were
+    /// deferred (left due for the next round).
+    async fn decide(
+        &mut self,
+        term: &Term,
+        now: DateTime<Utc>,
+        read_at: Instant,
+        leading_since: DateTime<Utc>,
+        due: &[DueSchedule],
+    ) -> Result<bool, RoundError> {
         let grace = chrono::Duration::from_std(self.settings.grace).unwrap_or(chrono::Duration::MAX);
         let plans: Vec<Plan> = due.iter().map(|d| plan(d, now, grace, Some(leading_since))).collect();
         for (d, p) in due.iter().zip(&plans) {
@@ -246,7 +277,7 @@ impl Scheduler {
         let lookups = Lookups::read(self.store.as_ref(), &self.auth, &firing).await?;
         let limits = self.limits.borrow().clone();
         let builder = Builder { lookups: &lookups, limits: &limits, now };
-        let built = self.evaluator.build(&builder, &due, &plans, now).await;
+        let built = self.evaluator.build(&builder, due, &plans, now).await;
         // Deferred schedules get no record: they stay due, and the next round decides them.
         let mut decided = Vec::with_capacity(due.len());
         let mut records = Vec::with_capacity(due.len());
@@ -262,8 +293,7 @@ impl Scheduler {
         let recorded = self.schedules.record_ticks(&term.fence, &records).await?;
         self.report(&decided, &records, &recorded, fired_at);
         self.audit_pauses(&term.fence, &decided, &records, &recorded.paused).await;
-        let full = due.len() >= usize::try_from(self.settings.batch).unwrap_or(usize::MAX);
-        Ok(if full || records.len() < due.len() { Round::More } else { Round::Done })
+        Ok(records.len() < due.len())
     }
 
     /// Audits the pauses of `paused` (`schedule.pause`, one record each, with the fire row's reason).
@@ -351,6 +381,10 @@ impl Scheduler {
                 (Outcome::Fired, _) => continue,
                 (_, _) if !all_written => continue,
                 (Outcome::Failed, _) if r.pause => {}
+                // The quarantine itself was logged once at WARN; its refused slots are only in the history.
+                (Outcome::Failed, _) if reason.starts_with("transformation not evaluated: quarantined") => {
+                    tracing::debug!(schedule = %name, %slot, %reason, "schedule slot failed: quarantined");
+                }
                 (Outcome::Failed, _) => {
                     tracing::warn!(schedule = %name, %slot, %reason, "schedule slot failed; the schedule keeps running");
                 }
