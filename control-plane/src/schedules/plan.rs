@@ -15,14 +15,13 @@ use legion_common::settings::{Limits, json_depth};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::slots::{Cadence, Invalid};
 use super::tick::{self, Passed, State};
 use crate::chains::Chain;
 use crate::grpc::chains::{actions, chain_path};
 use crate::grpc::tasks::{runner_path, task_path};
 use crate::policy::{Acl, Capability};
 use crate::store::NewTask;
-use crate::store::schedules::{CadenceSpec, DueSchedule, NewFire, Outcome, Schedule, TickRecord};
+use crate::store::schedules::{DueSchedule, NewFire, Outcome, Schedule, TickRecord};
 use crate::tasks::validate::{contains_nul, json_kind};
 
 /// The decision about one due schedule.
@@ -61,18 +60,6 @@ pub enum Plan {
     },
 }
 
-/// The cadence of a stored schedule: its cron expression in its time zone, or its interval anchored at
-/// its creation.
-///
-/// # Errors
-/// [`Invalid`] naming the field, for a stored spec that no longer parses.
-pub fn cadence(schedule: &Schedule) -> Result<Cadence, Invalid> {
-    match &schedule.spec.cadence {
-        CadenceSpec::Cron { expression, timezone } => Cadence::cron(expression, Some(timezone)),
-        CadenceSpec::Interval { interval_ms } => Cadence::interval(*interval_ms, schedule.created_at),
-    }
-}
-
 /// `n` and `noun`, plural unless `n` is 1: "1 missed slot", "3 missed slots".
 fn count(n: u64, noun: &str) -> String {
     if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
@@ -103,7 +90,7 @@ impl Cause {
 /// because the scheduler was busy, not missed while no leader ticked, and the reasons say so.
 pub fn plan(due: &DueSchedule, now: DateTime<Utc>, grace: Duration, leading_since: Option<DateTime<Utc>>) -> Plan {
     let schedule = &due.schedule;
-    let cadence = match cadence(schedule) {
+    let cadence = match super::validate::cadence(&schedule.spec.cadence, schedule.created_at) {
         Ok(cadence) => cadence,
         Err(e) => return Plan::Broken { reason: format!("the stored cadence no longer parses: {e}") },
     };

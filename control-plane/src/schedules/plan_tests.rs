@@ -6,7 +6,7 @@ use super::*;
 use crate::chains::{Definition, Relationship};
 use crate::policy::Policy;
 use crate::schedules::tick::Misfire;
-use crate::store::schedules::ScheduleSpec;
+use crate::store::schedules::{CadenceSpec, ScheduleSpec};
 use crate::store::security::ApiKeyRecord;
 use crate::tasks::validate::SubmitSpec;
 
