@@ -85,12 +85,12 @@ pub struct Clients {
     pub chains: ChainServiceClient<AuthChannel>,
 }
 
-/// Builds `connections` (at least 1) lazily connected channels: a channel connects on its first call
-/// and reconnects after a failure, so starting before the control plane answers is fine.
+/// The endpoint every client of the benchmark connects through: the control plane's URL (`https://`),
+/// TLS with the CA and optional identity of `options`, and large fixed HTTP/2 windows.
 ///
 /// # Errors
-/// [`Error`] for an unreadable CA or identity, a malformed URL or credential.
-pub fn connect(options: &ClientOptions, connections: usize) -> Result<Clients, Error> {
+/// [`Error`] for an unreadable CA or identity, or a malformed URL.
+pub fn endpoint(options: &ClientOptions) -> Result<Endpoint, Error> {
     if !options.url.starts_with("https://") {
         return Err(Error::NotHttps(options.url.clone()));
     }
@@ -103,7 +103,7 @@ pub fn connect(options: &ClientOptions, connections: usize) -> Result<Clients, E
         key: options.key.clone(),
     })?;
     let url_err = |source| Error::Url { url: options.url.clone(), source };
-    let endpoint = Endpoint::from_shared(options.url.clone())
+    Ok(Endpoint::from_shared(options.url.clone())
         .map_err(url_err)?
         .tls_config(tls)
         .map_err(url_err)?
@@ -114,7 +114,16 @@ pub fn connect(options: &ClientOptions, connections: usize) -> Result<Clients, E
         // budget of half the connection window; with an adaptive window (starting at 64 KiB) a few
         // hundred small gRPC responses arriving at once trip it.
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .initial_stream_window_size(STREAM_WINDOW_BYTES);
+        .initial_stream_window_size(STREAM_WINDOW_BYTES))
+}
+
+/// Builds `connections` (at least 1) lazily connected channels: a channel connects on its first call
+/// and reconnects after a failure, so starting before the control plane answers is fine.
+///
+/// # Errors
+/// [`Error`] for an unreadable CA or identity, a malformed URL or credential.
+pub fn connect(options: &ClientOptions, connections: usize) -> Result<Clients, Error> {
+    let endpoint = endpoint(options)?;
     let credential = credential(options)?;
     let channels: Vec<Channel> = (0..connections.max(1)).map(|_| endpoint.connect_lazy()).collect();
     let tasks = channels

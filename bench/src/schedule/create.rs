@@ -8,10 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use legion_common::settings::TlsSettings;
 use legion_proto::v1::schedule_service_client::ScheduleServiceClient;
 use legion_proto::v1::{CreateScheduleRequest, DeleteScheduleRequest, Schedule};
-use tonic::transport::Endpoint;
 
 use crate::client::{self, AuthChannel, ClientOptions};
 
@@ -24,27 +22,7 @@ pub type ScheduleClient = ScheduleServiceClient<AuthChannel>;
 /// # Errors
 /// [`client::Error`] naming the flag at fault.
 pub fn connect(options: &ClientOptions) -> Result<ScheduleClient, client::Error> {
-    if !options.url.starts_with("https://") {
-        return Err(client::Error::NotHttps(options.url.clone()));
-    }
-    if options.cert.is_some() != options.key.is_some() {
-        return Err(client::Error::HalfIdentity);
-    }
-    let tls = legion_common::tls::client_config(&TlsSettings {
-        ca: Some(options.ca.clone()),
-        cert: options.cert.clone(),
-        key: options.key.clone(),
-    })?;
-    let url_err = |source| client::Error::Url { url: options.url.clone(), source };
-    let channel = Endpoint::from_shared(options.url.clone())
-        .map_err(url_err)?
-        .tls_config(tls)
-        .map_err(url_err)?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
-        .initial_connection_window_size(client::CONNECTION_WINDOW_BYTES)
-        .initial_stream_window_size(client::STREAM_WINDOW_BYTES)
-        .connect_lazy();
+    let channel = client::endpoint(options)?.connect_lazy();
     Ok(ScheduleServiceClient::with_interceptor(channel, client::credential(options)?))
 }
 
