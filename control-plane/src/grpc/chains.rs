@@ -21,6 +21,7 @@ use crate::chains::{Chain, FieldError};
 use crate::policy::Capability;
 use crate::policy::parse::validate_name;
 use crate::store::Store;
+use crate::tasks::page;
 
 /// Page size of `ListChains` when none is asked for.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -207,7 +208,7 @@ impl ChainService for ChainApi {
         let (scanned, more) = self.store.list_chains(after.as_deref(), limit).await.map_err(store_status)?;
         let readable = |c: &Chain| acl.allows(&chain_path(&c.name), Capability::Read);
         let (chains, next) = readable_page(&scanned, more, readable, chain_message, None);
-        let next_page_token = next.map(|c| format!("{TOKEN_PREFIX}{}", c.name)).unwrap_or_default();
+        let next_page_token = next.map(|c| page::encode_name(TOKEN_PREFIX, &c.name)).unwrap_or_default();
         Ok(Response::new(v1::ListChainsResponse { chains, next_page_token }))
     }
 
@@ -233,14 +234,7 @@ impl ChainService for ChainApi {
 const TOKEN_PREFIX: &str = "c1.";
 
 fn page_token(token: &str) -> Result<Option<String>, Status> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let malformed =
-        || invalid("page_token", "malformed page token; pass next_page_token from a previous response unchanged");
-    let name = token.strip_prefix(TOKEN_PREFIX).ok_or_else(malformed)?;
-    validate_name("page_token", name).map_err(|_| malformed())?;
-    Ok(Some(name.to_owned()))
+    page::decode_name(TOKEN_PREFIX, token).map_err(|e| invalid("page_token", e))
 }
 
 #[cfg(test)]

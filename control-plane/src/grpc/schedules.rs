@@ -355,8 +355,7 @@ impl ScheduleService for ScheduleApi {
 mod tokens {
     use chrono::{DateTime, Utc};
 
-    use crate::policy::parse::validate_name;
-    use crate::tasks::page::MalformedToken;
+    use crate::tasks::page::{self, MalformedToken};
 
     /// `ListSchedules`: `s1.<last name>`.
     const NAME_PREFIX: &str = "s1.";
@@ -365,17 +364,12 @@ mod tokens {
 
     /// The token that continues after schedule `name`.
     pub fn encode_name(name: &str) -> String {
-        format!("{NAME_PREFIX}{name}")
+        page::encode_name(NAME_PREFIX, name)
     }
 
     /// The name after which the next page starts; `None` for an empty token (the first page).
     pub fn decode_name(token: &str) -> Result<Option<String>, MalformedToken> {
-        if token.is_empty() {
-            return Ok(None);
-        }
-        let name = token.strip_prefix(NAME_PREFIX).ok_or(MalformedToken)?;
-        validate_name("page_token", name).map_err(|_| MalformedToken)?;
-        Ok(Some(name.to_owned()))
+        page::decode_name(NAME_PREFIX, token)
     }
 
     /// The token that continues with the fires older than `slot`.

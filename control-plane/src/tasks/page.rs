@@ -40,6 +40,26 @@ pub fn decode(token: &str) -> Result<Option<Uuid>, MalformedToken> {
     Uuid::parse_str(hex).map(Some).map_err(|_| MalformedToken)
 }
 
+/// A token of a list paged by name (chains, schedules): `prefix` (the list's format, e.g. `c1.`) and the
+/// last name of the previous page.
+pub fn encode_name(prefix: &str, name: &str) -> String {
+    format!("{prefix}{name}")
+}
+
+/// The name after which the next page of a list paged by name starts; `None` for an empty token (the
+/// first page).
+///
+/// # Errors
+/// [`MalformedToken`] for anything [`encode_name`] with `prefix` and a valid name does not produce.
+pub fn decode_name(prefix: &str, token: &str) -> Result<Option<String>, MalformedToken> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let name = token.strip_prefix(prefix).ok_or(MalformedToken)?;
+    crate::policy::parse::validate_name("page_token", name).map_err(|_| MalformedToken)?;
+    Ok(Some(name.to_owned()))
+}
+
 /// Checks `page_size` (1 to 1000; 0 means the default 100).
 ///
 /// # Errors
