@@ -225,24 +225,31 @@ mod tests {
         assert!(err.to_string().contains(BUILD_HINT), "{err}");
     }
 
+    /// Waits up to 5 s for a test shell to print `ready` (its traps are set by then).
+    async fn until_ready(log: &Path) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !tail(log, 1).contains("ready") && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     #[tokio::test]
     async fn terminate_sends_sigterm_and_kills_what_ignores_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut command = Command::new("sh");
         command.args(["-c", "trap 'exit 3' TERM; echo ready; while :; do sleep 0.05; done"]);
         let mut graceful = Service::spawn("graceful", command, &dir.path().join("g.log")).expect("spawn");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !tail(&dir.path().join("g.log"), 1).contains("ready") && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        until_ready(&dir.path().join("g.log")).await;
         let status = graceful.terminate(std::time::Duration::from_secs(5)).await.expect("exits on SIGTERM");
         assert_eq!(status.code(), Some(3), "the TERM trap ran");
         assert!(graceful.terminate(std::time::Duration::from_secs(1)).await.is_none(), "idempotent");
 
         let mut command = Command::new("sh");
-        command.args(["-c", "trap '' TERM; exec sleep 30"]);
+        command.args(["-c", "trap '' TERM; echo ready; exec sleep 30"]);
         let mut stubborn = Service::spawn("stubborn", command, &dir.path().join("s.log")).expect("spawn");
         let pid = stubborn.pid().expect("pid");
+        // SIGTERM must arrive after the trap is set, or the shell dies of it.
+        until_ready(&dir.path().join("s.log")).await;
         assert!(stubborn.terminate(std::time::Duration::from_millis(300)).await.is_none(), "killed after the grace");
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process {pid} must be gone");
     }
