@@ -86,6 +86,7 @@ pub fn submit_request(submit: Submit) -> v1::SubmitTaskRequest {
         delay_ms: submit.delay_ms.unwrap_or(0),
         idempotency_key: submit.idempotency_key,
         region: submit.region,
+        retry: None,
     }
 }
 

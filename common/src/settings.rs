@@ -84,6 +84,8 @@ pub struct Settings {
     pub logging: LoggingSettings,
     /// Limits on what callers may submit.
     pub limits: Limits,
+    /// The retry policy a task gets when its submit (or relationship, or schedule) does not set one.
+    pub retry: RetrySettings,
     /// Secrets backends: JWT keys (`crypt.jwt`), Vault clusters (`crypt.vault`, read by a later feature).
     pub crypt: CryptSettings,
     /// Authentication: the bootstrap admin key and credential caching.
@@ -200,6 +202,10 @@ pub struct ControlPlaneSettings {
     /// Fire rows kept per schedule: the leader deletes a schedule's older rows (oldest slots first) in
     /// the background, a bounded amount of work per pass. 100 to 1000000. Default 10000.
     pub schedule_history: u32,
+    /// How long an `idempotency_key` keeps returning its task, in s, counted from the task's creation:
+    /// a later submit with the same key (by the same caller) creates a new task. 60 to 2592000 (30
+    /// days). Default 86400 (24 h).
+    pub idempotency_retention_s: u64,
 }
 
 impl Default for ControlPlaneSettings {
@@ -221,6 +227,7 @@ impl Default for ControlPlaneSettings {
             schedule_batch: 500,
             misfire_grace_ms: 10_000,
             schedule_history: 10_000,
+            idempotency_retention_s: 86_400,
         }
     }
 }
@@ -293,6 +300,27 @@ pub struct ExecutorSettings {
     pub report_linger_ms: u64,
     /// Paths `file.fs.*` refuses besides the built-in deny list.
     pub deny_paths: Vec<PathBuf>,
+    /// Directory of the completion spool (DESIGN.md section 5, item 7): completions the control plane
+    /// could not take are appended here, one AES-256-GCM encrypted JSON line each, and replayed in
+    /// order when it answers again. Unset: `~/.legionio/spool/<executor.name>`. Must be on a disk that
+    /// outlives the process (a persistent volume in Kubernetes), or spooled completions are lost with it.
+    pub spool_dir: Option<PathBuf>,
+    /// The spool's AES-256 key: 32 bytes, base64 (standard alphabet), usually a `vault://` reference.
+    /// Unset: the executor creates a random key in `<spool_dir>/spool.key` (mode 0600) and warns that
+    /// the key sits beside the data it protects. Default unset.
+    pub spool_key: Option<String>,
+    /// Size at which the spool starts a new file, in bytes. 65536 to 1073741824. Default 16 MiB
+    /// (16777216).
+    pub spool_file_bytes: u64,
+    /// Most bytes the spool may hold; a completion that does not fit waits for the control plane
+    /// instead (its message stays unacked). At least `spool_file_bytes`. Default 1 GiB (1073741824).
+    pub spool_max_bytes: u64,
+    /// How long a spooled completion is kept, in s: older lines are dropped (and counted in
+    /// `legion_executor_spool_expired_total`) instead of replayed. 60 to 2592000. Default 259200 (72 h).
+    pub spool_retention_s: u64,
+    /// How long a completion waits for an unreachable control plane before it goes to the spool, in
+    /// ms. 0 spools at the first failed call. 0 to 600000. Default 5000.
+    pub spool_after_ms: u64,
 }
 
 impl Default for ExecutorSettings {
@@ -309,6 +337,12 @@ impl Default for ExecutorSettings {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
             report_linger_ms: 2,
             deny_paths: Vec::new(),
+            spool_dir: None,
+            spool_key: None,
+            spool_file_bytes: 16 * 1024 * 1024,
+            spool_max_bytes: 1024 * 1024 * 1024,
+            spool_retention_s: 259_200,
+            spool_after_ms: 5000,
         }
     }
 }
@@ -411,6 +445,38 @@ impl Default for LoggingSettings {
         Self { format: "console".into(), level: "info".into(), levels: BTreeMap::new() }
     }
 }
+
+/// The default retry policy of tasks (DESIGN.md section 5, item 5). A submit, a relationship or a
+/// schedule may set any of these fields for its tasks; unset fields take these values, and the task
+/// stores the policy it was given, so a later change of settings does not alter it.
+///
+/// After failed attempt `n` (1-based) the task waits `min(max_backoff_ms, initial_backoff_ms ·
+/// multiplier^(n−1)) · (1 − jitter · u)` ms, `u` uniform in [0, 1), as `scheduled` with `not_before`
+/// in PostgreSQL (exponential backoff with jitter; `jitter = 1` is the "full jitter" of the AWS
+/// Architecture Blog's "Exponential Backoff And Jitter"). Only runner errors and timeouts wait; an
+/// attempt lost with its executor runs again at once, and a permanent error is never retried.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrySettings {
+    /// Wait after the first failed attempt, in ms; 0 retries at once. 0 to `max_backoff_ms`. Default
+    /// 1000.
+    pub initial_backoff_ms: u64,
+    /// Factor by which each wait grows. 1.0 to 10.0. Default 2.0.
+    pub multiplier: f64,
+    /// Longest wait, in ms. At most 86400000 (24 h). Default 300000 (5 min).
+    pub max_backoff_ms: u64,
+    /// Fraction of each wait drawn at random (see above). 0.0 to 1.0. Default 0.2.
+    pub jitter: f64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self { initial_backoff_ms: 1000, multiplier: 2.0, max_backoff_ms: 300_000, jitter: 0.2 }
+    }
+}
+
+/// Longest `retry.max_backoff_ms` (and `max_backoff_ms` of a task's policy), in ms: 24 h.
+pub const MAX_BACKOFF_CEILING_MS: u64 = 86_400_000;
 
 /// Limits on submitted tasks. Each is enforced by the control plane and named in its errors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -658,6 +724,35 @@ impl Settings {
         }
         if cp.transform_max_output_bytes < 1024 {
             return invalid("control_plane.transform_max_output_bytes", "must be at least 1024");
+        }
+        if !(60..=2_592_000).contains(&cp.idempotency_retention_s) {
+            return invalid("control_plane.idempotency_retention_s", "must be 60 to 2592000");
+        }
+        let r = &self.retry;
+        if r.max_backoff_ms > MAX_BACKOFF_CEILING_MS {
+            return invalid("retry.max_backoff_ms", "must be at most 86400000 (24 h)");
+        }
+        if r.initial_backoff_ms > r.max_backoff_ms {
+            return invalid("retry.initial_backoff_ms", "must be at most retry.max_backoff_ms");
+        }
+        if !(1.0..=10.0).contains(&r.multiplier) {
+            return invalid("retry.multiplier", "must be 1.0 to 10.0");
+        }
+        if !(0.0..=1.0).contains(&r.jitter) {
+            return invalid("retry.jitter", "must be 0.0 to 1.0");
+        }
+        let ex = &self.executor;
+        if !(65_536..=1_073_741_824).contains(&ex.spool_file_bytes) {
+            return invalid("executor.spool_file_bytes", "must be 65536 to 1073741824");
+        }
+        if ex.spool_max_bytes < ex.spool_file_bytes {
+            return invalid("executor.spool_max_bytes", "must be at least executor.spool_file_bytes");
+        }
+        if !(60..=2_592_000).contains(&ex.spool_retention_s) {
+            return invalid("executor.spool_retention_s", "must be 60 to 2592000");
+        }
+        if ex.spool_after_ms > 600_000 {
+            return invalid("executor.spool_after_ms", "must be 0 to 600000");
         }
         if self.api.max_body_bytes < l.max_payload_bytes {
             return invalid("api.max_body_bytes", "must be at least limits.max_payload_bytes");

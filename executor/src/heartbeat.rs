@@ -62,6 +62,7 @@ impl Heartbeat {
             free_slots: u32::try_from(self.pool.free_slots()).unwrap_or(u32::MAX),
             draining: self.state.draining(),
             extensions: self.state.extension_statuses(),
+            stopped: false,
         }
     }
 

@@ -84,6 +84,7 @@ impl SubmitTask {
             delay_ms: self.delay_ms.unwrap_or(0),
             idempotency_key: self.idempotency_key,
             region: self.region,
+            retry: None,
         }
     }
 }

@@ -97,6 +97,7 @@ pub fn chain_message(chain: &Chain) -> v1::Chain {
                 priority: r.priority.map(u32::from),
                 max_attempts: r.max_attempts,
                 timeout_ms: r.timeout_ms,
+                retry: None,
             })
             .collect(),
         version: chain.version,

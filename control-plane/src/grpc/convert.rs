@@ -36,6 +36,8 @@ pub fn task(task: &Task) -> v1::Task {
         idempotency_key: task.idempotency_key.clone(),
         owner: task.owner.clone(),
         not_before: task.not_before.map(timestamp),
+        retry: None,
+        replays: 0,
     }
 }
 
@@ -128,6 +130,7 @@ pub fn schedule(schedule: &Schedule, next_fires: &[DateTime<Utc>]) -> v1::Schedu
         updated_at: Some(timestamp(schedule.updated_at)),
         created_by: spec.created_by.clone(),
         last_fire: schedule.last_fire.as_ref().map(fire),
+        retry: None,
     }
 }
 

@@ -72,6 +72,7 @@ pub fn validate(schedule: &v1::Schedule, limits: &Limits) -> Result<ScheduleSpec
         idempotency_key: None,
         region: schedule.region.clone(),
         chain: schedule.chain.clone(),
+        retry: schedule.retry,
     };
     let task = validate_submit(&submit, limits).map_err(|e| FieldError::new(e.field, e.reason))?;
     let transformation = match schedule.transformation.as_ref().map(value_to_json) {

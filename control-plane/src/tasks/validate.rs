@@ -221,6 +221,7 @@ mod tests {
             idempotency_key: Some("k".repeat(255)),
             region: Some("eu-west_1".into()),
             chain: None,
+            retry: None,
         };
         let spec = validate_submit(&req, &Limits::default()).expect("valid");
         assert_eq!(spec.args, json!({"url": "http://x", "n": 2}));

@@ -92,6 +92,7 @@ impl RelationshipBody {
             priority: self.priority,
             max_attempts: self.max_attempts,
             timeout_ms: self.timeout_ms,
+            retry: None,
         }
     }
 }

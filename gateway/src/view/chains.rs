@@ -147,6 +147,7 @@ mod tests {
                     priority: Some(9),
                     max_attempts: Some(3),
                     timeout_ms: Some(5000),
+                    retry: None,
                 },
                 v1::Relationship {
                     id: "0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5f".into(),

@@ -29,6 +29,8 @@ fn proto_task() -> v1::Task {
         region: Some("eu".into()),
         idempotency_key: Some("k".into()),
         not_before: None,
+        retry: None,
+        replays: 0,
         owner: "api-key/k1".into(),
         depth: 2,
         chain_version: Some(3),

@@ -46,6 +46,7 @@ fn proto_schedule() -> v1::Schedule {
         updated_at: ts(1_767_225_660, 500_000_000),
         created_by: "api-key/k1".into(),
         last_fire: Some(proto_fire()),
+        retry: None,
     }
 }
 
