@@ -36,6 +36,9 @@ pub struct Fake {
     pub abort: Mutex<Vec<RunningAttempt>>,
     /// Disabled extensions, answered in every heartbeat.
     pub disabled: Mutex<Vec<String>>,
+    /// While set, every CompleteTask fails UNAVAILABLE (an unreachable control plane) and records
+    /// nothing.
+    pub completions_down: Mutex<bool>,
     attempts: Mutex<HashMap<String, u32>>,
 }
 
@@ -109,6 +112,9 @@ impl ControlPlane for Fake {
     }
 
     async fn complete_tasks(&self, request: CompleteTaskRequest) -> Result<CompleteTaskResponse, Status> {
+        if *lock(&self.completions_down) {
+            return Err(Status::unavailable("tcp connect error: connection refused"));
+        }
         if *lock(&self.refuse_results)
             && request.items.iter().any(|c| matches!(c.outcome, Some(completion::Outcome::ResultJson(_))))
         {

@@ -1,7 +1,7 @@
 //! One delivery, from the broker message to its settlement, following docs/architecture.md
 //! ("Delivery protocol"): decode the [`TaskMessage`]; `StartTask`; on `DROP` ack; on `RUN(attempt)`
 //! run it in the pool, report `CompleteTask`, and ack only once the completion was answered (accepted
-//! or stale).
+//! or stale) or is on disk in the spool.
 //!
 //! A delivery of a message whose `(task_id, dispatch)` is already in flight here (typically the
 //! broker's redelivery after the connection dropped while the attempt kept running) neither starts nor
@@ -10,8 +10,10 @@
 //!
 //! Settlements:
 //! - malformed message → reject without requeue, so the broker dead-letters it;
+//! - a completion the control plane could not take for `executor.spool_after_ms` (transient errors)
+//!   and that is now on disk in the spool → ack (DESIGN.md section 5, step 4);
 //! - a start or completion the control plane refuses (not a transient error, which the reporter
-//!   retries) → requeue after [`REQUEUE_DELAY`]: the redelivery is fenced by the control plane, which
+//!   retries or spools) → requeue after [`REQUEUE_DELAY`]: the redelivery is fenced by the control plane, which
 //!   dead-letters a task past `transport.delivery_limit` takeovers;
 //! - hard stop (shutdown grace over) → requeue at once, abandoning the runner;
 //! - a function this executor does not have → the attempt fails as `FAILURE_KIND_REJECTED`.
@@ -30,7 +32,7 @@ use crate::deliveries::{Claim, Deliveries};
 use crate::extensions::Registry;
 use crate::metrics::{Metrics, label};
 use crate::pool::{Job, Outcome, Pool};
-use crate::reporter::{self, Reporter};
+use crate::reporter::{self, Completed, Reporter};
 
 /// How long a delivery is held before it is requeued after a refused report, so that a control
 /// plane that keeps refusing does not make the message spin.
@@ -240,10 +242,15 @@ impl Handler {
                 answer = self.reporter.complete(completion.clone()) => answer,
             };
             match answer {
-                Ok(ack) => {
+                Ok(Completed::Answered(ack)) => {
                     if !ack.accepted {
                         tracing::debug!(task_id = %ack.task_id, attempt = completion.attempt, reason = %ack.reason, "completion stale");
                     }
+                    return Settlement::Ack;
+                }
+                Ok(Completed::Spooled { task_id }) => {
+                    // On disk in the spool, which replays it: the message may go (DESIGN.md section 5, step 4).
+                    tracing::debug!(%task_id, attempt = completion.attempt, "completion spooled, acking the message");
                     return Settlement::Ack;
                 }
                 Err(reporter::Error::Refused { message, .. })

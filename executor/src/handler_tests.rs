@@ -7,11 +7,24 @@ use crate::client::ControlPlane;
 use crate::fake::Fake;
 
 fn handler(fake: Arc<Fake>) -> (Handler, CancellationToken) {
+    handler_with(fake, None)
+}
+
+/// A handler whose reporter spools at the first failed completion call into `spool`.
+fn handler_with(fake: Arc<Fake>, spool: Option<crate::spool::Spool>) -> (Handler, CancellationToken) {
     legion_common::install_crypto_provider();
     let registry = Arc::new(Registry::load(&Settings::default()).expect("registry"));
     let metrics = Metrics::default();
     let cp: Arc<dyn ControlPlane> = fake;
-    let reporter = Reporter::spawn(cp, reporter::Options::default(), metrics.clone());
+    let options = reporter::Options {
+        retry_initial: Duration::from_millis(5),
+        retry_max: Duration::from_millis(20),
+        ..reporter::Options::default()
+    };
+    let reporter = match spool {
+        Some(spool) => Reporter::spawn_with_spool(cp, options, metrics.clone(), spool, Duration::ZERO),
+        None => Reporter::spawn(cp, options, metrics.clone()),
+    };
     let hard_stop = CancellationToken::new();
     let handler = Handler::new(
         registry,
@@ -59,6 +72,43 @@ async fn failures_are_reported_with_their_kind() {
         fake.failure(&unknown),
         Some((FailureKind::Rejected as i32, "function core.util.teleport is not loaded on this executor".into()))
     );
+}
+
+#[tokio::test]
+async fn invalid_args_and_permanent_errors_are_permanent_failures() {
+    let fake = Arc::new(Fake::default());
+    let (h, _) = handler(fake.clone());
+    let (id, body) = message("core.util.sleep", json!({"ms": "soon"}), 1000);
+    assert_eq!(h.process(&body, false).await, Settlement::Ack);
+    assert_eq!(
+        fake.failure(&id),
+        Some((FailureKind::Permanent as i32, "args.ms: required non-negative integer".into()))
+    );
+    assert_eq!(h.metrics.runs.get_or_create(&label("outcome", "permanent")).get(), 1);
+}
+
+/// DESIGN.md section 5, step 4: with the control plane unreachable, the message is acked once its
+/// completion is on disk in the spool, not before.
+#[tokio::test]
+async fn a_spooled_completion_acks_the_message() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let fake = Arc::new(Fake::default());
+    *fake.completions_down.lock().expect("lock") = true;
+    let options = crate::spool::Options {
+        dir: root.path().join("spool"),
+        node: "exec-1".into(),
+        key: None,
+        file_bytes: 1 << 20,
+        max_bytes: 1 << 30,
+        retention: Duration::from_secs(3600),
+    };
+    let spool = crate::spool::Spool::open(options, Metrics::default()).expect("spool");
+    let (h, _) = handler_with(fake.clone(), Some(spool.clone()));
+    let (id, body) = message("core.util.echo", json!({"kept": true}), 1000);
+    assert_eq!(h.process(&body, false).await, Settlement::Ack);
+    assert!(fake.completion(&id).is_none(), "the control plane got nothing yet");
+    assert!(!spool.is_empty());
+    assert!(spool.bytes() > 0);
 }
 
 #[tokio::test]

@@ -1,9 +1,12 @@
 //! The heartbeat loop: every `executor.heartbeat_ms` (or the interval the control plane asked for at
-//! registration) it sends `Heartbeat{name, running, free_slots, draining, extensions}` and applies the
+//! registration) it sends `Heartbeat{name, running, free_slots, draining, extensions, stopped}` and applies the
 //! answer: it aborts the attempts named in `abort`, each a `(task_id, attempt)` pair, and only those
 //! (their completion, the failure `aborted`, is then stale at the control plane and the message is
 //! acked), and publishes `disabled_extensions` to the consumer, which stops or resumes consuming their
 //! queues.
+//!
+//! The last heartbeat of a node, after its drain ([`Heartbeat::beat_stopped`]), carries `stopped:
+//! true`: the control plane then removes the node. No other heartbeat does.
 //!
 //! A failed heartbeat is logged and the next one is sent on schedule; the control plane declares the
 //! node lost only after `control_plane.node_lease_ms` of silence. A `NOT_FOUND` answer (the control
@@ -71,12 +74,7 @@ impl Heartbeat {
     /// # Errors
     /// The call's status.
     pub async fn beat(&self) -> Result<(), Status> {
-        let answer = tokio::time::timeout(
-            self.interval.max(Duration::from_secs(1)),
-            self.control_plane.heartbeat(self.request()),
-        )
-        .await
-        .map_err(|_| Status::deadline_exceeded("heartbeat took longer than the heartbeat interval"))?;
+        let answer = self.send(self.request()).await?;
         match answer {
             Ok(response) => {
                 self.apply(&response);
@@ -88,6 +86,23 @@ impl Heartbeat {
             }
             Err(status) => Err(status),
         }
+    }
+
+    /// Sends the node's last heartbeat, `stopped: true`, once the drain is over (every in-flight task
+    /// finished or was requeued). The answer is not applied: nothing runs any more.
+    ///
+    /// # Errors
+    /// The call's status.
+    pub async fn beat_stopped(&self) -> Result<(), Status> {
+        let request = HeartbeatRequest { stopped: true, ..self.request() };
+        self.send(request).await?.map(|_| ())
+    }
+
+    /// One `Heartbeat` call, bounded by the interval (at least 1 s).
+    async fn send(&self, request: HeartbeatRequest) -> Result<Result<HeartbeatResponse, Status>, Status> {
+        tokio::time::timeout(self.interval.max(Duration::from_secs(1)), self.control_plane.heartbeat(request))
+            .await
+            .map_err(|_| Status::deadline_exceeded("heartbeat took longer than the heartbeat interval"))
     }
 
     /// Applies a heartbeat answer: aborts and disabled extensions. Each entry of `abort` names one
@@ -227,6 +242,18 @@ mod tests {
         hb.beat().await.expect("beat");
         assert_eq!(pool.running(), vec![(task_id, 2)]);
         current.abort();
+    }
+
+    #[tokio::test]
+    async fn only_the_final_heartbeat_says_stopped() {
+        let fake = Arc::new(Fake::default());
+        let (hb, _rx) = heartbeat(fake.clone(), Pool::new(1, 1024));
+        hb.beat().await.expect("beat");
+        assert!(!hb.request().stopped);
+        hb.beat_stopped().await.expect("final beat");
+        let beats = fake.heartbeats.lock().expect("lock").clone();
+        assert_eq!(beats.iter().map(|b| b.stopped).collect::<Vec<_>>(), vec![false, true]);
+        assert_eq!(beats[1].name, "exec-1");
     }
 
     #[tokio::test]

@@ -6,9 +6,12 @@
 //! Modules, one concept each: [`extensions`] (the functions), [`pool`] (running them),
 //! [`client`] (the control plane), [`reporter`] (batched starts and completions), [`handler`] (one
 //! delivery), [`deliveries`] (deliveries in flight; redeliveries attached to them), [`consumer`]
-//! (the broker), [`heartbeat`], [`state`] (what the node reports), [`metrics`], [`backoff`].
+//! (the broker), [`spool`] (completions the control plane could not take, replayed later),
+//! [`heartbeat`], [`state`] (what the node reports), [`metrics`], [`backoff`], [`cli`] (the binaries'
+//! shared `main`).
 
 pub mod backoff;
+pub mod cli;
 pub mod client;
 pub mod consumer;
 pub mod deliveries;
@@ -18,6 +21,7 @@ pub mod heartbeat;
 pub mod metrics;
 pub mod pool;
 pub mod reporter;
+pub mod spool;
 pub mod state;
 
 #[cfg(test)]
@@ -39,12 +43,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::client::{ControlPlane, GrpcControlPlane};
 use crate::consumer::Consumer;
-use crate::extensions::Registry;
+use crate::extensions::{Extension, Registry};
 use crate::handler::Handler;
 use crate::heartbeat::Heartbeat;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::reporter::Reporter;
+use crate::spool::Spool;
 use crate::state::NodeState;
 
 /// The executor's version, reported at registration.
@@ -103,21 +108,37 @@ fn check_tls_material(tls: &legion_common::settings::TlsSettings) -> Result<(), 
 /// [`SettingsError`] for unusable settings (exit 64); other startup failures (admin port taken, the
 /// control plane refusing the registration).
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_extended(settings, Vec::new(), shutdown).await
+}
+
+/// [`run`] with `extra` extensions loaded besides the built-in ones (see
+/// [`Registry::with_extensions`]); `legion-executor-faults` passes the `fault` extension.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_extended(
+    settings: Settings,
+    extra: Vec<Extension>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     legion_common::install_crypto_provider();
     check_node_certificate(&settings)?;
     let control_plane = GrpcControlPlane::connect_lazy(&settings.control_plane.url, &settings.tls)
         .map_err(|e| SettingsError(e.to_string()))?;
-    run_with(settings, Arc::new(control_plane), shutdown).await
+    run_with_extensions(settings, Arc::new(control_plane), extra, shutdown).await
 }
 
 /// Runs the executor against `control_plane` until `shutdown` is cancelled.
 ///
-/// Start: loads the extensions, serves the admin listener, registers (retrying until the control plane
-/// answers), then consumes and heartbeats every `executor.heartbeat_ms` (or the control plane's
-/// `heartbeat_ms`, when it asks for more frequent ones) and on every extension state change.
+/// Start: loads the extensions, opens the completion spool (`executor.spool_*`; a bad key is a
+/// settings error), serves the admin listener, registers (retrying until the control plane answers),
+/// then replays the spool, consumes and heartbeats every `executor.heartbeat_ms` (or the control
+/// plane's `heartbeat_ms`, when it asks for more frequent ones) and on every extension state change.
+/// Completions the control plane cannot take for `executor.spool_after_ms` go to the spool.
 /// Shutdown: marks the node draining (heartbeat sent at once), cancels the consumers, lets in-flight
 /// tasks finish for up to `executor.shutdown_grace_ms`, then aborts the rest and requeues their
-/// messages, sends a final heartbeat with every extension `stopped`, closes the broker channel and
+/// messages, stops the replay (what is left stays in the spool for the next start), sends a final
+/// heartbeat with every extension `stopped` and `stopped: true`, closes the broker channel and
 /// connection, and returns `Ok`.
 ///
 /// # Errors
@@ -127,9 +148,23 @@ pub async fn run_with(
     control_plane: Arc<dyn ControlPlane>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with_extensions(settings, control_plane, Vec::new(), shutdown).await
+}
+
+/// [`run_with`] with `extra` extensions loaded besides the built-in ones.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_extensions(
+    settings: Settings,
+    control_plane: Arc<dyn ControlPlane>,
+    extra: Vec<Extension>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     legion_common::install_crypto_provider();
     let ex = &settings.executor;
-    let registry = Arc::new(Registry::load(&settings).map_err(|e| SettingsError(e.to_string()))?);
+    let registry =
+        Arc::new(Registry::load(&settings).map_err(|e| SettingsError(e.to_string()))?.with_extensions(extra));
     let prefetch = u16::try_from(ex.concurrency)
         .ok()
         .filter(|c| *c > 0)
@@ -140,6 +175,12 @@ pub async fn run_with(
     let metrics = Metrics::default();
     let mut prometheus = prometheus_client::registry::Registry::default();
     metrics.register(&mut prometheus);
+    let spool = spool::Options::from_settings(ex).and_then(|options| Spool::open(options, metrics.clone())).map_err(
+        |e| match e {
+            spool::Error::Settings(message) => SettingsError(message),
+            other => SettingsError(format!("executor.spool_dir: {other}")),
+        },
+    )?;
     let readiness = Readiness::default();
     let state = Arc::new(NodeState::new(&extensions, readiness.clone()));
     let admin_stop = CancellationToken::new();
@@ -179,10 +220,19 @@ pub async fn run_with(
     let (disabled_tx, disabled_rx) = watch::channel(response.disabled_extensions.into_iter().collect::<BTreeSet<_>>());
 
     let pool = Pool::new(usize::from(prefetch), settings.limits.max_result_bytes);
-    let reporter = Reporter::spawn(
+    let replay_stop = CancellationToken::new();
+    let replay_task = tokio::spawn(spool::replay::run(
+        spool.clone(),
+        control_plane.clone(),
+        spool::replay::Options::default(),
+        replay_stop.clone(),
+    ));
+    let reporter = Reporter::spawn_with_spool(
         control_plane.clone(),
         reporter::Options { linger: Duration::from_millis(ex.report_linger_ms), ..reporter::Options::default() },
         metrics.clone(),
+        spool,
+        Duration::from_millis(ex.spool_after_ms),
     );
     let hard_stop = CancellationToken::new();
     let handler = Arc::new(Handler::new(
@@ -235,8 +285,10 @@ pub async fn run_with(
     }
     heartbeat_stop.cancel();
     let _ = heartbeat_task.await;
+    replay_stop.cancel();
+    let _ = replay_task.await;
     state.set_all(ExtensionState::Stopped);
-    if let Err(status) = heartbeat.beat().await {
+    if let Err(status) = heartbeat.beat_stopped().await {
         tracing::warn!(code = ?status.code(), error = %status.message(), "final heartbeat failed");
     }
     if let Some(session) = session {
@@ -327,6 +379,20 @@ mod tests {
         let mut not_a_ca = ok;
         not_a_ca.tls.ca = Some(dir.path().join("executor-key.pem"));
         assert!(check_node_certificate(&not_a_ca).expect_err("not a ca").0.starts_with("settings key tls.ca: "));
+    }
+
+    #[tokio::test]
+    async fn a_spool_key_that_is_not_32_bytes_is_a_settings_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut settings = Settings::default();
+        settings.executor.spool_dir = Some(dir.path().join("spool"));
+        settings.executor.spool_key = Some("c2hvcnQ=".into());
+        settings.executor.admin_listen = ([127, 0, 0, 1], 0).into();
+        let fake = Arc::new(fake::Fake::default());
+        let err = run_with(settings, fake.clone(), CancellationToken::new()).await.expect_err("bad key");
+        let settings_error = err.downcast_ref::<SettingsError>().expect("a settings error (exit 64)");
+        assert_eq!(settings_error.0, "executor.spool_key: must be base64 of exactly 32 bytes, got 5");
+        assert!(fake.registrations.lock().expect("lock").is_empty(), "refused before registering");
     }
 
     #[tokio::test]

@@ -12,7 +12,18 @@
 //! - `legion_executor_report_retries_total{kind}`: report calls retried after a transient error;
 //! - `legion_executor_requeued_total`: deliveries requeued at shutdown or after a refused report;
 //! - `legion_executor_attached_deliveries_total`: deliveries of a task already in flight here (same
-//!   task and dispatch, typically a redelivery after a connection loss) attached to it, not run again.
+//!   task and dispatch, typically a redelivery after a connection loss) attached to it, not run again;
+//! - `legion_executor_spool_spooled_total`: completions written to the spool (the control plane was
+//!   unreachable);
+//! - `legion_executor_spool_replayed_total`: spooled completions answered by the control plane
+//!   (accepted or stale);
+//! - `legion_executor_spool_expired_total`: spooled completions dropped past
+//!   `executor.spool_retention_s`;
+//! - `legion_executor_spool_corrupt_total`: spool lines skipped because they do not decrypt or parse
+//!   (a torn last line after a crash, tampering);
+//! - `legion_executor_spool_refused_total`: spooled completions the control plane refused outright,
+//!   dropped;
+//! - `legion_executor_spool_bytes`: bytes held in the spool's files, gauge.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -53,6 +64,18 @@ pub struct Metrics {
     pub requeued: Counter,
     /// Deliveries attached to an attempt already in flight.
     pub attached: Counter,
+    /// Completions written to the spool.
+    pub spool_spooled: Counter,
+    /// Spooled completions answered at replay.
+    pub spool_replayed: Counter,
+    /// Spooled completions dropped past the retention.
+    pub spool_expired: Counter,
+    /// Spool lines skipped as unreadable.
+    pub spool_corrupt: Counter,
+    /// Spooled completions refused outright at replay, dropped.
+    pub spool_refused: Counter,
+    /// Bytes held in the spool's files.
+    pub spool_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -69,6 +92,12 @@ impl Default for Metrics {
             report_retries: Family::default(),
             requeued: Counter::default(),
             attached: Counter::default(),
+            spool_spooled: Counter::default(),
+            spool_replayed: Counter::default(),
+            spool_expired: Counter::default(),
+            spool_corrupt: Counter::default(),
+            spool_refused: Counter::default(),
+            spool_bytes: Gauge::default(),
         }
     }
 }
@@ -96,6 +125,16 @@ impl Metrics {
             "Deliveries attached to an attempt already in flight instead of being run again",
             self.attached.clone(),
         );
+        r.register("spool_spooled", "Completions written to the spool", self.spool_spooled.clone());
+        r.register("spool_replayed", "Spooled completions answered at replay", self.spool_replayed.clone());
+        r.register("spool_expired", "Spooled completions dropped past the retention", self.spool_expired.clone());
+        r.register(
+            "spool_corrupt",
+            "Spool lines skipped because they do not decrypt or parse",
+            self.spool_corrupt.clone(),
+        );
+        r.register("spool_refused", "Spooled completions refused outright at replay", self.spool_refused.clone());
+        r.register("spool_bytes", "Bytes held in the spool's files", self.spool_bytes.clone());
     }
 }
 
@@ -112,6 +151,8 @@ mod tests {
         metrics.runs.get_or_create(&label("outcome", "succeeded")).inc_by(2);
         metrics.report_batch.get_or_create(&label("kind", "start")).observe(7.0);
         metrics.in_flight.set(3);
+        metrics.spool_expired.inc();
+        metrics.spool_bytes.set(512);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
         for expected in [
@@ -119,6 +160,8 @@ mod tests {
             "legion_executor_runs_total{outcome=\"succeeded\"} 2",
             "legion_executor_report_batch_size_count{kind=\"start\"} 1",
             "legion_executor_in_flight 3",
+            "legion_executor_spool_expired_total 1",
+            "legion_executor_spool_bytes 512",
         ] {
             assert!(text.contains(expected), "missing {expected} in\n{text}");
         }

@@ -3,7 +3,8 @@
 //! executor.
 //!
 //! Outcomes: a result (serialized JSON, at most `limits.max_result_bytes`), or a failure of kind
-//! `FAILURE_KIND_REJECTED` (invalid args), `FAILURE_KIND_ERROR` (the function failed; also an oversize
+//! `FAILURE_KIND_PERMANENT` (invalid args, or [`FunctionError::Permanent`]: not retried),
+//! `FAILURE_KIND_ERROR` (the function failed; also an oversize
 //! result and an attempt aborted by the control plane, message `aborted`), `FAILURE_KIND_TIMEOUT` or
 //! `FAILURE_KIND_PANIC` (with the panic message). The running `(task_id, attempt)` pairs are tracked
 //! for heartbeats and aborts.
@@ -57,8 +58,8 @@ impl Outcome {
         Self::Failure { kind, message: message.into() }
     }
 
-    /// A short label for metrics and logs: `succeeded`, `failed`, `rejected`, `timeout`, `panic`,
-    /// `aborted`.
+    /// A short label for metrics and logs: `succeeded`, `failed`, `permanent`, `rejected`,
+    /// `timeout`, `panic`, `aborted`.
     pub fn label(&self) -> &'static str {
         match self {
             Self::Success(_) => "succeeded",
@@ -66,6 +67,7 @@ impl Outcome {
             Self::Failure { kind: FailureKind::Timeout, .. } => "timeout",
             Self::Failure { kind: FailureKind::Panic, .. } => "panic",
             Self::Failure { kind: FailureKind::Rejected, .. } => "rejected",
+            Self::Failure { kind: FailureKind::Permanent, .. } => "permanent",
             Self::Failure { .. } => "failed",
         }
     }
@@ -160,7 +162,9 @@ impl Pool {
         }
         let outcome = match tokio::time::timeout(job.timeout, &mut handle).await {
             Ok(Ok(Ok(value))) => self.encode(&value),
-            Ok(Ok(Err(FunctionError::InvalidArgs(message)))) => Outcome::failure(FailureKind::Rejected, message),
+            Ok(Ok(Err(FunctionError::InvalidArgs(message) | FunctionError::Permanent(message)))) => {
+                Outcome::failure(FailureKind::Permanent, message)
+            }
             Ok(Ok(Err(FunctionError::Failed(message)))) => Outcome::failure(FailureKind::Error, message),
             Ok(Err(join)) if join.is_panic() => {
                 let message = panic_message(join.into_panic().as_ref());

@@ -46,11 +46,17 @@ impl Vhost {
     fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:5672/{}", self.0)
     }
+
+    /// The test's completion spool, removed with the vhost.
+    fn spool_dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("{}-spool", self.0))
+    }
 }
 
 impl Drop for Vhost {
     fn drop(&mut self) {
         let _ = Command::new("rabbitmqctl").args(["delete_vhost", &self.0]).output();
+        let _ = std::fs::remove_dir_all(self.spool_dir());
     }
 }
 
@@ -67,6 +73,7 @@ fn settings(vhost: &Vhost, concurrency: u32) -> Settings {
     s.executor.heartbeat_ms = 100;
     s.executor.shutdown_grace_ms = 5000;
     s.executor.admin_listen = ([127, 0, 0, 1], free_port()).into();
+    s.executor.spool_dir = Some(vhost.spool_dir());
     s
 }
 
@@ -463,4 +470,65 @@ async fn region_tasks_go_only_to_executors_of_their_region() {
     eventually("a region-free task too", Duration::from_secs(10), async || local.completion(&anywhere).is_some()).await;
     executor.stop().await;
     assert_eq!(depth(&ch, "legion.ext.core.eu-west").await, 0);
+}
+
+fn spool_files(vhost: &Vhost) -> usize {
+    std::fs::read_dir(vhost.spool_dir())
+        .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl")).count())
+        .unwrap_or(0)
+}
+
+async fn metrics_text(http: &reqwest::Client, admin: std::net::SocketAddr) -> String {
+    match http.get(format!("http://{admin}/metrics")).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// DESIGN.md section 5, steps 4 and 7: with the control plane unreachable, each message is acked once
+/// its completion is on disk in the spool; a restarted executor replays the spool when the control
+/// plane answers again.
+#[tokio::test]
+async fn completions_are_spooled_and_acked_while_the_control_plane_is_unreachable() {
+    legion_common::install_crypto_provider();
+    let vhost = Vhost::new();
+    let (_conn, ch) = channel(&vhost).await;
+    let fake = Arc::new(Fake::default());
+    *fake.completions_down.lock().expect("lock") = true;
+    let mut s = settings(&vhost, 4);
+    s.executor.spool_after_ms = 0;
+    let admin = s.executor.admin_listen;
+    let executor = start(s, &fake);
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        ids.push(publish(&ch, "core.util.echo", json!({"n": n}), 5000, 0).await);
+    }
+    let http = reqwest::Client::new();
+    eventually("every completion spooled", Duration::from_secs(30), async || {
+        metrics_text(&http, admin).await.contains("legion_executor_spool_spooled_total 10")
+    })
+    .await;
+    executor.stop().await;
+    assert_eq!(depth(&ch, "legion.ext.core").await, 0, "every message was acked once its completion was spooled");
+    assert!(fake.completions.lock().expect("lock").is_empty(), "the control plane got nothing");
+    assert!(spool_files(&vhost) > 0);
+
+    // A new executor process (same spool) replays it once the control plane answers.
+    *fake.completions_down.lock().expect("lock") = false;
+    let mut s = settings(&vhost, 4);
+    s.executor.spool_after_ms = 0;
+    let executor = start(s, &fake);
+    eventually("every spooled completion replayed", Duration::from_secs(30), async || {
+        ids.iter().all(|id| fake.completion(id).is_some())
+    })
+    .await;
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(fake.result(id), Some(json!({"n": n})));
+    }
+    eventually("the spool files deleted", Duration::from_secs(10), async || spool_files(&vhost) == 0).await;
+    executor.stop().await;
+    let last = fake.heartbeats.lock().expect("lock").last().cloned().expect("heartbeats");
+    assert!(last.stopped, "the final heartbeat says stopped");
+    let stopped = fake.heartbeats.lock().expect("lock").iter().filter(|h| h.stopped).count();
+    assert_eq!(stopped, 2, "one final heartbeat per executor run");
 }

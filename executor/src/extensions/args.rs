@@ -1,5 +1,6 @@
 //! Reading a function's args: typed accessors whose errors name the arg and the reason, in the form
-//! `args.<name>: <reason>` (e.g. `args.url: required string`), reported as `FAILURE_KIND_REJECTED`.
+//! `args.<name>: <reason>` (e.g. `args.url: required string`), reported as `FAILURE_KIND_PERMANENT`
+//! (invalid args never become valid: the task is not retried).
 //!
 //! Args are a JSON object; `null` (no args) reads as an empty object. An arg set to `null` counts as
 //! absent.
@@ -146,7 +147,7 @@ mod tests {
     fn message(e: FunctionError) -> String {
         match e {
             FunctionError::InvalidArgs(m) => m,
-            FunctionError::Failed(m) => panic!("expected invalid args, got failure {m}"),
+            other => panic!("expected invalid args, got {other:?}"),
         }
     }
 

@@ -42,8 +42,8 @@
 //!
 //! # Errors
 //! Bad args and refusals (relative or denied path, `..` after a missing part, a dangling link, a path
-//! that is not a regular file) are [`FunctionError::InvalidArgs`] (`FAILURE_KIND_REJECTED`); retrying
-//! cannot help. I/O errors (missing file, permissions, a file over `max_bytes`) are
+//! that is not a regular file) are [`FunctionError::InvalidArgs`] (`FAILURE_KIND_PERMANENT`): retrying
+//! cannot help, so the task is not retried. I/O errors (missing file, permissions, a file over `max_bytes`) are
 //! [`FunctionError::Failed`]. Both name the arg: `args.path: ~/.ssh/id_rsa (resolves to
 //! /home/u/.ssh/id_rsa) is denied (under ~/.ssh)`.
 

@@ -8,9 +8,14 @@
 //! by the role profile `executor.profile`, an entry of `executor.profiles` listing the extensions it
 //! allows (`"*"`: every built-in one; defaults `all` = `["*"]`, `core` = `["core", "log"]`), see
 //! [`select`]. No code is ever loaded at run time.
+//!
+//! With the cargo feature `fault-injection`, the module `fault` holds the test-only `fault`
+//! extension; only the `legion-executor-faults` binary adds it ([`Registry::with_extensions`]).
 
 pub mod args;
 pub mod core;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod file;
 pub mod http;
 pub mod log;
@@ -121,12 +126,18 @@ impl Context {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FunctionError {
     /// The args are invalid; the message names the arg, e.g. `args.url: required string`. Reported as
-    /// `FAILURE_KIND_REJECTED`.
+    /// `FAILURE_KIND_PERMANENT`: invalid args never become valid, so the task is not retried.
     #[error("{0}")]
     InvalidArgs(String),
-    /// The function ran and failed. Reported as `FAILURE_KIND_ERROR`.
+    /// The function ran and failed. Reported as `FAILURE_KIND_ERROR`: the task is retried while its
+    /// retry policy allows.
     #[error("{0}")]
     Failed(String),
+    /// The function failed in a way no other attempt can fix (the target refused the request for
+    /// good). Reported as `FAILURE_KIND_PERMANENT`: the task ends `failed` at once, whatever attempts
+    /// remain.
+    #[error("{0}")]
+    Permanent(String),
 }
 
 /// One function of an extension, e.g. `http.request.get`.
@@ -136,7 +147,8 @@ pub trait Function: Send + Sync + 'static {
     /// as JSON.
     ///
     /// # Errors
-    /// [`FunctionError::InvalidArgs`] naming the arg, or [`FunctionError::Failed`].
+    /// [`FunctionError::InvalidArgs`] naming the arg, [`FunctionError::Failed`] (retried), or
+    /// [`FunctionError::Permanent`] (not retried).
     async fn call(&self, args: serde_json::Value, ctx: Context) -> Result<serde_json::Value, FunctionError>;
 }
 
@@ -277,6 +289,16 @@ impl Registry {
             });
         }
         Ok(Self::from_extensions(extensions))
+    }
+
+    /// This registry with `extra` extensions loaded after the built-in ones, whatever
+    /// `executor.extensions` and the profile say (the `fault` extension of `legion-executor-faults`).
+    /// An extra extension named like a loaded one replaces its functions of the same address.
+    #[must_use]
+    pub fn with_extensions(self, extra: Vec<Extension>) -> Self {
+        let mut extensions = self.extensions;
+        extensions.extend(extra);
+        Self::from_extensions(extensions)
     }
 
     /// A registry of the given extensions (tests register their own functions this way).

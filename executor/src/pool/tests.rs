@@ -15,6 +15,16 @@ impl Function for Panics {
     }
 }
 
+/// Fails for good.
+struct Refuses;
+
+#[async_trait]
+impl Function for Refuses {
+    async fn call(&self, _args: Value, _ctx: Context) -> Result<Value, FunctionError> {
+        Err(FunctionError::Permanent("target refused for good".into()))
+    }
+}
+
 /// Ignores cancellation and sleeps forever: only the pool's abort stops it.
 struct Hangs;
 
@@ -61,9 +71,12 @@ async fn errors_and_invalid_args_have_their_kinds() {
     let pool = Pool::new(2, 1024);
     let failed = pool.run(job(Arc::new(Fail), json!({"message": "no"}), 1000)).await;
     assert_eq!(failed.outcome, Outcome::failure(FailureKind::Error, "no"));
-    let rejected = pool.run(job(Arc::new(Sleep), json!({}), 1000)).await;
-    assert_eq!(rejected.outcome, Outcome::failure(FailureKind::Rejected, "args.ms: required non-negative integer"));
-    assert_eq!(rejected.outcome.label(), "rejected");
+    let invalid = pool.run(job(Arc::new(Sleep), json!({}), 1000)).await;
+    assert_eq!(invalid.outcome, Outcome::failure(FailureKind::Permanent, "args.ms: required non-negative integer"));
+    assert_eq!(invalid.outcome.label(), "permanent");
+    let permanent = pool.run(job(Arc::new(Refuses), json!({}), 1000)).await;
+    assert_eq!(permanent.outcome, Outcome::failure(FailureKind::Permanent, "target refused for good"));
+    assert_eq!(permanent.outcome.label(), "permanent");
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use legion_proto::v1::{
@@ -10,6 +11,7 @@ use tonic::Code;
 use uuid::Uuid;
 
 use super::*;
+use crate::spool::Spool;
 
 /// Records every call; fails calls with the scripted statuses first; refuses items whose task id is
 /// in `refuse` with INVALID_ARGUMENT (the whole call, as a server would).
@@ -21,6 +23,8 @@ struct Fake {
     refuse: Mutex<Vec<String>>,
     short_answer: Mutex<bool>,
     delay: Duration,
+    /// Every CompleteTask fails UNAVAILABLE while set (an unreachable control plane).
+    down: AtomicBool,
 }
 
 impl Fake {
@@ -68,6 +72,9 @@ impl ControlPlane for Fake {
     async fn complete_tasks(&self, r: CompleteTaskRequest) -> Result<CompleteTaskResponse, Status> {
         let ids: Vec<String> = r.items.iter().map(|i| i.task_id.clone()).collect();
         self.complete_calls.lock().expect("lock").push(ids.clone());
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("tcp connect error: connection refused"));
+        }
         self.scripted()?;
         self.refused(&ids)?;
         let mut acks: Vec<CompletionAck> = r
@@ -89,6 +96,7 @@ fn options(max_batch: usize, linger_ms: u64) -> Options {
         max_in_flight: 1,
         retry_initial: Duration::from_millis(5),
         retry_max: Duration::from_millis(20),
+        max_batch_bytes: MAX_BATCH_BYTES,
     }
 }
 
@@ -156,7 +164,7 @@ async fn transient_failures_are_retried_with_every_item() {
     let items: Vec<Completion> = (0..3).map(|_| completion(1)).collect();
     let acks = futures_util::future::join_all(items.iter().cloned().map(|c| reporter.complete(c))).await;
     for (item, ack) in items.iter().zip(acks) {
-        let ack = ack.expect("completion answered after retries");
+        let Completed::Answered(ack) = ack.expect("completion answered after retries") else { panic!("no spool") };
         assert_eq!((ack.task_id.as_str(), ack.accepted), (item.task_id.as_str(), true));
     }
     let calls = fake.complete_calls.lock().expect("lock");
@@ -204,4 +212,135 @@ async fn retries_stop_for_callers_that_went_away() {
     let calls = fake.complete_calls.lock().expect("lock").len();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(fake.complete_calls.lock().expect("lock").len(), calls, "no retries once the caller is gone");
+}
+
+fn spool(root: &std::path::Path, max_bytes: u64, metrics: &Metrics) -> Spool {
+    let options = crate::spool::Options {
+        dir: root.join("spool"),
+        node: "exec-1".into(),
+        key: Some("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into()),
+        file_bytes: 1 << 20,
+        max_bytes,
+        retention: Duration::from_secs(3600),
+    };
+    Spool::open(options, metrics.clone()).expect("spool")
+}
+
+fn result_completion(bytes: usize) -> Completion {
+    Completion { outcome: Some(legion_proto::v1::completion::Outcome::ResultJson(vec![b'1'; bytes])), ..completion(1) }
+}
+
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn completions_go_to_the_spool_once_the_control_plane_stayed_unreachable_then_replay_in_order() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let fake = Arc::new(Fake::default());
+    fake.down.store(true, Ordering::SeqCst);
+    let metrics = Metrics::default();
+    let spool = spool(root.path(), 1 << 30, &metrics);
+    let after = Duration::from_millis(200);
+    let reporter = Reporter::spawn_with_spool(fake.clone(), options(256, 20), metrics.clone(), spool.clone(), after);
+    let items: Vec<Completion> = (0..3).map(|_| completion(1)).collect();
+    let started = tokio::time::Instant::now();
+    let answers = futures_util::future::join_all(items.iter().cloned().map(|c| reporter.complete(c))).await;
+    assert!(started.elapsed() >= after, "spooled before executor.spool_after_ms");
+    for (item, answer) in items.iter().zip(answers) {
+        assert_eq!(answer.expect("answered"), Completed::Spooled { task_id: item.task_id.clone() });
+    }
+    assert!(fake.complete_calls.lock().expect("lock").len() >= 2, "retried while waiting");
+    assert_eq!(metrics.spool_spooled.get(), 3);
+
+    // The control plane comes back: the spool replays the completions in order.
+    let calls_before = fake.complete_calls.lock().expect("lock").len();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let replay = tokio::spawn(crate::spool::replay::run(
+        spool.clone(),
+        fake.clone(),
+        crate::spool::replay::Options {
+            max_batch: 256,
+            retry_initial: Duration::from_millis(5),
+            retry_max: Duration::from_millis(20),
+        },
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!spool.is_empty(), "nothing is deleted while the control plane is down");
+    fake.down.store(false, Ordering::SeqCst);
+    eventually("the spool emptied", || spool.is_empty()).await;
+    let replayed = fake.complete_calls.lock().expect("lock")[calls_before..].last().expect("a replay call").clone();
+    let expected: Vec<String> = items.iter().map(|c| c.task_id.clone()).collect();
+    assert_eq!(replayed, expected);
+    assert_eq!(metrics.spool_replayed.get(), 3);
+    stop.cancel();
+    replay.await.expect("join");
+}
+
+#[tokio::test]
+async fn spool_after_zero_spools_at_the_first_failure() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let fake = Arc::new(Fake::default());
+    fake.down.store(true, Ordering::SeqCst);
+    let metrics = Metrics::default();
+    let reporter = Reporter::spawn_with_spool(
+        fake.clone(),
+        options(256, 1),
+        metrics.clone(),
+        spool(root.path(), 1 << 30, &metrics),
+        Duration::ZERO,
+    );
+    let item = completion(1);
+    let answer = reporter.complete(item.clone()).await.expect("answered");
+    assert_eq!(answer, Completed::Spooled { task_id: item.task_id });
+    assert_eq!(fake.complete_calls.lock().expect("lock").len(), 1);
+}
+
+#[tokio::test]
+async fn a_completion_the_spool_cannot_hold_keeps_waiting_for_the_control_plane() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let fake = Arc::new(Fake::default());
+    fake.down.store(true, Ordering::SeqCst);
+    let metrics = Metrics::default();
+    let reporter = Reporter::spawn_with_spool(
+        fake.clone(),
+        options(256, 1),
+        metrics.clone(),
+        spool(root.path(), 64, &metrics),
+        Duration::ZERO,
+    );
+    let item = completion(1);
+    let call = tokio::spawn({
+        let reporter = reporter.clone();
+        let item = item.clone();
+        async move { reporter.complete(item).await }
+    });
+    eventually("retries", || fake.complete_calls.lock().expect("lock").len() >= 3).await;
+    assert!(!call.is_finished(), "not answered: the message stays unacked");
+    assert_eq!(metrics.spool_spooled.get(), 0);
+    fake.down.store(false, Ordering::SeqCst);
+    let Completed::Answered(ack) = call.await.expect("join").expect("answered") else { panic!("not spooled") };
+    assert_eq!((ack.task_id, ack.accepted), (item.task_id, true));
+}
+
+#[tokio::test]
+async fn batches_stop_at_max_batch_bytes_but_hold_at_least_one_item() {
+    let fake = Arc::new(Fake::default());
+    let reporter =
+        Reporter::spawn(fake.clone(), Options { max_batch_bytes: 1000, ..options(256, 50) }, Metrics::default());
+    let mut items: Vec<Completion> = (0..5).map(|_| result_completion(400)).collect();
+    items.push(result_completion(3000));
+    items.push(result_completion(400));
+    let answers = futures_util::future::join_all(items.iter().cloned().map(|c| reporter.complete(c))).await;
+    assert!(answers.iter().all(Result::is_ok));
+    let calls = fake.complete_calls.lock().expect("lock");
+    let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 7);
+    assert!(sizes.iter().all(|n| *n <= 2), "two 400-byte results fit in 1000 bytes, three do not: {sizes:?}");
+    assert!(calls.iter().any(|c| c.len() == 1 && c[0] == items[5].task_id), "the 3000-byte result goes alone");
 }
