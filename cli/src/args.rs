@@ -70,6 +70,12 @@ pub enum Command {
         #[command(subcommand)]
         command: TaskCommand,
     },
+    /// List dead-lettered tasks and replay them.
+    DeadLetter {
+        /// The dead-letter command.
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+    },
     /// Create or replace, list, show and delete chains (named sets of relationships between functions).
     Chain {
         /// The chain command.
@@ -201,6 +207,18 @@ pub struct Submit {
     /// Region whose executors run the task (executors with executor.region = REGION)
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
+    /// Retry policy: wait after the first failed attempt, in ms (default `retry.initial_backoff_ms`).
+    #[arg(long, value_name = "MS")]
+    pub retry_initial_backoff_ms: Option<u64>,
+    /// Retry policy: growth factor of the wait, 1.0 to 10.0 (default `retry.multiplier`).
+    #[arg(long, value_name = "FACTOR")]
+    pub retry_multiplier: Option<f64>,
+    /// Retry policy: longest wait, in ms (default `retry.max_backoff_ms`).
+    #[arg(long, value_name = "MS")]
+    pub retry_max_backoff_ms: Option<u64>,
+    /// Retry policy: random fraction of each wait, 0.0 to 1.0 (default `retry.jitter`).
+    #[arg(long, value_name = "FRACTION")]
+    pub retry_jitter: Option<f64>,
     /// Follow the task: print each status change as one JSON line; exit 0 if it succeeded, 2 otherwise.
     #[arg(long)]
     pub wait: bool,
@@ -431,8 +449,10 @@ pub fn parse_node_name(value: &str) -> Result<String, String> {
         .map_err(|_| "must be 1 to 64 bytes of a-z, 0-9, _ and -, starting with a letter".to_owned())
 }
 
+mod dead_letter;
 mod schedule;
 
+pub use dead_letter::{DeadLetterCommand, DeadLetterList};
 pub use schedule::{
     MISFIRE_POLICIES, ScheduleAdd, ScheduleCommand, ScheduleFires, SchedulePreview, parse_every, parse_instant,
     parse_interval_ms,

@@ -9,6 +9,7 @@ use legion_common::settings::{Sources, TlsSettings};
 use legion_proto::v1::audit_service_client::AuditServiceClient;
 use legion_proto::v1::auth_service_client::AuthServiceClient;
 use legion_proto::v1::chain_service_client::ChainServiceClient;
+use legion_proto::v1::dead_letter_service_client::DeadLetterServiceClient;
 use legion_proto::v1::policy_service_client::PolicyServiceClient;
 use legion_proto::v1::schedule_service_client::ScheduleServiceClient;
 use legion_proto::v1::task_service_client::TaskServiceClient;
@@ -74,6 +75,12 @@ impl Clients {
     /// `legion.v1.TaskService`.
     pub fn tasks(&self) -> TaskServiceClient<AuthChannel> {
         TaskServiceClient::with_interceptor(self.channel.clone(), self.credential.clone())
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+    }
+
+    /// `legion.v1.DeadLetterService`.
+    pub fn dead_letters(&self) -> DeadLetterServiceClient<AuthChannel> {
+        DeadLetterServiceClient::with_interceptor(self.channel.clone(), self.credential.clone())
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
     }
 

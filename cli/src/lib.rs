@@ -1,5 +1,6 @@
 //! `legion`, Legion's operator CLI: development certificates (`legion certs init|node`), and commands
-//! that talk gRPC to the control plane: tasks (`legion task submit|get|list|watch|cancel|tree`), chains
+//! that talk gRPC to the control plane: tasks (`legion task submit|get|list|watch|cancel|tree`), dead
+//! letters (`legion dead-letter list|replay`), chains
 //! (`legion chain apply|list|show|delete`), schedules
 //! (`legion schedule add|list|show|pause|resume|delete|fires|preview`; `preview` is computed locally),
 //! policies (`legion policy apply|list|show|delete|check`), API keys (`legion api-key create|list|revoke`),
@@ -15,6 +16,7 @@ pub mod args;
 pub mod certs;
 pub mod chain;
 pub mod connect;
+pub mod dead_letter;
 pub mod error;
 pub mod schedule;
 pub mod security;
@@ -58,6 +60,7 @@ pub async fn run_with_input(cli: Cli, stdin: impl Read, out: &mut impl Write) ->
             Ok(0)
         }
         Command::Task { command } => task::run(command, connect()?.tasks(), out).await,
+        Command::DeadLetter { command } => dead_letter::run(command, connect()?.dead_letters(), out).await,
         Command::Chain { command } => chain::run(command, || Ok(connect()?.chains()), stdin, out).await,
         Command::Schedule { command } => schedule::run(command, || Ok(connect()?.schedules()), stdin, out).await,
         Command::Policy { command } => security::policy(command, &connect()?, stdin, out).await,

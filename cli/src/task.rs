@@ -73,8 +73,10 @@ pub async fn run(
     Ok(0)
 }
 
-/// The gRPC request of `task submit`; `--args` defaults to `{}`.
+/// The gRPC request of `task submit`; `--args` defaults to `{}`, and the `--retry-*` flags make its
+/// retry policy (absent when none is given).
 pub fn submit_request(submit: Submit) -> v1::SubmitTaskRequest {
+    let retry = retry_policy(&submit);
     let args = submit.args.unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new()));
     v1::SubmitTaskRequest {
         function: submit.function,
@@ -86,8 +88,20 @@ pub fn submit_request(submit: Submit) -> v1::SubmitTaskRequest {
         delay_ms: submit.delay_ms.unwrap_or(0),
         idempotency_key: submit.idempotency_key,
         region: submit.region,
-        retry: None,
+        retry,
     }
+}
+
+/// The retry policy of the `--retry-*` flags; `None` when none is given (the settings apply). The
+/// control plane checks the ranges.
+fn retry_policy(submit: &Submit) -> Option<v1::RetryPolicy> {
+    let policy = v1::RetryPolicy {
+        initial_backoff_ms: submit.retry_initial_backoff_ms,
+        multiplier: submit.retry_multiplier,
+        max_backoff_ms: submit.retry_max_backoff_ms,
+        jitter: submit.retry_jitter,
+    };
+    (policy != v1::RetryPolicy::default()).then_some(policy)
 }
 
 /// The gRPC request of `task list`.

@@ -1,7 +1,8 @@
 //! Test support: an in-process control plane over TLS that answers `ChainService` (chains kept in
-//! memory with versions, as chains.proto describes) and the read side of `TaskService` (a fixed set
-//! of tasks, listed newest first in pages, filtered by `root_id`), and a runner for `legion` command
-//! lines against it.
+//! memory with versions, as chains.proto describes), the read side of `TaskService` (a fixed set
+//! of tasks, listed newest first in pages, filtered by `root_id`) and `DeadLetterService` (the tasks
+//! in status `dead_lettered`, filtered by `function`; a replay moves one to `pending`, once), and a
+//! runner for `legion` command lines against it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use clap::Parser;
 use legion_common::settings::TlsSettings;
 use legion_proto::v1;
 use legion_proto::v1::chain_service_server::{ChainService, ChainServiceServer};
+use legion_proto::v1::dead_letter_service_server::{DeadLetterService, DeadLetterServiceServer};
 use legion_proto::v1::task_service_server::{TaskService, TaskServiceServer};
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
@@ -29,6 +31,8 @@ pub struct State {
     pub tasks: Vec<v1::Task>,
     /// `page_size` of every `ListTasks` and `ListChains` call, in order.
     pub page_sizes: Mutex<Vec<u32>>,
+    /// Ids of the tasks replayed, in order.
+    pub replayed: Mutex<Vec<String>>,
 }
 
 /// The fake, shared by both services.
@@ -153,6 +157,46 @@ impl TaskService for Fake {
     }
 }
 
+#[tonic::async_trait]
+impl DeadLetterService for Fake {
+    async fn list_dead_letters(
+        &self,
+        request: Request<v1::ListDeadLettersRequest>,
+    ) -> Result<Response<v1::ListDeadLettersResponse>, Status> {
+        let request = request.into_inner();
+        let replayed = self.0.replayed.lock().map_err(|_| Status::internal("poisoned"))?.clone();
+        let dead: Vec<v1::Task> = self
+            .0
+            .tasks
+            .iter()
+            .rev()
+            .filter(|t| t.status() == v1::TaskStatus::DeadLettered && !replayed.contains(&t.id))
+            .filter(|t| request.function.as_ref().is_none_or(|f| *f == t.function))
+            .cloned()
+            .collect();
+        let (tasks, next_page_token) = page(&dead, request.page_size, &request.page_token)?;
+        Ok(Response::new(v1::ListDeadLettersResponse { tasks, next_page_token }))
+    }
+
+    async fn replay_dead_letter(
+        &self,
+        request: Request<v1::ReplayDeadLetterRequest>,
+    ) -> Result<Response<v1::ReplayDeadLetterResponse>, Status> {
+        let id = request.into_inner().task_id;
+        let task = self.0.tasks.iter().find(|t| t.id == id).cloned();
+        let mut task = task.ok_or_else(|| Status::not_found(format!("task_id: no task {id}")))?;
+        let mut replayed = self.0.replayed.lock().map_err(|_| Status::internal("poisoned"))?;
+        if task.status() != v1::TaskStatus::DeadLettered || replayed.contains(&id) {
+            return Err(Status::failed_precondition(format!("task {id} is not dead_lettered")));
+        }
+        replayed.push(id);
+        task.set_status(v1::TaskStatus::Pending);
+        task.finished_at = None;
+        task.replays += 1;
+        Ok(Response::new(v1::ReplayDeadLetterResponse { task: Some(task) }))
+    }
+}
+
 /// Writes the development certificates to `dir` and binds a local port: the listener, its address
 /// and the TLS configuration of a server holding the control plane's certificate.
 pub async fn tls_listener(dir: &Path) -> (tokio::net::TcpListener, SocketAddr, tonic::transport::ServerTlsConfig) {
@@ -178,6 +222,7 @@ pub async fn serve(dir: &Path, tasks: Vec<v1::Task>) -> (SocketAddr, Arc<State>)
         .tls_config(tls)
         .expect("tls config")
         .add_service(ChainServiceServer::new(fake.clone()))
+        .add_service(DeadLetterServiceServer::new(fake.clone()))
         .add_service(TaskServiceServer::new(fake));
     tokio::spawn(server.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)));
     (addr, state)

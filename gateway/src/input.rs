@@ -51,11 +51,25 @@ pub struct SubmitTask {
     /// executor with the extension when absent.
     #[serde(default)]
     pub region: Option<String>,
+    /// How failed attempts are retried (`initial_backoff_ms`, `multiplier`, `max_backoff_ms`, `jitter`);
+    /// absent members take the `retry.*` settings when the task is created.
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
 }
 
 /// The members [`SubmitTask`] accepts, in documentation order.
-pub const SUBMIT_FIELDS: &[&str] =
-    &["function", "args", "chain", "priority", "max_attempts", "timeout_ms", "delay_ms", "idempotency_key", "region"];
+pub const SUBMIT_FIELDS: &[&str] = &[
+    "function",
+    "args",
+    "chain",
+    "priority",
+    "max_attempts",
+    "timeout_ms",
+    "delay_ms",
+    "idempotency_key",
+    "region",
+    "retry",
+];
 
 impl SubmitTask {
     /// Parses a JSON body. Errors name the field and the reason: a body that is not JSON, not an
@@ -84,7 +98,7 @@ impl SubmitTask {
             delay_ms: self.delay_ms.unwrap_or(0),
             idempotency_key: self.idempotency_key,
             region: self.region,
-            retry: None,
+            retry: self.retry.map(RetryPolicy::into_proto),
         }
     }
 }
@@ -286,6 +300,8 @@ pub fn is_json_content_type(value: Option<&str>) -> bool {
 }
 
 mod chains;
+mod dead_letters;
+mod retry;
 mod schedules;
 mod security;
 /// The page size of a `limit` query parameter: 0 (the server's default) when absent.
@@ -306,6 +322,8 @@ pub(crate) fn page_size(limit: Option<&str>) -> Result<u32, Problem> {
 mod tests;
 
 pub use chains::{ChainBody, LIST_CHAINS_PARAMS, ListChainsQuery, RelationshipBody};
+pub use dead_letters::{LIST_DEAD_LETTERS_PARAMS, ListDeadLettersQuery};
+pub use retry::RetryPolicy;
 pub use schedules::{LIST_SCHEDULES_PARAMS, ListSchedulesQuery, PREVIEW_PARAMS, PreviewQuery, ScheduleBody};
 
 pub use security::{

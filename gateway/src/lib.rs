@@ -48,7 +48,7 @@ pub use crate::layers::{
     MAX_HEADER_COUNT, MAX_HEADER_VALUE_BYTES, MAX_REQUEST_ID_BYTES, MAX_URI_BYTES,
 };
 use crate::metrics::HttpMetrics;
-use crate::routes::{audit, auth, catalog, chains, config, events, policies, schedules, system, tasks};
+use crate::routes::{audit, auth, catalog, chains, config, dead_letters, events, policies, schedules, system, tasks};
 use crate::state::AppState;
 
 /// Why the gateway could not start or stopped with an error.
@@ -90,6 +90,8 @@ impl Error {
     ),
     tags(
         (name = "tasks", description = "Submit, inspect, list, cancel and watch tasks"),
+        (name = "dead-letters", description = "Tasks that ended dead_lettered (delivered more than \
+            transport.delivery_limit times, or unroutable): list them and replay them"),
         (name = "chains", description = "Chains: named sets of relationships that turn the completion of one task \
             into the next; submit a task with `chain` to start a run"),
         (name = "schedules", description = "Schedules: a function (or the root of a chain run) fired on a cron \
@@ -114,6 +116,8 @@ fn api_routes(timeout: Duration) -> (Router<AppState>, utoipa::openapi::OpenApi)
         .routes(routes!(tasks::get_task))
         .routes(routes!(tasks::cancel_task))
         .routes(routes!(tasks::list_attempts))
+        .routes(routes!(dead_letters::list_dead_letters))
+        .routes(routes!(dead_letters::replay_dead_letter))
         .routes(routes!(chains::apply_chain, chains::list_chains))
         .routes(routes!(chains::get_chain, chains::delete_chain))
         .routes(routes!(schedules::create_schedule, schedules::list_schedules))

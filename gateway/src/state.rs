@@ -8,6 +8,7 @@ use legion_proto::v1::auth_service_client::AuthServiceClient;
 use legion_proto::v1::catalog_service_client::CatalogServiceClient;
 use legion_proto::v1::chain_service_client::ChainServiceClient;
 use legion_proto::v1::config_service_client::ConfigServiceClient;
+use legion_proto::v1::dead_letter_service_client::DeadLetterServiceClient;
 use legion_proto::v1::policy_service_client::PolicyServiceClient;
 use legion_proto::v1::schedule_service_client::ScheduleServiceClient;
 use legion_proto::v1::task_service_client::TaskServiceClient;
@@ -23,6 +24,8 @@ use crate::metrics::HttpMetrics;
 pub struct AppState {
     /// `legion.v1.TaskService`.
     pub tasks: TaskServiceClient<Channel>,
+    /// `legion.v1.DeadLetterService`.
+    pub dead_letters: DeadLetterServiceClient<Channel>,
     /// `legion.v1.CatalogService`.
     pub catalog: CatalogServiceClient<Channel>,
     /// `legion.v1.ChainService`.
@@ -60,6 +63,7 @@ impl AppState {
     ) -> Self {
         Self {
             tasks: TaskServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
+            dead_letters: DeadLetterServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
             catalog: CatalogServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
             chains: ChainServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),
             schedules: ScheduleServiceClient::new(channel.clone()).max_decoding_message_size(MAX_RESPONSE_BYTES),

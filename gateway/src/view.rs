@@ -13,6 +13,8 @@ use legion_proto::v1;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use crate::input::RetryPolicy;
+
 /// A control-plane message that has no REST shape.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -93,6 +95,14 @@ pub struct Task {
     /// The principal that submitted the task (`api-key/<id>`, `jwt/<sub>`).
     #[schema(example = "api-key/0190c3a2-7b1e-7d4c-9a2f-3c1d2e4f5a6b")]
     pub owner: String,
+    /// The retry policy the task was given, every member set (the `retry.*` settings filled in what the
+    /// submit left out); null for a task from a control plane that does not report one.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub retry: Option<RetryPolicy>,
+    /// Times the task was replayed from the dead letters.
+    #[serde(default)]
+    pub replays: u32,
 }
 
 impl TryFrom<&v1::Task> for Task {
@@ -123,6 +133,8 @@ impl TryFrom<&v1::Task> for Task {
             finished_at: time(t.finished_at.as_ref()),
             timeout_ms: t.timeout_ms,
             owner: t.owner.clone(),
+            retry: t.retry.as_ref().map(RetryPolicy::from_proto),
+            replays: t.replays,
         })
     }
 }
@@ -143,6 +155,28 @@ impl TryFrom<&v1::ListTasksResponse> for TaskPage {
     fn try_from(r: &v1::ListTasksResponse) -> Result<Self, Error> {
         Ok(Self {
             tasks: r.tasks.iter().map(Task::try_from).collect::<Result<_, _>>()?,
+            next_page_token: Some(r.next_page_token.clone()).filter(|t| !t.is_empty()),
+        })
+    }
+}
+
+/// One page of dead letters (tasks in status `dead_lettered`, whose `error` is the reason), newest
+/// first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetterPage {
+    /// The dead-lettered tasks of this page, as `GET /api/v1/tasks/{id}` shows them.
+    pub dead_letters: Vec<Task>,
+    /// Pass as `page_token` to get the next page; null on the last page.
+    #[schema(required = true)]
+    pub next_page_token: Option<String>,
+}
+
+impl TryFrom<&v1::ListDeadLettersResponse> for DeadLetterPage {
+    type Error = Error;
+
+    fn try_from(r: &v1::ListDeadLettersResponse) -> Result<Self, Error> {
+        Ok(Self {
+            dead_letters: r.tasks.iter().map(Task::try_from).collect::<Result<_, _>>()?,
             next_page_token: Some(r.next_page_token.clone()).filter(|t| !t.is_empty()),
         })
     }

@@ -109,6 +109,15 @@ async fn bad_ids_and_queries_are_named() {
     assert_problem(&r, 400, "INVALID_ARGUMENT", "status: unknown task status");
     let r = send(&app, get("/api/v1/tasks?limit=5000")).await;
     assert_problem(&r, 400, "INVALID_ARGUMENT", "limit: must be an integer from 1 to 1000");
+    let r = send(&app, post_json("/api/v1/dead-letters/42/replay", "")).await;
+    assert_problem(&r, 400, "INVALID_ARGUMENT", "task_id: must be a UUID");
+    let r = send(&app, get("/api/v1/dead-letters?limit=0")).await;
+    assert_problem(&r, 400, "INVALID_ARGUMENT", "limit: must be an integer from 1 to 1000");
+    let r = send(&app, get("/api/v1/dead-letters?status=failed")).await;
+    assert_problem(&r, 400, "INVALID_ARGUMENT", "status: unknown query parameter");
+    let r = send(&app, post_json("/api/v1/tasks", r#"{"function":"a.b.c","retry":{"tries":2}}"#)).await;
+    assert_problem(&r, 400, "INVALID_ARGUMENT", "retry");
+    assert!(r.2["detail"].as_str().is_some_and(|d| d.contains("unknown field `tries`")), "{}", r.2);
 }
 
 #[tokio::test]
@@ -128,6 +137,10 @@ async fn an_unreachable_control_plane_is_503() {
     let r = send(&app, get("/api/v1/tasks/0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5e")).await;
     assert_problem(&r, 503, "UNAVAILABLE", "control plane unavailable");
     let r = send(&app, get("/api/v1/nodes")).await;
+    assert_problem(&r, 503, "UNAVAILABLE", "control plane unavailable");
+    let r = send(&app, get("/api/v1/dead-letters")).await;
+    assert_problem(&r, 503, "UNAVAILABLE", "control plane unavailable");
+    let r = send(&app, post_json("/api/v1/dead-letters/0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5e/replay", "")).await;
     assert_problem(&r, 503, "UNAVAILABLE", "control plane unavailable");
     let r = send(&app, get("/readyz")).await;
     assert_problem(&r, 503, "UNAVAILABLE", "control plane health check failed");
@@ -192,6 +205,8 @@ async fn the_openapi_document_covers_every_route() {
         ("/api/v1/tasks/{id}/cancel", "post"),
         ("/api/v1/tasks/{id}/attempts", "get"),
         ("/api/v1/tasks/{id}/events", "get"),
+        ("/api/v1/dead-letters", "get"),
+        ("/api/v1/dead-letters/{task_id}/replay", "post"),
         ("/api/v1/chains", "post"),
         ("/api/v1/chains", "get"),
         ("/api/v1/chains/{name}", "get"),
@@ -231,7 +246,7 @@ async fn the_openapi_document_covers_every_route() {
     for (path, method) in expected {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
     }
-    assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(33), "no undocumented or extra paths");
+    assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(35), "no undocumented or extra paths");
     let schemas = &doc["components"]["schemas"];
     for schema in [
         "Task",
@@ -270,6 +285,8 @@ async fn the_openapi_document_covers_every_route() {
         "SchedulePreview",
         "ControlPlane",
         "Leadership",
+        "DeadLetterPage",
+        "RetryPolicy",
     ] {
         assert!(schemas[schema].is_object(), "schema {schema} missing");
     }
@@ -286,6 +303,20 @@ async fn the_openapi_document_covers_every_route() {
         assert!(task["properties"][key].is_object(), "Task.{key} missing: {task}");
         assert!(task["required"].as_array().is_some_and(|r| r.contains(&key.into())), "Task.{key} not required");
     }
+    // The retry policy of tasks, relationships and schedules, and the replay count.
+    for (schema, key) in
+        [("Task", "retry"), ("Task", "replays"), ("SubmitTask", "retry"), ("RelationshipBody", "retry")]
+            .into_iter()
+            .chain([("Relationship", "retry"), ("ScheduleBody", "retry"), ("Schedule", "retry")])
+    {
+        assert!(schemas[schema]["properties"][key].is_object(), "{schema}.{key} missing: {}", schemas[schema]);
+    }
+    let retry = &schemas["RetryPolicy"]["properties"];
+    for key in ["initial_backoff_ms", "multiplier", "max_backoff_ms", "jitter"] {
+        assert!(retry[key].is_object(), "RetryPolicy.{key} missing: {retry}");
+    }
+    let replay = &doc["paths"]["/api/v1/dead-letters/{task_id}/replay"]["post"];
+    assert!(replay["responses"]["200"].is_object() && replay["responses"]["409"].is_object(), "{replay}");
     let root_id = doc["paths"]["/api/v1/tasks"]["get"]["parameters"]
         .as_array()
         .and_then(|ps| ps.iter().find(|p| p["name"] == "root_id"))

@@ -312,3 +312,58 @@ fn bad_chain_and_tree_lines_are_usage_errors() {
         assert!(err.use_stderr(), "{line:?}");
     }
 }
+
+#[test]
+fn submit_retry_flags_make_the_retry_policy() {
+    let line = [
+        "task",
+        "submit",
+        "core.util.fail",
+        "--retry-initial-backoff-ms",
+        "250",
+        "--retry-multiplier",
+        "1.5",
+        "--retry-max-backoff-ms",
+        "10000",
+        "--retry-jitter",
+        "0.25",
+    ];
+    let TaskCommand::Submit(s) = task(&line) else { panic!() };
+    let request = crate::task::submit_request(s);
+    assert_eq!(
+        request.retry,
+        Some(legion_proto::v1::RetryPolicy {
+            initial_backoff_ms: Some(250),
+            multiplier: Some(1.5),
+            max_backoff_ms: Some(10_000),
+            jitter: Some(0.25),
+        })
+    );
+    let TaskCommand::Submit(s) = task(&["task", "submit", "core.util.fail", "--retry-jitter", "0"]) else { panic!() };
+    let only_jitter = legion_proto::v1::RetryPolicy { jitter: Some(0.0), ..Default::default() };
+    assert_eq!(crate::task::submit_request(s).retry, Some(only_jitter));
+    let TaskCommand::Submit(s) = task(&["task", "submit", "core.util.fail"]) else { panic!() };
+    assert_eq!(crate::task::submit_request(s).retry, None, "no flag: the retry.* settings apply");
+    assert!(parse(&["task", "submit", "a.b.c", "--retry-initial-backoff-ms", "-1"]).is_err());
+    assert!(parse(&["task", "submit", "a.b.c", "--retry-multiplier", "x"]).is_err());
+}
+
+#[test]
+fn dead_letter_commands_parse() {
+    let dead_letter = |line: &[&str]| match parse(line).expect("parses").command {
+        Command::DeadLetter { command } => command,
+        other => panic!("not a dead-letter command: {other:?}"),
+    };
+    let DeadLetterCommand::List(list) =
+        dead_letter(&["dead-letter", "list", "--function", "core.util.echo", "--limit", "5", "--page-token", "t"])
+    else {
+        panic!()
+    };
+    let request = crate::dead_letter::list_request(list);
+    assert_eq!(request.function.as_deref(), Some("core.util.echo"));
+    assert_eq!((request.page_size, request.page_token.as_str()), (5, "t"));
+    let DeadLetterCommand::Replay { task_id } = dead_letter(&["dead-letter", "replay", ID]) else { panic!() };
+    assert_eq!(task_id, ID);
+    assert!(parse(&["dead-letter", "replay", "42"]).is_err(), "the id is checked before any call");
+    assert!(parse(&["dead-letter", "list", "--limit", "0"]).is_err());
+}

@@ -145,6 +145,7 @@ fn chain(name: &str, version: i64, relationships: usize, updated: Option<DateTim
         priority: None,
         max_attempts: None,
         timeout_ms: None,
+        retry: None,
     };
     Chain {
         name: name.into(),
@@ -307,4 +308,31 @@ async fn a_bad_file_is_reported_before_connecting() {
     let command = ChainCommand::Apply { file: PathBuf::from("-") };
     let err = run(command, connect, &b"name: x\nrelationships: []\n"[..], &mut out).await.expect_err("no connection");
     assert_eq!(err.to_string(), "--ca: required");
+}
+
+/// A relationship's `retry` travels from the chain file to the control plane and back, as the REST
+/// shapes define it.
+#[tokio::test]
+async fn a_relationship_retry_policy_is_applied_and_shown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (addr, state) = serve(dir.path(), Vec::new()).await;
+    let yaml = "name: retried\nrelationships:\n  - trigger: a.b.c\n    action: d.e.f\n    retry: {initial_backoff_ms: 500, multiplier: 3}\n";
+    let (result, _) = legion(addr, dir.path(), &["chain", "apply", "-"], yaml.as_bytes()).await;
+    assert_eq!(result.expect("applies"), 0);
+    let stored = state.chains.lock().expect("lock").get("retried").cloned().expect("stored");
+    assert_eq!(
+        stored.relationships[0].retry,
+        Some(v1::RetryPolicy { initial_backoff_ms: Some(500), multiplier: Some(3.0), ..v1::RetryPolicy::default() })
+    );
+    let (result, out) = legion(addr, dir.path(), &["chain", "show", "retried"], b"").await;
+    assert_eq!(result.expect("shows"), 0);
+    let shown: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        shown["relationships"][0]["retry"],
+        json!({"initial_backoff_ms": 500, "multiplier": 3.0, "max_backoff_ms": null, "jitter": null})
+    );
+    let bad = "name: retried\nrelationships:\n  - trigger: a.b.c\n    action: d.e.f\n    retry: {attempts: 3}\n";
+    let (result, _) = legion(addr, dir.path(), &["chain", "apply", "-"], bad.as_bytes()).await;
+    let err = result.expect_err("refused locally");
+    assert!(err.to_string().contains("relationships[0].retry") && err.exit_code() == 64, "{err}");
 }

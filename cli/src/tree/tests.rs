@@ -36,6 +36,8 @@ fn task(id: &str, parent: Option<&str>, relationship: Option<&str>, fanout: Opti
         finished_at: at(5),
         timeout_ms: 1000,
         owner: "api-key/k".to_owned(),
+        retry: None,
+        replays: 0,
     }
 }
 

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{check_depth, kind, object_from_value, page_size, query_map};
+use super::{RetryPolicy, check_depth, kind, object_from_value, page_size, query_map};
 use crate::problem::Problem;
 
 /// One relationship of a [`ChainBody`]: trigger function → action function.
@@ -61,6 +61,10 @@ pub struct RelationshipBody {
     #[serde(default)]
     #[schema(minimum = 1)]
     pub timeout_ms: Option<u32>,
+    /// How the action task's failed attempts are retried (`initial_backoff_ms`, `multiplier`,
+    /// `max_backoff_ms`, `jitter`); absent members take the `retry.*` settings when the task is created.
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
 }
 
 impl RelationshipBody {
@@ -75,6 +79,7 @@ impl RelationshipBody {
         "priority",
         "max_attempts",
         "timeout_ms",
+        "retry",
     ];
 
     /// The members of the chain view ([`crate::view::Relationship`]) accepted and ignored.
@@ -92,7 +97,7 @@ impl RelationshipBody {
             priority: self.priority,
             max_attempts: self.max_attempts,
             timeout_ms: self.timeout_ms,
-            retry: None,
+            retry: self.retry.map(RetryPolicy::into_proto),
         }
     }
 }

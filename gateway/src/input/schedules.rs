@@ -17,7 +17,7 @@ use serde::de::IgnoredAny;
 use utoipa::{IntoParams, ToSchema};
 
 use super::chains::check_members;
-use super::{MAX_PAGE_SIZE, check_depth, object_from_value, page_size, parse_time, query_map};
+use super::{MAX_PAGE_SIZE, RetryPolicy, check_depth, object_from_value, page_size, parse_time, query_map};
 use crate::problem::Problem;
 
 /// Body of `POST /api/v1/schedules`, and the document `legion schedule add --file` reads (as JSON or
@@ -66,6 +66,10 @@ pub struct ScheduleBody {
     /// Region whose executors run the fired tasks; any region when absent.
     #[serde(default)]
     pub region: Option<String>,
+    /// How the fired tasks' failed attempts are retried (`initial_backoff_ms`, `multiplier`,
+    /// `max_backoff_ms`, `jitter`); absent members take the `retry.*` settings when a task is fired.
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
     /// A cron expression of 5 fields (`minute hour day-of-month month day-of-week`) or 6 (a leading
     /// second), read on the wall clock of `timezone`. Give either `cron` or `interval_ms`.
     #[serde(default)]
@@ -131,6 +135,7 @@ impl ScheduleBody {
         "max_attempts",
         "timeout_ms",
         "region",
+        "retry",
         "cron",
         "interval_ms",
         "timezone",
@@ -191,6 +196,7 @@ impl ScheduleBody {
             max_attempts: self.max_attempts,
             timeout_ms: self.timeout_ms,
             region: self.region,
+            retry: self.retry.map(RetryPolicy::into_proto),
             cron: self.cron,
             timezone: self.timezone.unwrap_or_default(),
             interval_ms: self.interval_ms,

@@ -208,3 +208,30 @@ fn config_patches_must_be_objects() {
     let deep = format!("{}1{}", "{\"a\":".repeat(40), "}".repeat(40));
     assert!(detail(config_patch(deep.as_bytes())).starts_with("body: nested 40 levels deep"));
 }
+
+#[test]
+fn a_retry_policy_is_sent_and_its_unknown_members_are_named() {
+    let body = br#"{"function":"core.util.fail","retry":{"initial_backoff_ms":100,"multiplier":1.5,
+        "max_backoff_ms":2000,"jitter":0.1}}"#;
+    let request = SubmitTask::parse(body).expect("parses").into_request();
+    assert_eq!(
+        request.retry,
+        Some(v1::RetryPolicy {
+            initial_backoff_ms: Some(100),
+            multiplier: Some(1.5),
+            max_backoff_ms: Some(2000),
+            jitter: Some(0.1),
+        })
+    );
+    let partial = SubmitTask::parse(br#"{"function":"a.b.c","retry":{"jitter":null,"multiplier":3}}"#);
+    let request = partial.expect("absent and null members are left to the settings").into_request();
+    assert_eq!(request.retry, Some(v1::RetryPolicy { multiplier: Some(3.0), ..v1::RetryPolicy::default() }));
+    assert_eq!(SubmitTask::parse(br#"{"function":"a.b.c"}"#).expect("parses").into_request().retry, None);
+    let d = detail(SubmitTask::parse(br#"{"function":"a.b.c","retry":{"backoff":5}}"#));
+    assert!(d.starts_with("retry"), "{d}");
+    assert!(d.contains("unknown field `backoff`"), "{d}");
+    let d = detail(SubmitTask::parse(br#"{"function":"a.b.c","retry":{"initial_backoff_ms":-1}}"#));
+    assert!(d.starts_with("retry.initial_backoff_ms: invalid value"), "{d}");
+    let d = detail(SubmitTask::parse(br#"{"function":"a.b.c","retry":5}"#));
+    assert!(d.starts_with("retry: invalid type"), "{d}");
+}

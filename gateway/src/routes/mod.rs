@@ -5,6 +5,7 @@ pub mod auth;
 pub mod catalog;
 pub mod chains;
 pub mod config;
+pub mod dead_letters;
 pub mod events;
 pub mod policies;
 pub mod schedules;

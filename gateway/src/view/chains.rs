@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::time;
+use crate::input::RetryPolicy;
 
 /// A relationship of a chain: trigger function → action function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -39,6 +40,11 @@ pub struct Relationship {
     /// Limit for one attempt of the action task, in milliseconds; null: `limits.default_timeout_ms`.
     #[schema(required = true)]
     pub timeout_ms: Option<u32>,
+    /// How the action task's failed attempts are retried, only the members the relationship sets;
+    /// null (or a null member): the `retry.*` settings when the task is created.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub retry: Option<RetryPolicy>,
 }
 
 impl From<&v1::Relationship> for Relationship {
@@ -54,6 +60,7 @@ impl From<&v1::Relationship> for Relationship {
             priority: r.priority,
             max_attempts: r.max_attempts,
             timeout_ms: r.timeout_ms,
+            retry: r.retry.as_ref().map(RetryPolicy::from_proto),
         }
     }
 }
@@ -147,7 +154,11 @@ mod tests {
                     priority: Some(9),
                     max_attempts: Some(3),
                     timeout_ms: Some(5000),
-                    retry: None,
+                    retry: Some(v1::RetryPolicy {
+                        initial_backoff_ms: Some(100),
+                        multiplier: Some(2.0),
+                        ..v1::RetryPolicy::default()
+                    }),
                 },
                 v1::Relationship {
                     id: "0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5f".into(),
@@ -188,7 +199,8 @@ mod tests {
                         "active": false,
                         "priority": 9,
                         "max_attempts": 3,
-                        "timeout_ms": 5000
+                        "timeout_ms": 5000,
+                        "retry": {"initial_backoff_ms": 100, "multiplier": 2.0, "max_backoff_ms": null, "jitter": null}
                     },
                     {
                         "id": "0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5f",
@@ -200,7 +212,8 @@ mod tests {
                         "active": null,
                         "priority": null,
                         "max_attempts": null,
-                        "timeout_ms": null
+                        "timeout_ms": null,
+                        "retry": null
                     }
                 ]
             })

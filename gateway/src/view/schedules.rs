@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::time;
+use crate::input::RetryPolicy;
 
 /// The misfire policy of a schedule that names none.
 pub const DEFAULT_MISFIRE: &str = "fire_once";
@@ -95,6 +96,11 @@ pub struct Schedule {
     /// Region whose executors run the fired tasks; null for any region.
     #[schema(required = true)]
     pub region: Option<String>,
+    /// How the fired tasks' failed attempts are retried, only the members the schedule sets; null (or a
+    /// null member): the `retry.*` settings when a task is fired.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub retry: Option<RetryPolicy>,
     /// The cron expression (5 fields, or 6 with a leading second), read on the wall clock of
     /// `timezone`; null for an interval schedule.
     #[schema(required = true, example = "30 2 * * *")]
@@ -149,6 +155,7 @@ impl From<&v1::Schedule> for Schedule {
             max_attempts: s.max_attempts,
             timeout_ms: s.timeout_ms,
             region: s.region.clone().filter(|r| !r.is_empty()),
+            retry: s.retry.as_ref().map(RetryPolicy::from_proto),
             cron: s.cron.clone(),
             interval_ms: s.interval_ms,
             timezone: or_default(&s.timezone, DEFAULT_TIMEZONE),

@@ -29,8 +29,13 @@ fn proto_task() -> v1::Task {
         region: Some("eu".into()),
         idempotency_key: Some("k".into()),
         not_before: None,
-        retry: None,
-        replays: 0,
+        retry: Some(v1::RetryPolicy {
+            initial_backoff_ms: Some(1000),
+            multiplier: Some(2.0),
+            max_backoff_ms: Some(60_000),
+            jitter: Some(0.2),
+        }),
+        replays: 1,
         owner: "api-key/k1".into(),
         depth: 2,
         chain_version: Some(3),
@@ -66,7 +71,9 @@ fn a_task_converts_to_the_rest_shape() {
             "started_at": "2026-01-01T00:00:01.250Z",
             "finished_at": null,
             "timeout_ms": 500,
-            "owner": "api-key/k1"
+            "owner": "api-key/k1",
+            "retry": {"initial_backoff_ms": 1000, "multiplier": 2.0, "max_backoff_ms": 60000, "jitter": 0.2},
+            "replays": 1
         })
     );
 }

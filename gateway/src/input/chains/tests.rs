@@ -80,8 +80,8 @@ fn unknown_fields_are_named_by_path() {
     assert_eq!(
         d,
         "relationships[1].version, relationships[1].when: unknown fields; accepted fields are trigger, action, \
-         conditions, transformation, delay_ms, active, priority, max_attempts, timeout_ms, and the output-only id \
-         (ignored)"
+         conditions, transformation, delay_ms, active, priority, max_attempts, timeout_ms, retry, and the \
+         output-only id (ignored)"
     );
     let d =
         detail(parse(&json!({"name": "c", "relationships": [{"trigger": "a.b.c", "action": "d.e.f", "delay": 5}]})));
@@ -276,4 +276,25 @@ fn list_queries_convert_and_check_the_limit() {
         detail(ListChainsQuery::from_pairs(pairs(&[("page_token", "a"), ("page_token", "b")]))),
         "page_token: given more than once"
     );
+}
+
+#[test]
+fn a_relationship_carries_its_retry_policy_and_an_exported_chain_applies_again() {
+    let chain = parse(&json!({"name": "c", "relationships": [
+        {"trigger": "a.b.c", "action": "d.e.f", "retry": {"initial_backoff_ms": 10, "jitter": 0.5}},
+        {"trigger": "a.b.c", "action": "d.e.f", "retry": null}
+    ]}))
+    .expect("parses");
+    let request = chain.into_request();
+    let relationships = request.chain.expect("chain").relationships;
+    assert_eq!(
+        relationships[0].retry,
+        Some(v1::RetryPolicy { initial_backoff_ms: Some(10), jitter: Some(0.5), ..v1::RetryPolicy::default() })
+    );
+    assert_eq!(relationships[1].retry, None);
+    let d = detail(parse(&json!({"name": "c", "relationships": [
+        {"trigger": "a.b.c", "action": "d.e.f", "retry": {"tries": 3}}
+    ]})));
+    assert!(d.starts_with("relationships[0].retry"), "{d}");
+    assert!(d.contains("unknown field `tries`"), "{d}");
 }

@@ -182,3 +182,16 @@ fn the_preview_query_converts_and_refuses_by_name() {
         "{d}"
     );
 }
+
+#[test]
+fn a_schedule_carries_its_retry_policy() {
+    let body = json!({"name": "n", "function": "a.b.c", "interval_ms": 1000,
+        "retry": {"multiplier": 2.5, "max_backoff_ms": 9000}});
+    let schedule = parse(&body).expect("parses").into_schedule();
+    assert_eq!(
+        schedule.retry,
+        Some(v1::RetryPolicy { multiplier: Some(2.5), max_backoff_ms: Some(9000), ..v1::RetryPolicy::default() })
+    );
+    let d = detail(parse(&json!({"name": "n", "function": "a.b.c", "retry": {"max_backoff": 1}})));
+    assert!(d.starts_with("retry") && d.contains("unknown field `max_backoff`"), "{d}");
+}

@@ -46,7 +46,7 @@ fn proto_schedule() -> v1::Schedule {
         updated_at: ts(1_767_225_660, 500_000_000),
         created_by: "api-key/k1".into(),
         last_fire: Some(proto_fire()),
-        retry: None,
+        retry: Some(v1::RetryPolicy { jitter: Some(0.5), ..v1::RetryPolicy::default() }),
     }
 }
 
@@ -67,6 +67,7 @@ fn a_schedule_converts_to_the_rest_shape_in_the_documented_order() {
             "max_attempts": 3,
             "timeout_ms": 5000,
             "region": "eu",
+            "retry": {"initial_backoff_ms": null, "multiplier": null, "max_backoff_ms": null, "jitter": 0.5},
             "cron": "30 2 * * *",
             "interval_ms": null,
             "timezone": "America/New_York",
@@ -116,6 +117,7 @@ fn unset_values_are_null_and_defaults_are_spelled_out() {
             "max_attempts": null,
             "timeout_ms": null,
             "region": null,
+            "retry": null,
             "cron": null,
             "interval_ms": 60000,
             "timezone": "UTC",
