@@ -48,6 +48,7 @@ use crate::grpc::audit::AuditApi;
 use crate::grpc::catalog::CatalogApi;
 use crate::grpc::chains::ChainApi;
 use crate::grpc::config::ConfigApi;
+use crate::grpc::dead_letters::DeadLetterApi;
 use crate::grpc::executor::{ExecutorApi, ExecutorConfig};
 use crate::grpc::schedules::ScheduleApi;
 use crate::grpc::security::{AuthApi, PolicyApi};
@@ -173,11 +174,14 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
     // firing of chains, nor the reverse.
     let sandbox = Sandbox::new(sandbox_settings.clone());
     let schedule_sandbox = Sandbox::new(sandbox_settings);
-    let pg = PgStore::new(pool.clone()).with_firing(Firing::new(
-        sandbox.clone(),
-        limits.clone(),
-        Duration::from_millis(settings.control_plane.transform_budget_ms),
-    ));
+    let pg = PgStore::new(pool.clone())
+        .with_firing(Firing::new(
+            sandbox.clone(),
+            limits.clone(),
+            Duration::from_millis(settings.control_plane.transform_budget_ms),
+        ))
+        .with_retry(settings.retry.clone())
+        .with_idempotency_retention(Duration::from_secs(settings.control_plane.idempotency_retention_s));
     let store: Arc<dyn Store> = Arc::new(pg.clone());
     let leases: Arc<dyn LeaseStore> = Arc::new(pg.clone());
     let schedules: Arc<dyn ScheduleStore> = Arc::new(pg.clone());
@@ -279,13 +283,16 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
     loops.spawn(scheduler.run(holder, leadership, schedule_changed.clone(), background.clone()));
     let heartbeat_ms = settings.executor.heartbeat_ms.min(settings.control_plane.node_lease_ms / 3).max(1);
     let services = server::Services {
-        tasks: TaskApi::new(store.clone(), submitter, events.clone(), limits.clone(), auth.clone(), shutdown.clone()),
+        tasks: TaskApi::new(store.clone(), submitter, events.clone(), limits.clone(), auth.clone(), shutdown.clone())
+            .with_retry(settings.retry.clone()),
         // Replicas seen within three scheduler leases are listed.
         catalog: CatalogApi::new(store.clone(), auth.clone(), schedules.clone(), leases, 3 * leader_lease),
         auth: AuthApi::new(auth.clone()),
         policies: PolicyApi::new(auth.clone()),
         audit: AuditApi::new(pool.clone(), auth.clone()),
-        chains: ChainApi::new(store.clone(), limits.clone(), auth.clone()),
+        chains: ChainApi::new(store.clone(), limits.clone(), auth.clone()).with_retry(settings.retry.clone()),
+        dead_letters: DeadLetterApi::new(store.clone(), limits.clone(), auth.clone(), events.clone(), wake.clone())
+            .with_retry(&settings.retry),
         schedules: ScheduleApi::new(
             schedules,
             store.clone(),
@@ -293,7 +300,8 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
             auth.clone(),
             schedule_sandbox.clone(),
             schedule_changed,
-        ),
+        )
+        .with_retry(settings.retry.clone()),
         config: ConfigApi::new(auth, settings.clone(), limits_tx),
         executor: ExecutorApi::new(
             store.clone(),

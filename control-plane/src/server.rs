@@ -17,6 +17,7 @@ use legion_proto::v1::auth_service_server::AuthServiceServer;
 use legion_proto::v1::catalog_service_server::CatalogServiceServer;
 use legion_proto::v1::chain_service_server::ChainServiceServer;
 use legion_proto::v1::config_service_server::ConfigServiceServer;
+use legion_proto::v1::dead_letter_service_server::DeadLetterServiceServer;
 use legion_proto::v1::executor_service_server::ExecutorServiceServer;
 use legion_proto::v1::policy_service_server::PolicyServiceServer;
 use legion_proto::v1::schedule_service_server::ScheduleServiceServer;
@@ -32,6 +33,7 @@ use crate::grpc::audit::AuditApi;
 use crate::grpc::catalog::CatalogApi;
 use crate::grpc::chains::ChainApi;
 use crate::grpc::config::ConfigApi;
+use crate::grpc::dead_letters::DeadLetterApi;
 use crate::grpc::executor::ExecutorApi;
 use crate::grpc::schedules::ScheduleApi;
 use crate::grpc::security::{AuthApi, PolicyApi};
@@ -73,10 +75,12 @@ pub struct Services {
     pub chains: ChainApi,
     /// `legion.v1.ScheduleService`.
     pub schedules: ScheduleApi,
+    /// `legion.v1.DeadLetterService`.
+    pub dead_letters: DeadLetterApi,
 }
 
 /// The fully qualified names of the Legion services, as health reports them.
-pub fn service_names() -> [&'static str; 9] {
+pub fn service_names() -> [&'static str; 10] {
     [
         <TaskServiceServer<TaskApi> as NamedService>::NAME,
         <CatalogServiceServer<CatalogApi> as NamedService>::NAME,
@@ -87,6 +91,7 @@ pub fn service_names() -> [&'static str; 9] {
         <ConfigServiceServer<ConfigApi> as NamedService>::NAME,
         <ChainServiceServer<ChainApi> as NamedService>::NAME,
         <ScheduleServiceServer<ScheduleApi> as NamedService>::NAME,
+        <DeadLetterServiceServer<DeadLetterApi> as NamedService>::NAME,
     ]
 }
 
@@ -166,6 +171,7 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
+        .add_service(DeadLetterServiceServer::new(services.dead_letters).max_encoding_message_size(MAX_MESSAGE_BYTES))
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             set_health(&health, ServingStatus::NotServing).await;

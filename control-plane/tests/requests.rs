@@ -206,6 +206,8 @@ async fn retries_and_delayed_tasks_keep_their_region() {
     let regional = |r: &mut v1::SubmitTaskRequest| {
         r.region = Some("eu-west".into());
         r.max_attempts = Some(2);
+        // No backoff: the retry is dispatched by the completion itself.
+        r.retry = Some(v1::RetryPolicy { initial_backoff_ms: Some(0), ..Default::default() });
     };
     let created = store.insert_tasks(&[task(regional), task(|_| {})]).await.expect("insert");
     let (id, plain) = (created[0].task.id, created[1].task.id);

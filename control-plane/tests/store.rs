@@ -186,7 +186,16 @@ async fn failures_are_retried_with_a_new_dispatch_until_max_attempts() {
     let db = TestDb::create().await;
     let store = db.store().await;
     register_core(&store, NODE, &["echo", "fail"]).await;
-    let id = insert(&store, &[task("core.util.fail", |r| r.max_attempts = Some(2))]).await[0];
+    // A retry policy without backoff: the retry is dispatched in the completion's transaction (backoff
+    // waits are tested in failures.rs).
+    let id = insert(
+        &store,
+        &[task("core.util.fail", |r| {
+            r.max_attempts = Some(2);
+            r.retry = Some(legion_proto::v1::RetryPolicy { initial_backoff_ms: Some(0), ..Default::default() });
+        })],
+    )
+    .await[0];
     publish_all(&store).await;
     start(&store, &[start_item(id, 1, false)], 5).await;
     let (verdicts, _) =

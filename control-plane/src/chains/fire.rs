@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use super::compiled::{CompiledChain, CompiledRelationship};
 use super::sandbox::Sandbox;
+use crate::delivery::retry::RetryOverrides;
 use crate::dispatch::message;
 use crate::tasks::validate::{contains_nul, json_kind};
 
@@ -116,6 +117,9 @@ pub struct Child {
     pub max_attempts: u32,
     /// Limit of one attempt, in ms.
     pub timeout_ms: u32,
+    /// The retry policy fields its relationship sets; the store fills the others from the `retry.*`
+    /// settings when it writes the child.
+    pub retry: RetryOverrides,
     /// Delay before it may start, in ms (for `scheduled`).
     pub delay_ms: u64,
     /// The chain of the run.
@@ -319,6 +323,7 @@ fn base(parent: &Parent, rel: &CompiledRelationship, index: u32, limits: &Limits
         priority: r.priority.unwrap_or(parent.priority),
         max_attempts: r.max_attempts.unwrap_or(1).clamp(1, limits.max_attempts.max(1)),
         timeout_ms: r.timeout_ms.unwrap_or(limits.default_timeout_ms).min(limits.max_timeout_ms),
+        retry: r.retry,
         delay_ms: 0,
         chain: parent.chain.clone(),
         chain_version: parent.chain_version,

@@ -21,6 +21,7 @@ fn relationship(trigger: &str, action: &str) -> Relationship {
         priority: None,
         max_attempts: None,
         timeout_ms: None,
+        retry: Default::default(),
     }
 }
 

@@ -21,6 +21,8 @@ pub mod validate;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::delivery::retry::RetryOverrides;
+
 /// A field of a chain document that is not acceptable: `field: reason`, e.g.
 /// `relationships[2].conditions.all[0].operator: unknown operator "equals"`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +66,11 @@ pub struct Relationship {
     pub max_attempts: Option<u32>,
     /// `timeout_ms` of the action task; `None` for `limits.default_timeout_ms`.
     pub timeout_ms: Option<u32>,
+    /// The retry policy fields of the action task that the relationship sets; the others take the
+    /// `retry.*` settings when the task is created. Absent from definitions stored before policies
+    /// existed (read as none set).
+    #[serde(default, skip_serializing_if = "RetryOverrides::is_empty")]
+    pub retry: RetryOverrides,
 }
 
 /// The content of one chain version (`chain_versions.definition`).

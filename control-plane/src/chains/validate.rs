@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::condition::Condition;
 use super::transform::Transformation;
 use super::{Definition, FieldError, Relationship};
+use crate::delivery::retry::{self, RetryOverrides};
 use crate::policy::parse::validate_name;
 use crate::tasks::validate::json_kind;
 
@@ -53,6 +54,8 @@ pub struct RelationshipSpec {
     pub max_attempts: Option<u32>,
     /// 1 to `limits.max_timeout_ms`, in ms.
     pub timeout_ms: Option<u32>,
+    /// The retry policy fields set ([`crate::delivery::retry::check`]).
+    pub retry: RetryOverrides,
 }
 
 /// Checks a chain document against `limits` and returns its definition, with a new UUIDv7 per
@@ -62,7 +65,8 @@ pub struct RelationshipSpec {
 /// [`FieldError`] naming the first field at fault: the name, the description, the number of
 /// relationships (`limits.max_relationships`), a function name, a rule ([`Condition::parse`]), a
 /// transformation ([`Transformation::parse`]), `delay_ms`, `priority`, `max_attempts`, `timeout_ms`,
-/// `max_depth`, or a cycle without `max_depth`.
+/// `retry.<field>` ([`retry::check`]; the fields left unset take the `retry.*` settings when a task is
+/// created, see [`retry::merge`]), `max_depth`, or a cycle without `max_depth`.
 pub fn validate(spec: &ChainSpec, limits: &Limits) -> Result<Definition, FieldError> {
     validate_name("name", &spec.name).map_err(|e| FieldError::new(e.field, e.reason))?;
     if spec.description.len() > MAX_DESCRIPTION_BYTES {
@@ -172,6 +176,7 @@ fn relationship(i: usize, spec: &RelationshipSpec, limits: &Limits) -> Result<Re
             format!("must be 1 to {} (limits.max_timeout_ms)", limits.max_timeout_ms),
         ));
     }
+    retry::check(&spec.retry).map_err(|e| FieldError::new(field(e.field), e.reason))?;
     Ok(Relationship {
         id: Uuid::now_v7(),
         trigger,
@@ -183,6 +188,7 @@ fn relationship(i: usize, spec: &RelationshipSpec, limits: &Limits) -> Result<Re
         priority,
         max_attempts: spec.max_attempts,
         timeout_ms: spec.timeout_ms,
+        retry: spec.retry,
     })
 }
 
@@ -260,6 +266,7 @@ pub fn same_as(spec: &ChainSpec, definition: &Definition) -> bool {
                 && s.priority == d.priority.map(u32::from)
                 && s.max_attempts == d.max_attempts
                 && s.timeout_ms == d.timeout_ms
+                && s.retry == d.retry
         })
 }
 

@@ -188,3 +188,60 @@ fn an_unchanged_document_is_recognized_whatever_the_limits() {
     fewer.relationships.pop();
     assert!(!same_as(&fewer, &definition));
 }
+
+#[test]
+fn a_relationship_retry_policy_is_checked_and_kept_as_given() {
+    use crate::delivery::retry::RetryOverrides;
+    let mut r = rel("core.util.echo", "core.util.noop");
+    r.retry = RetryOverrides { multiplier: Some(3.0), ..RetryOverrides::default() };
+    let document = spec(vec![r.clone()]);
+    let definition = validate(&document, &Limits::default()).expect("valid");
+    assert_eq!(definition.relationships[0].retry, r.retry);
+    assert!(same_as(&document, &definition));
+    // Another policy is a change.
+    let mut other = document;
+    other.relationships[0].retry.jitter = Some(0.5);
+    assert!(!same_as(&other, &definition));
+    let cases = [
+        (RetryOverrides { multiplier: Some(0.9), ..RetryOverrides::default() }, "relationships[0].retry.multiplier: "),
+        (RetryOverrides { jitter: Some(f64::NAN), ..RetryOverrides::default() }, "relationships[0].retry.jitter: "),
+        (
+            RetryOverrides { max_backoff_ms: Some(86_400_001), ..RetryOverrides::default() },
+            "relationships[0].retry.max_backoff_ms: ",
+        ),
+        (
+            RetryOverrides { initial_backoff_ms: Some(10), max_backoff_ms: Some(5), ..RetryOverrides::default() },
+            "relationships[0].retry.initial_backoff_ms: ",
+        ),
+    ];
+    for (retry, prefix) in cases {
+        let mut bad = r.clone();
+        bad.retry = retry;
+        let message = validate(&spec(vec![bad]), &Limits::default()).expect_err("invalid retry").to_string();
+        assert!(message.starts_with(prefix), "{message}");
+    }
+}
+
+#[test]
+fn definitions_stored_before_retry_policies_still_load() {
+    let stored = json!({
+        "description": "",
+        "max_depth": null,
+        "relationships": [{
+            "id": "0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5e",
+            "trigger": "core.util.echo",
+            "action": "core.util.noop",
+            "conditions": null,
+            "transformation": null,
+            "delay_ms": 0,
+            "active": true,
+            "priority": null,
+            "max_attempts": null,
+            "timeout_ms": null
+        }]
+    });
+    let definition: crate::chains::Definition = serde_json::from_value(stored.clone()).expect("old definition");
+    assert!(definition.relationships[0].retry.is_empty());
+    // Written back without the member, so an unchanged chain stays byte-for-byte what it was.
+    assert_eq!(serde_json::to_value(&definition).expect("json"), stored);
+}

@@ -4,13 +4,16 @@
 //! `running`; anything else is stale and rejected harmlessly (`accepted = false`). A result larger than
 //! `limits.max_result_bytes`, nested deeper than `limits.max_json_depth` (protobuf clients could not
 //! decode the task any more), or not valid JSON, fails the attempt with that reason. A failure counts
-//! against `max_attempts`: while `failures < max_attempts` the task gets a new dispatch and an outbox
-//! row in the same transaction; after the last attempt it ends `timed_out` (for a timeout) or `failed`.
+//! against `max_attempts`: while `failures < max_attempts` the task waits out its backoff
+//! ([`super::retry::wait`]) as `scheduled` with `not_before` (the promoter then gives it a new dispatch
+//! and an outbox row; a wait of 0 redispatches in the same transaction); after the last attempt it ends
+//! `timed_out` (for a timeout) or `failed`. A permanent failure ends the task `failed` at once, whatever
+//! attempts remain.
 
 use legion_common::TaskStatus;
 use uuid::Uuid;
 
-use super::{AttemptEnd, AttemptStatus, Plan, Planner, TaskState, redispatch};
+use super::{AttemptEnd, AttemptStatus, Backoff, Failed, Plan, Planner, TaskState, fail};
 use crate::tasks::validate::contains_nul;
 
 /// How an attempt failed, as reported by the executor.
@@ -24,6 +27,8 @@ pub enum FailureKind {
     Panic,
     /// The executor refused the task (unknown function, invalid args).
     Rejected,
+    /// The function failed in a way another attempt cannot fix: never retried.
+    Permanent,
 }
 
 /// What the executor reports for an attempt.
@@ -69,9 +74,9 @@ pub struct CompleteItem {
 pub enum Verdict {
     /// Recorded: the task succeeded.
     Succeeded,
-    /// Recorded: the attempt failed and the task will run again.
+    /// Recorded: the attempt failed and the task will run again (at once, or after its backoff).
     Retried,
-    /// Recorded: the last attempt failed; the task is `failed`.
+    /// Recorded: the last attempt failed, or a permanent failure; the task is `failed`.
     Failed,
     /// Recorded: the last attempt timed out; the task is `timed_out`.
     TimedOut,
@@ -113,14 +118,20 @@ pub fn task_ids(items: &[CompleteItem]) -> Vec<Uuid> {
     ids
 }
 
-/// Decides every completion of a batch, in order. `states` are the locked rows of the batch's tasks.
-pub fn plan(states: Vec<TaskState>, items: &[CompleteItem], limits: ResultLimits) -> (Vec<Verdict>, Plan) {
+/// Decides every completion of a batch, in order. `states` are the locked rows of the batch's tasks;
+/// `backoff` picks the waits of retried failures.
+pub fn plan(
+    states: Vec<TaskState>,
+    items: &[CompleteItem],
+    limits: ResultLimits,
+    backoff: &mut Backoff<'_>,
+) -> (Vec<Verdict>, Plan) {
     let mut planner = Planner::new(states);
-    let verdicts = items.iter().map(|item| decide(&mut planner, item, limits)).collect();
+    let verdicts = items.iter().map(|item| decide(&mut planner, item, limits, backoff)).collect();
     (verdicts, planner.finish())
 }
 
-fn decide(planner: &mut Planner, item: &CompleteItem, limits: ResultLimits) -> Verdict {
+fn decide(planner: &mut Planner, item: &CompleteItem, limits: ResultLimits, backoff: &mut Backoff<'_>) -> Verdict {
     let Ok(id) = Uuid::parse_str(&item.task_id) else {
         return Verdict::Stale(format!("task_id {:?} is not a UUID", item.task_id));
     };
@@ -163,19 +174,18 @@ fn decide(planner: &mut Planner, item: &CompleteItem, limits: ResultLimits) -> V
         error: Some(message.clone()),
         duration_ms,
     });
-    let mut verdict = Verdict::Retried;
-    planner.update(id, |state, update| {
-        state.failures += 1;
-        update.error = Some(Some(message));
-        if state.failures < state.max_attempts {
-            redispatch(state, update);
-        } else {
-            state.status = if timed_out { TaskStatus::TimedOut } else { TaskStatus::Failed };
-            update.finished = true;
-            verdict = if timed_out { Verdict::TimedOut } else { Verdict::Failed };
-        }
-    });
-    verdict
+    let how = match kind {
+        FailureKind::Timeout => Failed::Timeout,
+        FailureKind::Permanent => Failed::Permanent,
+        FailureKind::Error | FailureKind::Panic | FailureKind::Rejected => Failed::Error,
+    };
+    if fail(planner, id, how, message, backoff) {
+        Verdict::Retried
+    } else if timed_out {
+        Verdict::TimedOut
+    } else {
+        Verdict::Failed
+    }
 }
 
 /// Checks a reported result: at most `limits.max_bytes`, nested at most `limits.max_depth` levels,
@@ -240,175 +250,10 @@ fn failure_message(kind: FailureKind, message: &str) -> String {
         FailureKind::Timeout => "the attempt ran past its timeout".into(),
         FailureKind::Panic => "the runner panicked".into(),
         FailureKind::Rejected => "the executor rejected the task".into(),
+        FailureKind::Permanent => "the function failed permanently".into(),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::delivery::test_support::state;
-
-    fn running(max_attempts: u32, failures: u32) -> TaskState {
-        TaskState {
-            attempt: failures + 1,
-            failures,
-            max_attempts,
-            node: Some("n1".into()),
-            ..state(TaskStatus::Running)
-        }
-    }
-
-    fn done(s: &TaskState, outcome: Outcome) -> CompleteItem {
-        CompleteItem { task_id: s.id.to_string(), attempt: s.attempt, outcome, duration_ms: 7 }
-    }
-
-    fn fail(kind: FailureKind) -> Outcome {
-        Outcome::Failure { kind, message: "boom".into() }
-    }
-
-    fn limits(max_bytes: usize) -> ResultLimits {
-        ResultLimits { max_bytes, max_depth: 32 }
-    }
-
-    fn nested(levels: usize) -> String {
-        format!("{}1{}", "[".repeat(levels), "]".repeat(levels))
-    }
-
-    #[test]
-    fn a_result_succeeds_the_task() {
-        let s = running(1, 0);
-        let (verdicts, plan) =
-            plan(vec![s.clone()], &[done(&s, Outcome::Result(br#"{"ok":true}"#.to_vec()))], limits(1024));
-        assert_eq!(verdicts, vec![Verdict::Succeeded]);
-        let update = &plan.updates[0];
-        assert_eq!(update.state.status, TaskStatus::Succeeded);
-        assert_eq!(update.result.as_deref(), Some(r#"{"ok":true}"#));
-        assert!(update.finished && !update.redispatch);
-        assert_eq!(update.error, Some(None));
-        assert_eq!(plan.ended_attempts[0].status, AttemptStatus::Succeeded);
-        assert_eq!(plan.ended_attempts[0].duration_ms, Some(7));
-    }
-
-    #[test]
-    fn stale_completions_change_nothing() {
-        let s = running(1, 0);
-        let cases = [
-            (TaskState { status: TaskStatus::Cancelled, ..s.clone() }, s.attempt, "task is cancelled"),
-            (TaskState { status: TaskStatus::Succeeded, ..s.clone() }, s.attempt, "task is succeeded"),
-            (TaskState { status: TaskStatus::Queued, ..s.clone() }, s.attempt, "task is queued"),
-            (s.clone(), s.attempt + 1, "stale attempt 2 (current 1)"),
-        ];
-        for (st, attempt, reason) in cases {
-            let item = CompleteItem { attempt, ..done(&st, Outcome::Result(b"1".to_vec())) };
-            let (verdicts, plan) = plan(vec![st], &[item], limits(1024));
-            assert_eq!(verdicts, vec![Verdict::Stale(reason.into())]);
-            assert_eq!(plan, Plan::default());
-        }
-        let unknown = CompleteItem { task_id: Uuid::now_v7().to_string(), ..done(&s, Outcome::Missing) };
-        assert_eq!(plan(vec![], &[unknown], limits(1)).0, vec![Verdict::Stale("unknown task".into())]);
-    }
-
-    #[test]
-    fn a_failure_is_retried_while_attempts_remain() {
-        let s = running(3, 1);
-        let (verdicts, plan) = plan(vec![s.clone()], &[done(&s, fail(FailureKind::Error))], limits(1024));
-        assert_eq!(verdicts, vec![Verdict::Retried]);
-        let update = &plan.updates[0];
-        assert_eq!((update.state.status, update.state.failures, update.state.dispatch), (TaskStatus::Pending, 2, 2));
-        assert!(update.redispatch && !update.finished);
-        assert_eq!(update.error, Some(Some("boom".into())));
-        assert_eq!(plan.ended_attempts[0].status, AttemptStatus::Failed);
-    }
-
-    #[test]
-    fn the_last_failure_ends_the_task() {
-        let s = running(2, 1);
-        let (verdicts, plan) = plan(vec![s.clone()], &[done(&s, fail(FailureKind::Panic))], limits(1024));
-        assert_eq!(verdicts, vec![Verdict::Failed]);
-        assert_eq!(plan.updates[0].state.status, TaskStatus::Failed);
-        assert!(plan.updates[0].finished && !plan.updates[0].redispatch);
-    }
-
-    #[test]
-    fn a_timeout_on_the_last_attempt_is_timed_out() {
-        let s = running(1, 0);
-        let (verdicts, plan) = plan(vec![s.clone()], &[done(&s, fail(FailureKind::Timeout))], limits(1024));
-        assert_eq!(verdicts, vec![Verdict::TimedOut]);
-        assert_eq!(plan.updates[0].state.status, TaskStatus::TimedOut);
-        assert_eq!(plan.ended_attempts[0].status, AttemptStatus::TimedOut);
-        // An earlier timeout is retried; its attempt is still recorded as timed out.
-        let s = running(2, 0);
-        let (verdicts, plan) = super::plan(vec![s.clone()], &[done(&s, fail(FailureKind::Timeout))], limits(1024));
-        assert_eq!(verdicts, vec![Verdict::Retried]);
-        assert_eq!(plan.ended_attempts[0].status, AttemptStatus::TimedOut);
-    }
-
-    #[test]
-    fn an_oversize_or_invalid_result_fails_the_attempt() {
-        let s = running(1, 0);
-        let (verdicts, plan) = plan(vec![s.clone()], &[done(&s, Outcome::Result(vec![b'1'; 11]))], limits(10));
-        assert_eq!(verdicts, vec![Verdict::Failed]);
-        assert_eq!(plan.updates[0].error, Some(Some("result: 11 bytes exceeds limits.max_result_bytes (10)".into())));
-        for bad in [&b"{nope"[..], br#"{"a":"\u0000"}"#] {
-            let (verdicts, plan) =
-                super::plan(vec![s.clone()], &[done(&s, Outcome::Result(bad.to_vec()))], limits(1024));
-            assert_eq!(verdicts, vec![Verdict::Failed]);
-            assert!(matches!(&plan.updates[0].error, Some(Some(e)) if e.starts_with("result: ")));
-        }
-    }
-
-    #[test]
-    fn a_result_nested_deeper_than_the_limit_fails_the_attempt() {
-        // An http.request.get of a 40-level JSON document: storing it made every task list undecodable.
-        let s = running(1, 0);
-        let (verdicts, plan) =
-            plan(vec![s.clone()], &[done(&s, Outcome::Result(nested(40).into_bytes()))], limits(1024));
-        assert_eq!(verdicts, vec![Verdict::Failed]);
-        assert_eq!(
-            plan.updates[0].error,
-            Some(Some("result: nested 40 levels deep, more than limits.max_json_depth (32)".into()))
-        );
-        assert_eq!(plan.updates[0].result, None);
-        // Deeper than serde_json's own recursion limit (128): still named by the setting.
-        let (_, plan) =
-            super::plan(vec![s.clone()], &[done(&s, Outcome::Result(nested(200).into_bytes()))], limits(4096));
-        assert!(matches!(&plan.updates[0].error, Some(Some(e)) if e.contains("limits.max_json_depth")));
-        // Exactly at the limit is fine.
-        let (verdicts, _) =
-            super::plan(vec![s.clone()], &[done(&s, Outcome::Result(nested(32).into_bytes()))], limits(1024));
-        assert_eq!(verdicts, vec![Verdict::Succeeded]);
-    }
-
-    #[test]
-    fn text_depth_ignores_brackets_in_strings() {
-        assert_eq!(text_depth(b"1"), 0);
-        assert_eq!(text_depth(br#"{"a":[1,{"b":[]}]}"#), 4);
-        assert_eq!(text_depth(br#"{"a":"[[[{{{"}"#), 1);
-        assert_eq!(text_depth(br#"["\"", "\\", "[", {}]"#), 2);
-        assert_eq!(text_depth("[\"é[\"]".as_bytes()), 1);
-        for value in [serde_json::json!({"a": [1, {"b": []}]}), serde_json::json!([[[]], {"x": {"y": "]]"}}])] {
-            let text = value.to_string();
-            assert_eq!(text_depth(text.as_bytes()), legion_common::settings::json_depth(&value), "{text}");
-        }
-    }
-
-    #[test]
-    fn a_missing_outcome_or_empty_message_still_explains_itself() {
-        let s = running(1, 0);
-        let (_, plan) = plan(vec![s.clone()], &[done(&s, Outcome::Missing)], limits(1024));
-        assert!(matches!(&plan.updates[0].error, Some(Some(e)) if e.contains("neither")));
-        let item = done(&s, Outcome::Failure { kind: FailureKind::Rejected, message: " \0".into() });
-        let (_, plan) = super::plan(vec![s], &[item], limits(1024));
-        assert_eq!(plan.updates[0].error, Some(Some("the executor rejected the task".into())));
-    }
-
-    #[test]
-    fn a_second_completion_in_the_same_batch_is_stale() {
-        let s = running(1, 0);
-        let ok = done(&s, Outcome::Result(b"1".to_vec()));
-        let (verdicts, plan) = plan(vec![s], &[ok.clone(), ok], limits(1024));
-        assert_eq!(verdicts, vec![Verdict::Succeeded, Verdict::Stale("task is succeeded".into())]);
-        assert_eq!(plan.updates.len(), 1);
-        assert_eq!(plan.ended_attempts.len(), 1);
-    }
-}
+#[path = "complete_tests.rs"]
+mod tests;

@@ -1,25 +1,29 @@
 //! The delivery protocol's decisions (docs/architecture.md "Delivery protocol"), as pure functions.
 //!
 //! A store locks the rows of the tasks in a batch, hands their [`TaskState`]s to a planner
-//! ([`start::plan`], [`complete::plan`], [`lost::plan`]) and writes the resulting [`Plan`] with
+//! ([`start::plan`], [`complete::plan`], [`lost::plan`], [`deadline::plan`]) and writes the resulting [`Plan`] with
 //! set-based SQL in the same transaction. Planners take the items in order and update the in-memory
 //! state as they go, so two items for the same task in one batch are decided as if they had arrived
 //! one after the other.
 
 pub mod complete;
+pub mod deadline;
 pub mod lost;
+pub mod retry;
 pub mod start;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::time::Duration;
 
 use legion_common::TaskStatus;
 use uuid::Uuid;
 
+use self::retry::RetryPolicy;
 use crate::events::StatusChange;
 
 /// What the decisions read and change of a locked task row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskState {
     /// The task.
     pub id: Uuid,
@@ -41,6 +45,11 @@ pub struct TaskState {
     pub due: bool,
     /// The chain version of the run the task belongs to: its success fires relationships.
     pub chain_version: Option<i64>,
+    /// The task's retry policy (`tasks.retry`); `None` for a task written before policies were stored,
+    /// which follows [`Backoff::defaults`].
+    pub retry: Option<RetryPolicy>,
+    /// Limit of one attempt, in ms (`tasks.timeout_ms`).
+    pub timeout_ms: u32,
 }
 
 /// The status of one attempt row (`task_attempts.status`).
@@ -81,7 +90,7 @@ impl fmt::Display for AttemptStatus {
 }
 
 /// The new values of one task row after a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskUpdate {
     /// Final status, attempt, failures, dispatch, redeliveries and node.
     pub state: TaskState,
@@ -95,6 +104,9 @@ pub struct TaskUpdate {
     pub result: Option<String>,
     /// Write an outbox row for `state.dispatch` (a retry or a re-dispatch).
     pub redispatch: bool,
+    /// `Some(ms)` sets `not_before` to the commit time (PostgreSQL clock) plus `ms`: a retry waiting
+    /// out its backoff as `scheduled`.
+    pub not_before_ms: Option<u64>,
 }
 
 /// A new attempt row.
@@ -128,7 +140,7 @@ pub struct AttemptEnd {
 }
 
 /// Everything a batch writes, computed before any write.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     /// One per changed task, in the order of first change.
     pub updates: Vec<TaskUpdate>,
@@ -173,6 +185,7 @@ impl Planner {
                 error: None,
                 result: None,
                 redispatch: false,
+                not_before_ms: None,
             });
             self.plan.updates.len() - 1
         });
@@ -214,6 +227,72 @@ pub(crate) fn redispatch(state: &mut TaskState, update: &mut TaskUpdate) {
     update.redispatch = true;
 }
 
+/// How failed attempts pick their backoff (see [`retry::wait`]): the policy of tasks that have none
+/// stored, and the source of the random draws (uniform in [0, 1)), passed in so that planners stay pure.
+pub struct Backoff<'a> {
+    /// The `retry.*` settings, for tasks without a stored policy.
+    pub defaults: RetryPolicy,
+    /// One draw per retried failure.
+    pub draw: &'a mut (dyn FnMut() -> f64 + Send),
+}
+
+impl fmt::Debug for Backoff<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backoff").field("defaults", &self.defaults).finish_non_exhaustive()
+    }
+}
+
+impl Backoff<'_> {
+    /// The wait before the next attempt of `state`, whose `failures` already counts the failure.
+    pub fn wait(&mut self, state: &TaskState) -> Duration {
+        let policy = state.retry.unwrap_or(self.defaults);
+        retry::wait(&policy, state.failures, (self.draw)())
+    }
+}
+
+/// How a failed attempt ends the task (after `failures` was incremented), for [`fail`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failed {
+    /// The task is retried while attempts remain, else ends `failed`.
+    Error,
+    /// The task is retried while attempts remain, else ends `timed_out`.
+    Timeout,
+    /// The task ends `failed` whatever attempts remain.
+    Permanent,
+}
+
+/// Counts a failed attempt against the task and decides what follows: with attempts left, a retry
+/// after its backoff (`scheduled` with `not_before`; a wait of 0 redispatches at once); else the
+/// terminal status. Returns whether the task was retried.
+pub(crate) fn fail(
+    planner: &mut Planner,
+    id: uuid::Uuid,
+    how: Failed,
+    message: String,
+    backoff: &mut Backoff<'_>,
+) -> bool {
+    let mut retried = false;
+    planner.update(id, |state, update| {
+        state.failures = state.failures.saturating_add(1);
+        update.error = Some(Some(message));
+        if how != Failed::Permanent && state.failures < state.max_attempts {
+            retried = true;
+            let wait = backoff.wait(state);
+            if wait.is_zero() {
+                redispatch(state, update);
+            } else {
+                state.status = TaskStatus::Scheduled;
+                state.due = false;
+                update.not_before_ms = Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+            }
+        } else {
+            state.status = if how == Failed::Timeout { TaskStatus::TimedOut } else { TaskStatus::Failed };
+            update.finished = true;
+        }
+    });
+    retried
+}
+
 /// Whether a task that was delivered `redeliveries + 1` times may be delivered once more.
 pub(crate) fn within_delivery_limit(redeliveries: u32, delivery_limit: u32) -> bool {
     redeliveries.saturating_add(1) <= delivery_limit
@@ -236,6 +315,13 @@ pub(crate) mod test_support {
             node: None,
             due: true,
             chain_version: None,
+            retry: None,
+            timeout_ms: 30_000,
         }
+    }
+
+    /// Backoff for planner tests: the settings' defaults and a fixed draw.
+    pub fn backoff(draw: &mut (dyn FnMut() -> f64 + Send)) -> Backoff<'_> {
+        Backoff { defaults: retry::RetryPolicy::from(&legion_common::settings::RetrySettings::default()), draw }
     }
 }

@@ -9,6 +9,12 @@
 //! [`LeaseSettings::lease`] after the start of the process (its gRPC listener), and again after every
 //! sweep that found the database unreachable. A node's attempts are swept once per loss: only nodes that
 //! become `lost` in a sweep have their attempts recovered, in that sweep.
+//!
+//! Each sweep also enforces the attempt deadline ([`crate::delivery::deadline`]): a `running` attempt
+//! that started more than its task's `timeout_ms` plus the lease ago ends `timed_out`, whatever happened
+//! to its executor, in batches of [`DEADLINE_BATCH`]. The same grace applies: executors may hold
+//! completions in their spool while the control plane was down, and must be given a lease to deliver
+//! them before their attempts are declared overdue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +27,9 @@ use super::backoff::Backoff;
 use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::store::{self, Expiry, Store};
+
+/// Overdue attempts ended per transaction; a full batch is followed at once by another.
+pub const DEADLINE_BATCH: u32 = 500;
 
 /// How often to sweep for a lease of `lease`: a third of it, at most once a second, at least every 50 ms.
 pub fn interval(lease: Duration) -> Duration {
@@ -90,7 +99,8 @@ impl Sweeper {
         }
     }
 
-    /// One sweep: nothing before the grace is over, else the nodes declared lost now and their tasks.
+    /// One sweep: nothing before the grace is over, else the nodes declared lost now and their tasks;
+    /// then the overdue attempts.
     ///
     /// # Errors
     /// Storage errors. An unreachable database restarts the grace: nodes could not record their calls
@@ -120,7 +130,36 @@ impl Sweeper {
             self.wake.notify_one();
             self.events.publish(&expiry.changes);
         }
+        self.expire_attempts().await?;
         Ok(expiry)
+    }
+
+    /// Ends overdue attempts, a batch at a time, until a batch is not full.
+    async fn expire_attempts(&mut self) -> Result<(), store::Error> {
+        loop {
+            let changes = match self.store.expire_attempts(self.settings.lease, DEADLINE_BATCH).await {
+                Ok(changes) => changes,
+                Err(e) => {
+                    if matches!(e, store::Error::Unavailable(_)) {
+                        self.listening_since = Instant::now();
+                    }
+                    return Err(e);
+                }
+            };
+            if changes.is_empty() {
+                return Ok(());
+            }
+            tracing::warn!(
+                tasks = changes.len(),
+                lease_ms = self.settings.lease.as_millis(),
+                "attempts ran past their timeout plus the lease without a report; ended timed_out"
+            );
+            self.wake.notify_one();
+            self.events.publish(&changes);
+            if changes.len() < DEADLINE_BATCH as usize {
+                return Ok(());
+            }
+        }
     }
 }
 

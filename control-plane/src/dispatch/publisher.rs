@@ -4,14 +4,22 @@
 //! LOCKED`, so replicas share the work), publishes them all on a confirm-mode channel without waiting
 //! between publishes (persistent, mandatory, with the task's priority), then awaits every confirm. In
 //! the claim's transaction, confirmed rows are deleted and their tasks move `pending → queued`; a
-//! nacked, returned (unroutable) or cut-off message keeps its row with `failures += 1` and `last_error`,
-//! and is published again by a later round. Nothing is skipped or lost: a row leaves the outbox only
-//! after the broker confirmed it.
+//! nacked or cut-off message keeps its row with `failures += 1` and `last_error`, and is published
+//! again by a later round. Nothing is skipped or lost: a row leaves the outbox only after the broker
+//! confirmed it, or after it ended its task `dead_lettered` (below).
 //!
 //! Before the first publish to a queue, the publisher declares it (idempotently): the extension's
 //! queue for region-free routing keys, or the extension's queue of the region
 //! (`legion.ext.<extension>.<region>`) for a task bound to a region. Declared queues are remembered per
 //! `(extension, region)` for the life of the broker connection.
+//!
+//! A message the broker returns (mandatory publish, no queue bound to its routing key: the queue or
+//! its binding was deleted behind the publisher's back) makes the publisher forget that the queue was
+//! declared, so the next round declares it again, and keeps its row, marked as returned, for that
+//! round. A row returned a second time cannot be routed even so: it is deleted and its task ends
+//! `dead_lettered` with the reason `unroutable: no queue bound to routing key <key> on exchange
+//! legion.tasks`, in the claim's transaction, if that dispatch is still the task's current one and the
+//! task has not finished ([`crate::store::OutboxClaim::finish_with_returns`]).
 //!
 //! The broker may be down at start or go away at any time: the publisher reconnects with capped
 //! exponential backoff and never gives up. Rounds run when a commit wakes the publisher, and at least
@@ -151,6 +159,7 @@ impl Publisher {
             return Ok(0);
         }
         let mut failed: Vec<(i64, String)> = Vec::new();
+        let mut returned: Vec<i64> = Vec::new();
         let mut broken: Option<String> = None;
         let mut ready: Vec<&OutboxRow> = Vec::with_capacity(claimed);
         let mut refused: HashSet<QueueKey> = HashSet::new();
@@ -212,13 +221,17 @@ impl Publisher {
                 for (row, result) in results {
                     match result {
                         Ok(Confirmation::Ack(None)) => published.push(row.id),
-                        Ok(Confirmation::Ack(Some(returned))) => {
-                            // Unroutable: the queue may have been deleted; declare it again next time.
-                            session.declared.remove(&queue_key(&row.routing_key));
-                            failed.push((
-                                row.id,
-                                format!("unroutable: {} {}", returned.reply_code, returned.reply_text.as_str()),
-                            ));
+                        Ok(Confirmation::Ack(Some(message))) => {
+                            // Unroutable: the queue may have been deleted; declare it again next round.
+                            let queue = queue_key(&row.routing_key);
+                            tracing::warn!(
+                                routing_key = %row.routing_key,
+                                reply_code = message.reply_code,
+                                reply_text = %message.reply_text,
+                                "message returned by the broker as unroutable; declaring its queue again"
+                            );
+                            session.declared.remove(&queue);
+                            returned.push(row.id);
                         }
                         Ok(Confirmation::Nack(_)) => failed.push((row.id, "nacked by the broker".into())),
                         Ok(Confirmation::NotRequested) => {
@@ -234,9 +247,14 @@ impl Publisher {
             }
         }
         drop(ready);
-        let changes = claim.finish(&published, &failed).await?;
+        let changes = claim.finish_with_returns(&published, &failed, &returned).await?;
+        let dead = changes.iter().filter(|c| c.status == legion_common::TaskStatus::DeadLettered).count();
+        if dead > 0 {
+            tracing::warn!(dead_lettered = dead, "tasks dead-lettered: their messages could not be routed twice");
+        }
         self.metrics.published.inc_by(published.len() as u64);
         self.metrics.observe_batch("publish", published.len());
+        self.metrics.publish_failures.inc_by(returned.len() as u64);
         if !failed.is_empty() {
             self.metrics.publish_failures.inc_by(failed.len() as u64);
             tracing::warn!(failed = failed.len(), first_error = %failed[0].1, "outbox rows not published; they stay for the next round");

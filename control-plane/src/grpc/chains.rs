@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use legion_common::settings::Limits;
+use legion_common::settings::{Limits, RetrySettings};
 use legion_proto::v1;
 use legion_proto::v1::chain_service_server::ChainService;
 use legion_proto::{json_to_value, timestamp, value_to_json};
@@ -18,6 +18,7 @@ use super::{invalid, store_status};
 use crate::auth::Auth;
 use crate::chains::validate::{self, ChainSpec, RelationshipSpec};
 use crate::chains::{Chain, FieldError};
+use crate::delivery::retry::{self, RetryOverrides};
 use crate::policy::Capability;
 use crate::policy::parse::validate_name;
 use crate::store::Store;
@@ -33,12 +34,20 @@ pub struct ChainApi {
     store: Arc<dyn Store>,
     limits: tokio::sync::watch::Receiver<Limits>,
     auth: Auth,
+    retry: RetrySettings,
 }
 
 impl ChainApi {
     /// The service.
     pub fn new(store: Arc<dyn Store>, limits: tokio::sync::watch::Receiver<Limits>, auth: Auth) -> Self {
-        Self { store, limits, auth }
+        Self { store, limits, auth, retry: RetrySettings::default() }
+    }
+
+    /// The same service checking each relationship's `retry` against `retry` (the `retry.*` settings)
+    /// when a chain is applied (default: their defaults).
+    pub fn with_retry(mut self, retry: RetrySettings) -> Self {
+        self.retry = retry;
+        self
     }
 }
 
@@ -71,6 +80,7 @@ pub fn spec(chain: &v1::Chain) -> ChainSpec {
                 priority: r.priority,
                 max_attempts: r.max_attempts,
                 timeout_ms: r.timeout_ms,
+                retry: RetryOverrides::from_proto(r.retry.as_ref()),
             })
             .collect(),
     }
@@ -97,7 +107,7 @@ pub fn chain_message(chain: &Chain) -> v1::Chain {
                 priority: r.priority.map(u32::from),
                 max_attempts: r.max_attempts,
                 timeout_ms: r.timeout_ms,
-                retry: None,
+                retry: r.retry.to_proto(),
             })
             .collect(),
         version: chain.version,
@@ -144,6 +154,12 @@ impl ChainService for ChainApi {
             }
             Err(e) => return Err(field_error(e)),
         };
+        // The fields a relationship leaves unset take the settings, so a policy valid on its own may
+        // still not be with them (an initial backoff above `retry.max_backoff_ms`).
+        for (i, relationship) in definition.relationships.iter().enumerate() {
+            retry::resolve_overrides(&relationship.retry, &self.retry)
+                .map_err(|e| invalid(&format!("relationships[{i}].{}", e.field), e.reason))?;
+        }
         let functions = validate::functions(&definition);
         let known: HashSet<String> =
             self.store.function_status(&functions).await.map_err(store_status)?.into_keys().collect();

@@ -4,11 +4,13 @@ use chrono::{DateTime, Utc};
 use legion_proto::v1;
 use legion_proto::{json_to_value, timestamp};
 
+use crate::delivery::retry::RetryPolicy;
 use crate::leader::Lease;
 use crate::store::schedules::{CadenceSpec, ControlPlaneInfo, Fire, Schedule};
 use crate::store::{Attempt, ExtensionInfo, NodeExtensionInfo, NodeInfo, Task};
 
-/// A task as `legion.v1.Task`.
+/// A task as `legion.v1.Task`, with `retry` as stored (unset for a task written before policies were
+/// stored: use [`task_with`] to show the policy such a task follows).
 pub fn task(task: &Task) -> v1::Task {
     v1::Task {
         id: task.id.to_string(),
@@ -36,9 +38,17 @@ pub fn task(task: &Task) -> v1::Task {
         idempotency_key: task.idempotency_key.clone(),
         owner: task.owner.clone(),
         not_before: task.not_before.map(timestamp),
-        retry: None,
-        replays: 0,
+        retry: task.retry.as_ref().map(RetryPolicy::to_proto),
+        replays: task.replays,
     }
+}
+
+/// [`task`], showing `defaults` (the `retry.*` settings) as the policy of a task without a stored one,
+/// which is the policy it follows.
+pub fn task_with(task: &Task, defaults: &RetryPolicy) -> v1::Task {
+    let mut message = self::task(task);
+    message.retry.get_or_insert_with(|| defaults.to_proto());
+    message
 }
 
 /// An attempt as `legion.v1.TaskAttempt`.
@@ -130,7 +140,7 @@ pub fn schedule(schedule: &Schedule, next_fires: &[DateTime<Utc>]) -> v1::Schedu
         updated_at: Some(timestamp(schedule.updated_at)),
         created_by: spec.created_by.clone(),
         last_fire: schedule.last_fire.as_ref().map(fire),
-        retry: None,
+        retry: spec.retry.to_proto(),
     }
 }
 

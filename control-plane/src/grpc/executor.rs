@@ -65,6 +65,21 @@ impl ExecutorApi {
         Self { store, config, events, wake, metrics }
     }
 
+    /// A node's last heartbeat (`stopped`): the node leaves the node list, and any attempt still
+    /// recorded as running on it is recovered as a lost node's ([`crate::store::DeliveryStore::stop_node`]).
+    async fn stop(&self, node: &str) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let changes = self.store.stop_node(node, self.config.delivery_limit).await.map_err(store_status)?;
+        if changes.is_empty() {
+            tracing::info!(node = %node, "node stopped; removed from the node list");
+        } else {
+            tracing::warn!(node = %node, tasks = changes.len(), "node stopped with attempts still running; tasks recovered");
+            self.metrics.redispatched.inc_by(changes.len() as u64);
+            self.wake.notify_one();
+            self.events.publish(&changes);
+        }
+        Ok(Response::new(v1::HeartbeatResponse::default()))
+    }
+
     /// Records that `node` is alive (it called): one cheap UPDATE per call, see
     /// [`crate::store::CatalogStore::touch_node`].
     async fn touch(&self, node: &str) -> Result<(), Status> {
@@ -176,6 +191,9 @@ impl ExecutorService for ExecutorApi {
         let node = node_principal(&request)?;
         let req = request.get_ref();
         same_node(&node, &req.name)?;
+        if req.stopped {
+            return self.stop(&node).await;
+        }
         let running: Vec<(Uuid, u32)> = req
             .running
             .iter()
@@ -323,6 +341,7 @@ fn completion(item: v1::Completion) -> CompleteItem {
                 Ok(v1::FailureKind::Timeout) => FailureKind::Timeout,
                 Ok(v1::FailureKind::Panic) => FailureKind::Panic,
                 Ok(v1::FailureKind::Rejected) => FailureKind::Rejected,
+                Ok(v1::FailureKind::Permanent) => FailureKind::Permanent,
                 _ => FailureKind::Error,
             },
             message: failure.message,
@@ -400,6 +419,19 @@ mod tests {
         assert_eq!(
             completion(failure).outcome,
             Outcome::Failure { kind: FailureKind::Timeout, message: "slow".into() }
+        );
+        let permanent = v1::Completion {
+            task_id: "t".into(),
+            attempt: 1,
+            outcome: Some(v1::completion::Outcome::Failure(v1::Failure {
+                kind: v1::FailureKind::Permanent.into(),
+                message: "bad url".into(),
+            })),
+            duration_ms: 1,
+        };
+        assert_eq!(
+            completion(permanent).outcome,
+            Outcome::Failure { kind: FailureKind::Permanent, message: "bad url".into() }
         );
         let missing = v1::Completion { task_id: "t".into(), attempt: 1, outcome: None, duration_ms: 0 };
         assert_eq!(completion(missing).outcome, Outcome::Missing);

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod chains;
 pub mod config;
 pub mod convert;
+pub mod dead_letters;
 pub mod executor;
 pub mod schedules;
 pub mod security;

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use legion_common::settings::Limits;
+use legion_common::settings::{Limits, RetrySettings};
 use legion_proto::v1;
 use legion_proto::v1::schedule_service_server::ScheduleService;
 use tokio::sync::Notify;
@@ -26,6 +26,7 @@ use crate::auth::{Auth, Caller};
 use crate::chains::FieldError;
 use crate::chains::sandbox::Sandbox;
 use crate::chains::transform::Transformation;
+use crate::delivery::retry;
 use crate::policy::Capability;
 use crate::policy::parse::validate_name;
 use crate::schedules::{plan, validate};
@@ -41,6 +42,7 @@ pub struct ScheduleApi {
     auth: Auth,
     sandbox: Sandbox,
     changed: Arc<Notify>,
+    retry: RetrySettings,
 }
 
 impl ScheduleApi {
@@ -55,7 +57,14 @@ impl ScheduleApi {
         sandbox: Sandbox,
         changed: Arc<Notify>,
     ) -> Self {
-        Self { schedules, store, limits, auth, sandbox, changed }
+        Self { schedules, store, limits, auth, sandbox, changed, retry: RetrySettings::default() }
+    }
+
+    /// The same service checking a schedule's `retry` against `retry` (the `retry.*` settings) at
+    /// creation (default: their defaults).
+    pub fn with_retry(mut self, retry: RetrySettings) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// Authenticates the caller, checks the name and `capability` on `schedules/<name>`, and records the
@@ -228,6 +237,8 @@ impl ScheduleService for ScheduleApi {
         let document = request.get_ref().schedule.as_ref().ok_or_else(|| invalid("schedule", "required"))?;
         let limits = self.limits.borrow().clone();
         let mut spec = validate::validate(document, &limits).map_err(field_status)?;
+        // The fields the schedule leaves unset take the settings; together they must still hold.
+        retry::resolve_overrides(&spec.retry, &self.retry).map_err(|e| invalid(e.field, e.reason))?;
         let first = validate::first_slot(&spec.cadence, Utc::now()).map_err(field_status)?;
         tracing::Span::current().record("name", spec.name.as_str());
         let path = schedule_path(&spec.name);

@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use legion_common::TaskStatus;
-use legion_common::settings::Limits;
+use legion_common::settings::{Limits, RetrySettings};
 use legion_proto::v1;
 use legion_proto::v1::task_service_server::TaskService;
 use tokio_stream::Stream;
@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use super::chains::{actions, chain_path};
 use super::{convert, invalid, parse_uuid, status, store_status};
 use crate::auth::{Auth, Caller};
+use crate::delivery::retry::{self, RetryPolicy};
 use crate::events::Events;
 use crate::policy::Capability;
 use crate::store::{Store, TaskFilter};
@@ -32,6 +33,8 @@ pub struct TaskApi {
     limits: tokio::sync::watch::Receiver<Limits>,
     auth: Auth,
     shutdown: CancellationToken,
+    /// The `retry.*` settings.
+    retry: RetrySettings,
 }
 
 impl TaskApi {
@@ -44,7 +47,19 @@ impl TaskApi {
         auth: Auth,
         shutdown: CancellationToken,
     ) -> Self {
-        Self { store, submitter, events, limits, auth, shutdown }
+        Self { store, submitter, events, limits, auth, shutdown, retry: RetrySettings::default() }
+    }
+
+    /// The same service with the `retry.*` settings (default: their defaults), against which a
+    /// submit's retry policy is checked and which tasks without a stored policy show.
+    #[must_use]
+    pub fn with_retry(mut self, retry: RetrySettings) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    fn view(&self, task: &crate::store::Task) -> v1::Task {
+        convert::task_with(task, &RetryPolicy::from(&self.retry))
     }
 
     /// Authenticates the caller, loads task `id` and checks `capability` on its resource path
@@ -79,6 +94,8 @@ impl TaskService for TaskApi {
         let caller = self.auth.authenticate(&request).await?;
         let validated = validate_submit(request.get_ref(), &self.limits.borrow());
         let mut spec = validated.map_err(|e| invalid(e.field, e.reason))?;
+        // Each field was checked alone; the whole policy is checked against the settings it completes.
+        retry::resolve_overrides(&spec.retry, &self.retry).map_err(|e| invalid(e.field, e.reason))?;
         let function = spec.function.to_string();
         let mut paths = vec![(task_path(&function), Capability::Create), (runner_path(&function), Capability::Execute)];
         if let Some(name) = &spec.chain {
@@ -112,16 +129,13 @@ impl TaskService for TaskApi {
         if inserted.created {
             tracing::debug!(task_id = %inserted.task.id, "task accepted");
         }
-        Ok(Response::new(v1::SubmitTaskResponse {
-            task: Some(convert::task(&inserted.task)),
-            created: inserted.created,
-        }))
+        Ok(Response::new(v1::SubmitTaskResponse { task: Some(self.view(&inserted.task)), created: inserted.created }))
     }
 
     async fn get_task(&self, request: Request<v1::GetTaskRequest>) -> Result<Response<v1::Task>, Status> {
         let id = parse_uuid("id", &request.get_ref().id)?;
         let (_, task) = self.authorize_task(&request, id, Capability::Read).await?;
-        Ok(Response::new(convert::task(&task)))
+        Ok(Response::new(self.view(&task)))
     }
 
     async fn list_tasks(
@@ -173,7 +187,7 @@ impl TaskService for TaskApi {
             &page.tasks,
             page.more,
             |t| acl.allows(&task_path(&t.function), Capability::Read),
-            convert::task,
+            |t| self.view(t),
             Some(max_list_bytes),
         );
         let next_page_token = next.map(|t| page::encode(t.id)).unwrap_or_default();
@@ -186,7 +200,7 @@ impl TaskService for TaskApi {
         let (task, changes) = self.store.cancel_task(id).await.map_err(store_status)?;
         self.events.publish(&changes);
         tracing::info!(task_id = %id, "task cancelled");
-        Ok(Response::new(convert::task(&task)))
+        Ok(Response::new(self.view(&task)))
     }
 
     type WatchTaskStream = WatchStream;
@@ -196,7 +210,9 @@ impl TaskService for TaskApi {
         self.authorize_task(&request, id, Capability::Read).await?;
         let receiver =
             watch::watch(self.store.clone(), &self.events, id, self.shutdown.clone()).await.map_err(watch_status)?;
-        let stream = ReceiverStream::new(receiver).map(|item| item.map(event).map_err(watch_status));
+        let defaults = RetryPolicy::from(&self.retry);
+        let stream =
+            ReceiverStream::new(receiver).map(move |item| item.map(|e| event(e, &defaults)).map_err(watch_status));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -251,13 +267,13 @@ pub fn runner_path(function: &str) -> String {
     format!("runners/{}", function.replace('.', "/"))
 }
 
-fn event(event: WatchEvent) -> v1::TaskEvent {
+fn event(event: WatchEvent, defaults: &RetryPolicy) -> v1::TaskEvent {
     v1::TaskEvent {
         task_id: event.task.id.to_string(),
         status: event.status.to_proto().into(),
         attempt: event.attempt,
         at: Some(legion_proto::timestamp(event.at)),
-        task: Some(convert::task(&event.task)),
+        task: Some(convert::task_with(&event.task, defaults)),
     }
 }
 

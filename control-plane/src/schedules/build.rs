@@ -197,6 +197,7 @@ impl Builder<'_> {
             owner: spec.created_by.clone(),
             chain: spec.chain.clone(),
             chain_version: prepared.chain_version,
+            retry: spec.retry,
         }))
     }
 }

@@ -39,6 +39,7 @@ fn interval(every_ms: u64, cursor: Option<&str>) -> DueSchedule {
                 paused: false,
                 created_by: "jwt/alice".into(),
                 policies: vec!["ops".into()],
+                retry: Default::default(),
             },
             paused: false,
             active_since: created,
@@ -74,6 +75,7 @@ fn task() -> NewTask {
         owner: "jwt/alice".into(),
         chain: None,
         chain_version: None,
+        retry: Default::default(),
     })
 }
 
@@ -344,6 +346,7 @@ fn chain(relationships: Vec<(&str, &str, bool)>) -> Chain {
                     priority: None,
                     max_attempts: None,
                     timeout_ms: None,
+                    retry: Default::default(),
                 })
                 .collect(),
         },

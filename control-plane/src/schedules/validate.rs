@@ -116,6 +116,7 @@ pub fn validate(schedule: &v1::Schedule, limits: &Limits) -> Result<ScheduleSpec
         paused: schedule.paused,
         created_by: String::new(),
         policies: Vec::new(),
+        retry: task.retry,
     })
 }
 

@@ -6,6 +6,7 @@
 //! Every transaction that changes a task locks its row first, in id order, so batches do not deadlock.
 
 pub mod chains;
+pub mod dead_letters;
 pub mod error;
 pub mod model;
 pub mod pg;
@@ -86,6 +87,23 @@ pub trait DeliveryStore: Send + Sync {
     /// A node's attempts are therefore swept once per loss: a node that is already `lost` is not swept
     /// again, and a node that calls again is `active` (see [`CatalogStore::touch_node`]).
     async fn expire_nodes(&self, lease: Duration, delivery_limit: u32) -> Result<Expiry>;
+
+    /// In one transaction, for up to `limit` tasks (`FOR UPDATE SKIP LOCKED`, in id order): ends the
+    /// `running` attempt that started (`task_attempts.started_at`, database clock) more than the task's
+    /// `timeout_ms` plus `lease` ago as `timed_out`, counted as a failure ([`crate::delivery::deadline`]):
+    /// the task is retried after its backoff, or ends `timed_out` on its last attempt. Returns the status
+    /// changes.
+    async fn expire_attempts(&self, lease: Duration, limit: u32) -> Result<Vec<StatusChange>>;
+
+    /// A node's last heartbeat after a drain (`HeartbeatRequest.stopped`): in one transaction, recovers
+    /// every attempt still recorded as running on `node` as a lost node's ([`crate::delivery::lost`]:
+    /// attempt `lost`, task dispatched again or dead-lettered past `delivery_limit`) and deletes the
+    /// node (its `node_extensions` rows with it; the transition history stays). Returns the status
+    /// changes.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for a node that is not registered.
+    async fn stop_node(&self, node: &str, delivery_limit: u32) -> Result<Vec<StatusChange>>;
 }
 
 /// The transactional outbox.
@@ -108,6 +126,19 @@ pub trait OutboxClaim: Send {
     /// Deletes the `published` rows and moves their tasks `pending → queued`; records a failure
     /// (`failures += 1`, `last_error`) on the `failed` rows, which stay. Returns the status changes.
     async fn finish(self: Box<Self>, published: &[i64], failed: &[(i64, String)]) -> Result<Vec<StatusChange>>;
+
+    /// [`OutboxClaim::finish`], plus the rows the broker `returned` as unroutable (mandatory publish, no
+    /// queue bound to the routing key). A row returned for the first time stays, marked as returned, and
+    /// is published again (after the publisher declared its queue again). A row that was returned before
+    /// is deleted and, only if its dispatch is still its task's current one and the task has not
+    /// finished, ends the task `dead_lettered` with the reason `unroutable: no queue bound to routing key
+    /// <key> on exchange <exchange>`. Returns the status changes (dead letters included).
+    async fn finish_with_returns(
+        self: Box<Self>,
+        published: &[i64],
+        failed: &[(i64, String)],
+        returned: &[i64],
+    ) -> Result<Vec<StatusChange>>;
 }
 
 /// The extension catalog and the node registry.
@@ -154,6 +185,12 @@ pub trait CatalogStore: Send + Sync {
 }
 
 /// Everything the control plane stores.
-pub trait Store: TaskStore + DeliveryStore + OutboxStore + CatalogStore + chains::ChainStore {}
+pub trait Store:
+    TaskStore + DeliveryStore + OutboxStore + CatalogStore + chains::ChainStore + dead_letters::DeadLetterStore
+{
+}
 
-impl<T: TaskStore + DeliveryStore + OutboxStore + CatalogStore + chains::ChainStore> Store for T {}
+impl<T: TaskStore + DeliveryStore + OutboxStore + CatalogStore + chains::ChainStore + dead_letters::DeadLetterStore>
+    Store for T
+{
+}

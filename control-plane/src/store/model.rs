@@ -5,6 +5,7 @@ use legion_common::{ExtensionState, NodeStatus, TaskStatus};
 use uuid::Uuid;
 
 use crate::delivery::AttemptStatus;
+use crate::delivery::retry::{RetryOverrides, RetryPolicy};
 
 /// A task as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +67,11 @@ pub struct Task {
     pub started_at: Option<DateTime<Utc>>,
     /// Ended at.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The retry policy the task was given (`tasks.retry`); `None` for a task written before policies
+    /// were stored, which follows the `retry.*` settings.
+    pub retry: Option<RetryPolicy>,
+    /// Times the task was replayed from the dead letters.
+    pub replays: u32,
 }
 
 /// A validated task to insert; see `tasks::submit`.
@@ -101,6 +107,9 @@ pub struct NewTask {
     pub chain_version: Option<i64>,
     /// The broker message of dispatch 1 (JSON `TaskMessage`), written to the outbox when `delay_ms` is 0.
     pub payload: Vec<u8>,
+    /// The retry policy fields the submit (or schedule) set, checked; the store fills the others from
+    /// the `retry.*` settings and writes the whole policy (`tasks.retry`).
+    pub retry: RetryOverrides,
 }
 
 /// The result of inserting one [`NewTask`].

@@ -76,6 +76,9 @@ pub struct ScheduleSpec {
     pub created_by: String,
     /// The creator's policies, re-checked at each fire.
     pub policies: Vec<String>,
+    /// The retry policy fields the schedule sets for its tasks (`schedules.retry`); the others take the
+    /// `retry.*` settings when a task is fired.
+    pub retry: crate::delivery::retry::RetryOverrides,
 }
 
 /// A stored schedule.

@@ -60,6 +60,7 @@ mod tests {
             owner: String::new(),
             chain: None,
             chain_version: None,
+            retry: Default::default(),
         }
     }
 
@@ -94,6 +95,8 @@ mod tests {
             created_at: chrono::Utc::now(),
             started_at: None,
             finished_at: None,
+            retry: None,
+            replays: 0,
         }
     }
 

@@ -137,6 +137,7 @@ pub fn new_task(spec: SubmitSpec) -> NewTask {
         owner: spec.owner,
         chain: spec.chain,
         chain_version: spec.chain_version,
+        retry: spec.retry,
     }
 }
 
@@ -375,6 +376,8 @@ mod tests {
                 created_at: chrono::Utc::now(),
                 started_at: None,
                 finished_at: None,
+                retry: None,
+                replays: 0,
             },
             created: false,
         };

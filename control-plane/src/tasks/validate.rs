@@ -8,6 +8,8 @@ use legion_common::FunctionName;
 use legion_common::settings::{Limits, json_depth};
 use legion_proto::v1::SubmitTaskRequest;
 
+use crate::delivery::retry::{self, RetryOverrides};
+
 /// A request field that is not acceptable: `field: reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
@@ -54,6 +56,10 @@ pub struct SubmitSpec {
     pub chain: Option<String>,
     /// The chain's current version; set by the caller after looking the chain up.
     pub chain_version: Option<i64>,
+    /// The retry policy fields the request sets, each checked ([`retry::check`]); the others take the
+    /// `retry.*` settings when the task is written. The API also checks the whole policy against the
+    /// settings ([`retry::resolve_overrides`]).
+    pub retry: RetryOverrides,
 }
 
 /// Checks a `SubmitTask` request and applies its defaults.
@@ -147,6 +153,8 @@ pub fn validate_submit(req: &SubmitTaskRequest, limits: &Limits) -> Result<Submi
             Some(region.clone())
         }
     };
+    let retry = RetryOverrides::from_proto(req.retry.as_ref());
+    retry::check(&retry).map_err(|e| InvalidArgument::new(e.field, e.reason))?;
     Ok(SubmitSpec {
         function,
         args,
@@ -160,6 +168,7 @@ pub fn validate_submit(req: &SubmitTaskRequest, limits: &Limits) -> Result<Submi
         owner: String::new(),
         chain: req.chain.clone(),
         chain_version: None,
+        retry,
     })
 }
 
@@ -303,6 +312,37 @@ mod tests {
             ..request("core.util.echo")
         };
         assert_eq!(validate_submit(&req, &Limits::default()).expect("valid").args, json!({}));
+    }
+
+    #[test]
+    fn retry_fields_are_checked_one_by_one() {
+        let with = |retry: legion_proto::v1::RetryPolicy| SubmitTaskRequest { retry: Some(retry), ..request("x.y.z") };
+        let spec = validate_submit(
+            &with(legion_proto::v1::RetryPolicy { initial_backoff_ms: Some(5), ..Default::default() }),
+            &Limits::default(),
+        )
+        .expect("valid");
+        assert_eq!(spec.retry, RetryOverrides { initial_backoff_ms: Some(5), ..RetryOverrides::default() });
+        assert!(validate_submit(&request("x.y.z"), &Limits::default()).expect("valid").retry.is_empty());
+        let cases = [
+            (legion_proto::v1::RetryPolicy { multiplier: Some(11.0), ..Default::default() }, "retry.multiplier"),
+            (legion_proto::v1::RetryPolicy { jitter: Some(-1.0), ..Default::default() }, "retry.jitter"),
+            (
+                legion_proto::v1::RetryPolicy { max_backoff_ms: Some(u64::MAX), ..Default::default() },
+                "retry.max_backoff_ms",
+            ),
+            (
+                legion_proto::v1::RetryPolicy {
+                    initial_backoff_ms: Some(2),
+                    max_backoff_ms: Some(1),
+                    ..Default::default()
+                },
+                "retry.initial_backoff_ms",
+            ),
+        ];
+        for (retry, field) in cases {
+            assert_eq!(field_of(&with(retry)), field, "{retry:?}");
+        }
     }
 
     #[test]

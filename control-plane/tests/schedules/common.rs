@@ -37,6 +37,7 @@ pub fn spec(name: &str, cadence: CadenceSpec) -> ScheduleSpec {
         paused: false,
         created_by: OWNER.into(),
         policies: vec!["admin".into()],
+        retry: Default::default(),
     }
 }
 
@@ -65,6 +66,7 @@ pub fn task(owner: &str) -> NewTask {
         owner: owner.into(),
         chain: None,
         chain_version: None,
+        retry: Default::default(),
     })
 }
 

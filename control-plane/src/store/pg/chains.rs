@@ -275,34 +275,41 @@ pub(super) async fn cap_runs(conn: &mut PgConnection, children: Vec<Child>, max_
 /// Inserts children (a relationship creates each child of a parent once: the unique index on
 /// `(parent_id, relationship_id, fanout_index)` drops a repeat) and the outbox rows of the `pending`
 /// ones. Returns the status changes of the inserted children.
-pub(super) async fn insert_children(conn: &mut PgConnection, children: &[Child]) -> Result<Vec<StatusChange>> {
+///
+/// Each child's retry policy is its relationship's fields over `retry` (the `retry.*` settings), see
+/// [`crate::delivery::retry::merge`].
+pub(super) async fn insert_children(
+    conn: &mut PgConnection,
+    children: &[Child],
+    retry: &legion_common::settings::RetrySettings,
+) -> Result<Vec<StatusChange>> {
     if children.is_empty() {
         return Ok(Vec::new());
     }
     let n = children.len();
     let mut c = ChildColumns::default();
     for child in children {
-        c.push(child);
+        c.push(child, retry)?;
     }
     let inserted: Vec<(Uuid, String)> = sqlx::query_as(
         "WITH input AS (
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int2[],
                                   $7::int[], $8::int[], $9::int8[], $10::text[], $11::int8[], $12::uuid[],
                                   $13::uuid[], $14::uuid[], $15::int[], $16::int[], $17::text[], $18::text[],
-                                  $19::text[], $20::bytea[])
+                                  $19::text[], $20::bytea[], $22::text[])
                  WITH ORDINALITY AS u(id, function, status, args, error, priority, max_attempts, timeout_ms,
                                       delay_ms, chain, chain_version, root_id, parent_id, relationship_id,
-                                      depth, fanout_index, owner, region, routing_key, payload, n)
+                                      depth, fanout_index, owner, region, routing_key, payload, retry, n)
          ),
          ins AS (
              INSERT INTO tasks (id, function, status, args, error, priority, max_attempts, timeout_ms, dispatch,
                                 chain, chain_version, root_id, parent_id, relationship_id, depth, fanout_index,
-                                owner, region, not_before, finished_at)
+                                owner, region, not_before, finished_at, retry)
              SELECT id, function, status, args::jsonb, error, priority, max_attempts, timeout_ms,
                     CASE WHEN status = 'pending' THEN 1 ELSE 0 END,
                     chain, chain_version, root_id, parent_id, relationship_id, depth, fanout_index, owner, region,
                     CASE WHEN status = 'scheduled' THEN now() + delay_ms::float8 * interval '1 millisecond' END,
-                    CASE WHEN status IN ('skipped', 'failed') THEN now() END
+                    CASE WHEN status IN ('skipped', 'failed') THEN now() END, retry::jsonb
              FROM input ORDER BY n
              ON CONFLICT (parent_id, relationship_id, fanout_index) WHERE parent_id IS NOT NULL DO NOTHING
              RETURNING id, status
@@ -337,6 +344,7 @@ pub(super) async fn insert_children(conn: &mut PgConnection, children: &[Child])
     .bind(&c.routing_keys)
     .bind(&c.payloads)
     .bind(TASK_EXCHANGE)
+    .bind(&c.retries)
     .fetch_all(&mut *conn)
     .await?;
     if inserted.len() < n {
@@ -379,10 +387,11 @@ struct ChildColumns {
     regions: Vec<Option<String>>,
     routing_keys: Vec<String>,
     payloads: Vec<Vec<u8>>,
+    retries: Vec<String>,
 }
 
 impl ChildColumns {
-    fn push(&mut self, child: &Child) {
+    fn push(&mut self, child: &Child, retry: &legion_common::settings::RetrySettings) -> Result<()> {
         self.ids.push(child.id);
         self.functions.push(child.function.clone());
         self.statuses.push(child.status.as_str());
@@ -403,5 +412,8 @@ impl ChildColumns {
         self.regions.push(child.region.clone());
         self.routing_keys.push(child.routing_key.clone());
         self.payloads.push(child.payload.clone());
+        let policy = crate::delivery::retry::merge(&child.retry, retry);
+        self.retries.push(serde_json::to_string(&policy).map_err(|e| Error::InvalidData(format!("retry: {e}")))?);
+        Ok(())
     }
 }

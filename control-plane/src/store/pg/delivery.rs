@@ -12,10 +12,11 @@ use uuid::Uuid;
 use super::outbox::{DispatchRow, NewOutbox, dispatch_columns, insert_outbox};
 use super::{PgStore, StateRow, chains, int, state_columns, with_retries};
 use crate::delivery::complete::{self, CompleteItem, ResultLimits, Verdict};
+use crate::delivery::lost::Cause;
 use crate::delivery::start::{self, Decision, StartItem};
-use crate::delivery::{Plan, TaskState, lost};
+use crate::delivery::{Backoff, Plan, TaskState, deadline, lost};
 use crate::events::StatusChange;
-use crate::store::{DeliveryStore, Expiry, Result};
+use crate::store::{DeliveryStore, Error, Expiry, Result};
 
 #[async_trait]
 impl DeliveryStore for PgStore {
@@ -45,7 +46,9 @@ impl DeliveryStore for PgStore {
             let mut tx = self.pool.begin().await?;
             let states = lock_states(&mut tx, &complete::task_ids(items)).await?;
             let chained: HashSet<Uuid> = states.iter().filter(|s| s.chain_version.is_some()).map(|s| s.id).collect();
-            let (verdicts, plan) = complete::plan(states, items, limits);
+            let mut draw = || rand::random::<f64>();
+            let mut backoff = Backoff { defaults: self.default_retry(), draw: &mut draw };
+            let (verdicts, plan) = complete::plan(states, items, limits, &mut backoff);
             apply_plan(&mut tx, &plan).await?;
             let mut changes = plan.changes;
             if let Some(firing) = self.firing.as_ref().filter(|_| !chained.is_empty()) {
@@ -60,7 +63,7 @@ impl DeliveryStore for PgStore {
                     let versions = chains::versions(&mut tx, &parents, firing.cache()).await?;
                     let children = firing.children(&parents, &versions).await;
                     let children = chains::cap_runs(&mut tx, children, firing.max_run_tasks()).await?;
-                    changes.extend(chains::insert_children(&mut tx, &children).await?);
+                    changes.extend(chains::insert_children(&mut tx, &children, &self.retry).await?);
                 }
             }
             tx.commit().await?;
@@ -102,10 +105,76 @@ impl DeliveryStore for PgStore {
             .fetch_all(&mut *tx)
             .await?;
             let states = rows.into_iter().map(TaskState::try_from).collect::<Result<Vec<_>>>()?;
-            let plan = lost::plan(states, delivery_limit);
+            let plan = lost::plan(states, delivery_limit, Cause::Silent);
             apply_plan(&mut tx, &plan).await?;
             tx.commit().await?;
             Ok(Expiry { nodes, changes: plan.changes })
+        })
+        .await
+    }
+
+    async fn expire_attempts(&self, lease: Duration, limit: u32) -> Result<Vec<StatusChange>> {
+        #[allow(clippy::cast_precision_loss)]
+        let lease_ms = lease.as_millis() as f64;
+        with_retries("expire attempts", || async {
+            let mut tx = self.pool.begin().await?;
+            // Tasks being completed or started right now are skipped: the next sweep sees them again
+            // if they are still overdue.
+            let rows: Vec<StateRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                state_columns!(),
+                " FROM tasks
+                 WHERE status = 'running'
+                   AND EXISTS (SELECT 1 FROM task_attempts a
+                               WHERE a.task_id = tasks.id AND a.attempt = tasks.attempt AND a.status = 'running'
+                                 AND a.started_at < now() - (tasks.timeout_ms + $1::float8)
+                                                            * interval '1 millisecond')
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED"
+            ))
+            .bind(lease_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            let states = rows.into_iter().map(TaskState::try_from).collect::<Result<Vec<_>>>()?;
+            let mut draw = || rand::random::<f64>();
+            let mut backoff = Backoff { defaults: self.default_retry(), draw: &mut draw };
+            let plan = deadline::plan(states, lease, &mut backoff);
+            apply_plan(&mut tx, &plan).await?;
+            tx.commit().await?;
+            Ok(plan.changes)
+        })
+        .await
+    }
+
+    async fn stop_node(&self, node: &str, delivery_limit: u32) -> Result<Vec<StatusChange>> {
+        with_retries("stop node", || async {
+            let mut tx = self.pool.begin().await?;
+            let known: Option<(String,)> =
+                sqlx::query_as("SELECT name FROM nodes WHERE name = $1 AND kind = 'executor' FOR UPDATE")
+                    .bind(node)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if known.is_none() {
+                return Err(Error::NotFound(format!("node {node:?} is not registered; call RegisterNode first")));
+            }
+            let rows: Vec<StateRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                state_columns!(),
+                " FROM tasks WHERE status = 'running' AND node = $1 ORDER BY id FOR UPDATE"
+            ))
+            .bind(node)
+            .fetch_all(&mut *tx)
+            .await?;
+            let states = rows.into_iter().map(TaskState::try_from).collect::<Result<Vec<_>>>()?;
+            let plan = lost::plan(states, delivery_limit, Cause::Stopped);
+            apply_plan(&mut tx, &plan).await?;
+            // Its node_extensions rows go with it (ON DELETE CASCADE); the transition history stays.
+            sqlx::query("DELETE FROM nodes WHERE name = $1").bind(node).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(plan.changes)
         })
         .await
     }
@@ -155,6 +224,7 @@ async fn update_tasks(conn: &mut PgConnection, plan: &Plan) -> Result<()> {
     let (mut started, mut finished, mut set_error) =
         (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
     let (mut errors, mut results) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut waits: Vec<Option<i64>> = Vec::with_capacity(n);
     for update in &plan.updates {
         let s = &update.state;
         ids.push(s.id);
@@ -169,6 +239,7 @@ async fn update_tasks(conn: &mut PgConnection, plan: &Plan) -> Result<()> {
         set_error.push(update.error.is_some());
         errors.push(update.error.clone().flatten());
         results.push(update.result.as_deref());
+        waits.push(update.not_before_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)));
     }
     sqlx::query(
         "UPDATE tasks t SET
@@ -177,11 +248,14 @@ async fn update_tasks(conn: &mut PgConnection, plan: &Plan) -> Result<()> {
              started_at = CASE WHEN u.started THEN COALESCE(t.started_at, now()) ELSE t.started_at END,
              finished_at = CASE WHEN u.finished THEN now() ELSE t.finished_at END,
              error = CASE WHEN u.set_error THEN u.error ELSE t.error END,
-             result = CASE WHEN u.result IS NOT NULL THEN u.result::jsonb ELSE t.result END
+             result = CASE WHEN u.result IS NOT NULL THEN u.result::jsonb ELSE t.result END,
+             not_before = CASE WHEN u.wait_ms IS NOT NULL
+                               THEN now() + u.wait_ms::float8 * interval '1 millisecond'
+                               ELSE t.not_before END
          FROM UNNEST($1::uuid[], $2::text[], $3::int[], $4::int[], $5::int[], $6::int[], $7::text[],
-                     $8::bool[], $9::bool[], $10::bool[], $11::text[], $12::text[])
+                     $8::bool[], $9::bool[], $10::bool[], $11::text[], $12::text[], $13::int8[])
               AS u(id, status, attempt, failures, dispatch, redeliveries, node, started, finished, set_error,
-                   error, result)
+                   error, result, wait_ms)
          WHERE t.id = u.id",
     )
     .bind(&ids)
@@ -196,6 +270,7 @@ async fn update_tasks(conn: &mut PgConnection, plan: &Plan) -> Result<()> {
     .bind(&set_error)
     .bind(&errors)
     .bind(&results)
+    .bind(&waits)
     .execute(conn)
     .await?;
     Ok(())

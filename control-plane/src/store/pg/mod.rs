@@ -6,6 +6,7 @@
 
 mod catalog;
 mod chains;
+mod dead_letters;
 mod delivery;
 mod leases;
 mod outbox;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use legion_common::TaskStatus;
-use legion_common::settings::DataSettings;
+use legion_common::settings::{DataSettings, RetrySettings};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
@@ -28,6 +29,7 @@ use uuid::Uuid;
 use super::{Error, Result, Task};
 use crate::chains::fire::Firing;
 use crate::delivery::TaskState;
+use crate::delivery::retry::RetryPolicy;
 
 /// The schema migrations, embedded at build time from `migrations/`.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
@@ -60,6 +62,11 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 pub struct PgStore {
     pool: PgPool,
     firing: Option<Firing>,
+    /// The `retry.*` settings: the policy of tasks written without one, and the unset fields of the
+    /// policies of chain children and fired schedule tasks.
+    retry: RetrySettings,
+    /// `control_plane.idempotency_retention_s`.
+    idempotency_retention: Duration,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -71,7 +78,35 @@ impl std::fmt::Debug for PgStore {
 impl PgStore {
     /// A store over `pool` that records completions without firing chains.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, firing: None }
+        Self {
+            pool,
+            firing: None,
+            retry: RetrySettings::default(),
+            idempotency_retention: Duration::from_secs(
+                legion_common::settings::ControlPlaneSettings::default().idempotency_retention_s,
+            ),
+        }
+    }
+
+    /// The same store with the `retry.*` settings (default: their defaults): the policy of tasks
+    /// written before policies were stored, and the fields a relationship or schedule leaves unset.
+    #[must_use]
+    pub fn with_retry(mut self, retry: RetrySettings) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The same store with `control_plane.idempotency_retention_s` (default 86400 s): a submit whose
+    /// key belongs to a task created longer ago creates a new task.
+    #[must_use]
+    pub fn with_idempotency_retention(mut self, retention: Duration) -> Self {
+        self.idempotency_retention = retention;
+        self
+    }
+
+    /// The policy of tasks without a stored one (the `retry.*` settings).
+    pub(crate) fn default_retry(&self) -> RetryPolicy {
+        RetryPolicy::from(&self.retry)
     }
 
     /// The same store, firing the relationships of chain runs when their tasks succeed
@@ -111,7 +146,8 @@ macro_rules! task_columns {
     () => {
         "id, function, status, args, result, error, attempt, failures, max_attempts, dispatch, redeliveries, \
          priority, timeout_ms, chain, root_id, parent_id, relationship_id, node, region, idempotency_key, \
-         not_before, created_at, started_at, finished_at, owner, depth, chain_version, fanout_index"
+         not_before, created_at, started_at, finished_at, owner, depth, chain_version, fanout_index, retry, \
+         replays"
     };
 }
 pub(crate) use task_columns;
@@ -120,7 +156,7 @@ pub(crate) use task_columns;
 macro_rules! state_columns {
     () => {
         "id, status, attempt, failures, max_attempts, dispatch, redeliveries, node, \
-         (not_before IS NULL OR not_before <= now()) AS due, chain_version"
+         (not_before IS NULL OR not_before <= now()) AS due, chain_version, retry, timeout_ms"
     };
 }
 pub(crate) use state_columns;
@@ -156,6 +192,8 @@ pub(crate) struct TaskRow {
     depth: i32,
     chain_version: Option<i64>,
     fanout_index: Option<i32>,
+    retry: Option<serde_json::Value>,
+    replays: i32,
 }
 
 impl TryFrom<TaskRow> for Task {
@@ -191,6 +229,8 @@ impl TryFrom<TaskRow> for Task {
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
+            retry: retry_policy(row.retry)?,
+            replays: unsigned(row.replays, "replays")?,
         })
     }
 }
@@ -208,6 +248,8 @@ pub(crate) struct StateRow {
     node: Option<String>,
     due: bool,
     chain_version: Option<i64>,
+    retry: Option<serde_json::Value>,
+    timeout_ms: i32,
 }
 
 impl TryFrom<StateRow> for TaskState {
@@ -225,8 +267,15 @@ impl TryFrom<StateRow> for TaskState {
             node: row.node,
             due: row.due,
             chain_version: row.chain_version,
+            retry: retry_policy(row.retry)?,
+            timeout_ms: unsigned(row.timeout_ms, "timeout_ms")?,
         })
     }
+}
+
+/// A `tasks.retry` value: `None` for NULL (a task written before policies were stored).
+fn retry_policy(value: Option<serde_json::Value>) -> Result<Option<RetryPolicy>> {
+    value.map(|v| serde_json::from_value(v).map_err(|e| corrupt("retry", e))).transpose()
 }
 
 fn status(s: &str) -> Result<TaskStatus> {

@@ -94,25 +94,33 @@ pub(crate) async fn insert_outbox(conn: &mut PgConnection, rows: &[NewOutbox]) -
 impl OutboxStore for PgStore {
     async fn claim_outbox(&self, limit: u32) -> Result<Box<dyn OutboxClaim>> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(i64, Uuid, String, String, i16, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, task_id, exchange, routing_key, priority, payload FROM outbox
-             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        let rows: Vec<(i64, Uuid, String, String, i16, Vec<u8>, bool)> = sqlx::query_as(
+            "SELECT id, task_id, exchange, routing_key, priority, payload,
+                    COALESCE(starts_with(last_error, $2), FALSE)
+             FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(i64::from(limit))
+        .bind(UNROUTABLE)
         .fetch_all(&mut *tx)
         .await?;
+        let mut returned_before = HashSet::new();
         let rows = rows
             .into_iter()
-            .map(|(id, task_id, exchange, routing_key, priority, payload)| OutboxRow {
-                id,
-                task_id,
-                exchange,
-                routing_key,
-                priority: u8::try_from(priority.clamp(0, 9)).unwrap_or(0),
-                payload,
+            .map(|(id, task_id, exchange, routing_key, priority, payload, returned)| {
+                if returned {
+                    returned_before.insert(id);
+                }
+                OutboxRow {
+                    id,
+                    task_id,
+                    exchange,
+                    routing_key,
+                    priority: u8::try_from(priority.clamp(0, 9)).unwrap_or(0),
+                    payload,
+                }
             })
             .collect();
-        Ok(Box::new(PgClaim { tx, rows }))
+        Ok(Box::new(PgClaim { tx, rows, returned_before }))
     }
 
     async fn outbox_depth(&self) -> Result<u64> {
@@ -121,9 +129,20 @@ impl OutboxStore for PgStore {
     }
 }
 
+/// The start of `outbox.last_error` for a row the broker returned as unroutable: such a row, returned
+/// again, dead-letters its task ([`OutboxClaim::finish_with_returns`]).
+const UNROUTABLE: &str = "unroutable: ";
+
+/// Why a returned row is unroutable, as `last_error` and as the dead letter's reason.
+fn unroutable_reason(row: &OutboxRow) -> String {
+    format!("{UNROUTABLE}no queue bound to routing key {} on exchange {}", row.routing_key, row.exchange)
+}
+
 struct PgClaim {
     tx: Transaction<'static, Postgres>,
     rows: Vec<OutboxRow>,
+    /// Claimed rows whose last publish came back unroutable.
+    returned_before: HashSet<i64>,
 }
 
 #[async_trait]
@@ -133,8 +152,26 @@ impl OutboxClaim for PgClaim {
     }
 
     async fn finish(self: Box<Self>, published: &[i64], failed: &[(i64, String)]) -> Result<Vec<StatusChange>> {
-        let PgClaim { mut tx, rows } = *self;
-        let mut changes = Vec::new();
+        self.finish_with_returns(published, failed, &[]).await
+    }
+
+    async fn finish_with_returns(
+        self: Box<Self>,
+        published: &[i64],
+        failed: &[(i64, String)],
+        returned: &[i64],
+    ) -> Result<Vec<StatusChange>> {
+        let PgClaim { mut tx, rows, returned_before } = *self;
+        let mut failed = failed.to_vec();
+        let mut again = Vec::new();
+        for row in rows.iter().filter(|r| returned.contains(&r.id)) {
+            if returned_before.contains(&row.id) {
+                again.push(row);
+            } else {
+                failed.push((row.id, unroutable_reason(row)));
+            }
+        }
+        let mut changes = dead_letter_unroutable(&mut tx, &again, published, &rows).await?;
         if !published.is_empty() {
             sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(published).execute(&mut *tx).await?;
             // Only a task still waiting for this very dispatch becomes queued: a task that started,
@@ -161,14 +198,11 @@ impl OutboxClaim for PgClaim {
             .bind(&dispatches)
             .fetch_all(&mut *tx)
             .await?;
-            changes = queued
-                .into_iter()
-                .map(|(task_id, attempt)| StatusChange {
-                    task_id,
-                    status: TaskStatus::Queued,
-                    attempt: u32::try_from(attempt).unwrap_or(0),
-                })
-                .collect();
+            changes.extend(queued.into_iter().map(|(task_id, attempt)| StatusChange {
+                task_id,
+                status: TaskStatus::Queued,
+                attempt: u32::try_from(attempt).unwrap_or(0),
+            }));
         }
         if !failed.is_empty() {
             let ids: Vec<i64> = failed.iter().map(|(id, _)| *id).collect();
@@ -185,6 +219,61 @@ impl OutboxClaim for PgClaim {
         tx.commit().await?;
         Ok(changes)
     }
+}
+
+/// Deletes the rows returned `again` and ends their tasks `dead_lettered` (only a task still waiting for
+/// that very dispatch, not finished). The tasks of these rows and of the `published` ones (which the
+/// caller moves to `queued` next) are locked first, in id order, in one statement.
+async fn dead_letter_unroutable(
+    conn: &mut PgConnection,
+    again: &[&OutboxRow],
+    published: &[i64],
+    rows: &[OutboxRow],
+) -> Result<Vec<StatusChange>> {
+    if again.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut lock: Vec<Uuid> = rows
+        .iter()
+        .filter(|r| published.contains(&r.id) || again.iter().any(|a| a.id == r.id))
+        .map(|r| r.task_id)
+        .collect();
+    lock.sort_unstable();
+    lock.dedup();
+    sqlx::query("SELECT id FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(&lock)
+        .execute(&mut *conn)
+        .await?;
+    let ids: Vec<i64> = again.iter().map(|r| r.id).collect();
+    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(&ids).execute(&mut *conn).await?;
+    let (mut tasks, mut dispatches, mut reasons) = (Vec::new(), Vec::new(), Vec::new());
+    for row in again {
+        if let Some(dispatch) = message_dispatch(&row.payload) {
+            tasks.push(row.task_id);
+            dispatches.push(dispatch);
+            reasons.push(unroutable_reason(row));
+        }
+    }
+    let terminal: Vec<&str> = TaskStatus::ALL.iter().filter(|s| s.is_terminal()).map(|s| s.as_str()).collect();
+    let ended: Vec<(Uuid, i32, String)> = sqlx::query_as(
+        "UPDATE tasks t SET status = 'dead_lettered', finished_at = now(), not_before = NULL, error = u.reason
+         FROM UNNEST($1::uuid[], $2::int[], $3::text[]) AS u(id, dispatch, reason)
+         WHERE t.id = u.id AND t.dispatch = u.dispatch AND t.status <> ALL($4)
+         RETURNING t.id, t.attempt, u.reason",
+    )
+    .bind(&tasks)
+    .bind(&dispatches)
+    .bind(&reasons)
+    .bind(&terminal)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(ended
+        .into_iter()
+        .map(|(task_id, attempt, reason)| {
+            tracing::warn!(task_id = %task_id, reason = %reason, "task dead-lettered");
+            StatusChange { task_id, status: TaskStatus::DeadLettered, attempt: u32::try_from(attempt).unwrap_or(0) }
+        })
+        .collect())
 }
 
 /// The dispatch number of a broker message body; `None` if it is not a task message.

@@ -20,7 +20,12 @@ use crate::store::{Error, NewTask, Result};
 /// [`Error::FailedPrecondition`] when the fence does not hold (nothing is written), and
 /// [`Error::InvalidData`] for a record whose fire and task disagree (a fired outcome without a task, or
 /// a task with another outcome).
-pub(super) async fn record(conn: &mut PgConnection, fence: &Fence, records: &[TickRecord]) -> Result<Recorded> {
+pub(super) async fn record(
+    conn: &mut PgConnection,
+    store: &super::PgStore,
+    fence: &Fence,
+    records: &[TickRecord],
+) -> Result<Recorded> {
     check_records(records)?;
     // 1. The fence: the lease row stays share-locked until the commit, so the lease cannot change
     //    holder (a takeover updates the row) while this transaction writes.
@@ -64,7 +69,7 @@ pub(super) async fn record(conn: &mut PgConnection, fence: &Fence, records: &[Ti
     // 4. The tasks of the fire rows inserted, with their outbox rows.
     let tasks: Vec<NewTask> =
         kept.iter().filter_map(|r| r.task.as_ref()).filter(|t| fired_tasks.task_ids.contains(&t.id)).cloned().collect();
-    let inserted = insert_tasks_in(conn, &tasks).await?;
+    let inserted = insert_tasks_in(conn, store, &tasks).await?;
     let changes: Vec<StatusChange> = inserted
         .iter()
         .filter(|i| i.created)

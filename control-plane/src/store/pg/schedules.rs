@@ -30,7 +30,7 @@ macro_rules! schedule_select {
         "SELECT s.id, s.name, s.description, s.function, s.args, s.transformation, s.chain, s.priority,
                 s.max_attempts, s.timeout_ms, s.region, s.cron, s.timezone, s.interval_ms, s.allow_overlap,
                 s.misfire, s.paused, s.active_since, s.cursor, s.next_due, s.last_task_id, s.revision,
-                s.created_by, s.policies, s.created_at, s.updated_at,
+                s.created_by, s.policies, s.created_at, s.updated_at, s.retry,
                 lf.slot AS fire_slot, lf.fired_at AS fire_fired_at, lf.epoch AS fire_epoch,
                 lf.outcome AS fire_outcome, lf.task_id AS fire_task_id, lf.reason AS fire_reason,
                 lf.missed AS fire_missed, t.status AS fire_task_status
@@ -47,7 +47,7 @@ macro_rules! schedule_columns {
     () => {
         "id, name, description, function, args, transformation, chain, priority, max_attempts, timeout_ms,
          region, cron, timezone, interval_ms, allow_overlap, misfire, paused, active_since, cursor, next_due,
-         last_task_id, revision, created_by, policies, created_at, updated_at"
+         last_task_id, revision, created_by, policies, created_at, updated_at, retry"
     };
 }
 
@@ -80,6 +80,7 @@ struct ScheduleRow {
     policies: Vec<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    retry: Option<serde_json::Value>,
 }
 
 /// A schedule row with the columns of its newest fire (all `NULL` without one).
@@ -159,6 +160,12 @@ impl TryFrom<ScheduleRow> for Schedule {
                 paused: row.paused,
                 created_by: row.created_by,
                 policies: row.policies,
+                retry: row
+                    .retry
+                    .map(serde_json::from_value)
+                    .transpose()
+                    .map_err(|e| corrupt("retry", e))?
+                    .unwrap_or_default(),
             },
             paused: row.paused,
             active_since: row.active_since,
@@ -247,8 +254,9 @@ impl ScheduleStore for PgStore {
         let row: ScheduleRow = sqlx::query_as(concat!(
             "INSERT INTO schedules (id, name, description, function, args, transformation, chain, priority,
                                     max_attempts, timeout_ms, region, cron, timezone, interval_ms, allow_overlap,
-                                    misfire, paused, created_by, policies)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+                                    misfire, paused, created_by, policies, retry)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+                     $20)
              RETURNING ",
             schedule_columns!()
         ))
@@ -271,6 +279,7 @@ impl ScheduleStore for PgStore {
         .bind(spec.paused)
         .bind(&spec.created_by)
         .bind(&spec.policies)
+        .bind((!spec.retry.is_empty()).then(|| serde_json::json!(spec.retry)))
         .fetch_one(&self.pool)
         .await
         .map_err(|e| match Error::from(e) {
@@ -405,7 +414,7 @@ impl ScheduleStore for PgStore {
         }
         super::with_retries("record schedule ticks", || async {
             let mut tx = self.pool.begin().await?;
-            let recorded = schedule_ticks::record(&mut tx, fence, records).await?;
+            let recorded = schedule_ticks::record(&mut tx, self, fence, records).await?;
             tx.commit().await?;
             Ok(recorded)
         })

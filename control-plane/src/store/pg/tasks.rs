@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::outbox::{DispatchRow, NewOutbox, insert_outbox};
 use super::{PgStore, TaskRow, int, task_columns, with_retries};
 use crate::delivery::AttemptStatus;
+use crate::delivery::retry::{self, RetryPolicy};
 use crate::events::StatusChange;
 use crate::store::{Attempt, Error, Inserted, NewTask, Result, Task, TaskFilter, TaskPage, TaskStore};
 
@@ -188,15 +189,22 @@ impl TaskStore for PgStore {
 impl PgStore {
     async fn insert_tasks_once(&self, tasks: &[NewTask]) -> Result<Vec<Inserted>> {
         let mut tx = self.pool.begin().await?;
-        let inserted = insert_tasks_in(&mut tx, tasks).await?;
+        let inserted = insert_tasks_in(&mut tx, self, tasks).await?;
         tx.commit().await?;
         Ok(inserted)
     }
 }
 
 /// Inserts `tasks` and the outbox rows of those without delay on `conn` (inside the caller's
-/// transaction), as [`TaskStore::insert_tasks`] describes: one result per task, in order.
-pub(super) async fn insert_tasks_in(conn: &mut PgConnection, tasks: &[NewTask]) -> Result<Vec<Inserted>> {
+/// transaction), as [`TaskStore::insert_tasks`] describes: one result per task, in order. Each task's
+/// retry policy is its set fields over `store`'s `retry.*` settings ([`retry::merge`]). An idempotency
+/// key whose task was created more than `control_plane.idempotency_retention_s` ago is released first
+/// (that task's key becomes NULL), in this transaction, so the submit creates a new task.
+pub(super) async fn insert_tasks_in(
+    conn: &mut PgConnection,
+    store: &PgStore,
+    tasks: &[NewTask],
+) -> Result<Vec<Inserted>> {
     // Within the batch, only the first task of each idempotency key is inserted.
     // Keys are scoped to the owner: (owner, key) identifies a submit.
     let mut first_of_key: HashMap<(&str, &str), usize> = HashMap::new();
@@ -213,27 +221,31 @@ pub(super) async fn insert_tasks_in(conn: &mut PgConnection, tasks: &[NewTask]) 
     }
     // Insert in key order so that concurrent batches (other replicas) take key locks in one order.
     leaders.sort_by(|a, b| (&a.owner, &a.idempotency_key).cmp(&(&b.owner, &b.idempotency_key)).then(a.id.cmp(&b.id)));
+    release_expired_keys(conn, &leaders, store.idempotency_retention).await?;
     let mut columns = InsertColumns::default();
+    let policies: HashMap<Uuid, RetryPolicy> =
+        leaders.iter().map(|t| (t.id, retry::merge(&t.retry, &store.retry))).collect();
     for task in &leaders {
-        columns.push(task);
+        columns.push(task, &policies[&task.id])?;
     }
     let inserted: Vec<(Uuid, DateTime<Utc>, Option<DateTime<Utc>>)> = sqlx::query_as(
         "WITH input AS (
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int2[], $5::int[], $6::int[],
                                   $7::int8[], $8::text[], $9::text[], $10::bytea[], $12::text[], $13::text[],
-                                  $14::text[], $15::int8[])
+                                  $14::text[], $15::int8[], $16::text[])
                  WITH ORDINALITY AS u(id, function, args, priority, max_attempts, timeout_ms, delay_ms,
                                       idempotency_key, region, payload, routing_key, owner, chain,
-                                      chain_version, n)
+                                      chain_version, retry, n)
          ),
          ins AS (
              INSERT INTO tasks (id, function, status, args, priority, max_attempts, timeout_ms, dispatch,
-                                idempotency_key, region, not_before, owner, chain, chain_version, root_id)
+                                idempotency_key, region, not_before, owner, chain, chain_version, root_id,
+                                retry)
              SELECT id, function, CASE WHEN delay_ms > 0 THEN 'scheduled' ELSE 'pending' END, args::jsonb,
                     priority, max_attempts, timeout_ms, CASE WHEN delay_ms > 0 THEN 0 ELSE 1 END,
                     idempotency_key, region,
                     CASE WHEN delay_ms > 0 THEN now() + delay_ms::float8 * interval '1 millisecond' END, owner,
-                    chain, chain_version, CASE WHEN chain IS NOT NULL THEN id END
+                    chain, chain_version, CASE WHEN chain IS NOT NULL THEN id END, retry::jsonb
              FROM input ORDER BY n
              ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING id, created_at, not_before
@@ -262,6 +274,7 @@ pub(super) async fn insert_tasks_in(conn: &mut PgConnection, tasks: &[NewTask]) 
     .bind(&columns.owners)
     .bind(&columns.chains)
     .bind(&columns.chain_versions)
+    .bind(&columns.retries)
     .fetch_all(&mut *conn)
     .await?;
     let created: HashMap<Uuid, (DateTime<Utc>, Option<DateTime<Utc>>)> =
@@ -294,7 +307,8 @@ pub(super) async fn insert_tasks_in(conn: &mut PgConnection, tasks: &[NewTask]) 
         .iter()
         .map(|task| {
             if let Some((created_at, not_before)) = created.get(&task.id) {
-                return Ok(Inserted { task: new_task(task, *created_at, *not_before), created: true });
+                let policy = policies.get(&task.id).copied();
+                return Ok(Inserted { task: new_task(task, *created_at, *not_before, policy), created: true });
             }
             let key = task.idempotency_key.clone().unwrap_or_default();
             existing
@@ -322,10 +336,47 @@ struct InsertColumns {
     owners: Vec<String>,
     chains: Vec<Option<String>>,
     chain_versions: Vec<Option<i64>>,
+    retries: Vec<String>,
+}
+
+/// Releases the idempotency keys among `leaders` whose task was created more than `retention` ago: that
+/// task's `idempotency_key` becomes NULL, so the insert that follows in the same transaction creates a
+/// new task under the key. The old rows are locked in id order; of two transactions releasing the same
+/// key, the second finds it released (its row no longer matches once the first commits) and its insert
+/// then meets the first one's new task, which it returns (`created = false`).
+async fn release_expired_keys(
+    conn: &mut PgConnection,
+    leaders: &[&NewTask],
+    retention: std::time::Duration,
+) -> Result<()> {
+    let (owners, keys): (Vec<&str>, Vec<&str>) =
+        leaders.iter().filter_map(|t| t.idempotency_key.as_deref().map(|k| (t.owner.as_str(), k))).unzip();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let released = sqlx::query(
+        "UPDATE tasks t SET idempotency_key = NULL
+         FROM (SELECT id FROM tasks
+               WHERE idempotency_key IS NOT NULL
+                 AND (owner, idempotency_key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))
+                 AND created_at < now() - $3::float8 * interval '1 second'
+               ORDER BY id FOR UPDATE) AS expired
+         WHERE t.id = expired.id",
+    )
+    .bind(&owners)
+    .bind(&keys)
+    .bind(retention.as_secs_f64())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if released > 0 {
+        tracing::debug!(released, "idempotency keys past control_plane.idempotency_retention_s released");
+    }
+    Ok(())
 }
 
 impl InsertColumns {
-    fn push(&mut self, task: &NewTask) {
+    fn push(&mut self, task: &NewTask, policy: &RetryPolicy) -> Result<()> {
         self.ids.push(task.id);
         self.functions.push(task.function.clone());
         self.args.push(task.args_json.clone());
@@ -340,11 +391,18 @@ impl InsertColumns {
         self.owners.push(task.owner.clone());
         self.chains.push(task.chain.clone());
         self.chain_versions.push(task.chain_version);
+        self.retries.push(serde_json::to_string(policy).map_err(|e| Error::InvalidData(format!("retry: {e}")))?);
+        Ok(())
     }
 }
 
 /// The stored form of a task this batch created.
-fn new_task(task: &NewTask, created_at: DateTime<Utc>, not_before: Option<DateTime<Utc>>) -> Task {
+fn new_task(
+    task: &NewTask,
+    created_at: DateTime<Utc>,
+    not_before: Option<DateTime<Utc>>,
+    retry: Option<RetryPolicy>,
+) -> Task {
     let scheduled = task.delay_ms > 0;
     Task {
         id: task.id,
@@ -375,6 +433,8 @@ fn new_task(task: &NewTask, created_at: DateTime<Utc>, not_before: Option<DateTi
         created_at,
         started_at: None,
         finished_at: None,
+        retry,
+        replays: 0,
     }
 }
 
