@@ -331,6 +331,11 @@ impl TestEnv {
         self.work_dir().join(format!("{CONTROL_PLANE}.json"))
     }
 
+    /// The service lock the env holds (outage guards check that it is exclusive).
+    pub(crate) fn service_lock(&self) -> &ServiceLock {
+        &self.lock
+    }
+
     /// The env's control-plane process (killed, stopped and restarted by [`crate::replicas`]).
     pub(crate) fn control_plane_process(&mut self) -> &mut Option<Service> {
         &mut self.control_plane

@@ -3,17 +3,19 @@
 //!
 //! Each test starts its own world ([`legion_tests::TestEnv`]: database, vhost, certificates, control
 //! plane with the bootstrap admin key [`legion_tests::ADMIN_KEY`], which every harness client sends by
-//! default) and cleans it up, so the tests run in parallel; the one that stops RabbitMQ takes the
-//! exclusive service lock.
+//! default) and cleans it up, so the tests run in parallel; those that stop RabbitMQ or PostgreSQL
+//! (`broker_outage`, `service_restarts`) take the exclusive service lock.
 
 mod auth;
 mod broker_outage;
 mod chains;
 mod cli;
 mod executor_crash;
+mod faults;
 mod mtls;
 mod schedules;
 mod security;
+mod service_restarts;
 mod settings;
 mod tasks;
 mod validation;
