@@ -11,7 +11,8 @@
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::uri::AMQPUri;
+use lapin::{Channel, Connect, Connection, ConnectionProperties, ExchangeKind};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -80,6 +81,32 @@ pub struct TaskMessage {
 /// # Errors
 /// When the CA file cannot be read or the broker cannot be reached or refuses the credentials.
 pub async fn connect(settings: &TransportSettings, connection_name: &str) -> anyhow::Result<Connection> {
+    connect_with_heartbeat(settings, connection_name, None).await
+}
+
+/// The AMQP heartbeat timeout, in s, that makes the broker notice a silent peer within about
+/// `lease_ms`: half of it, at least 1 s. RabbitMQ considers a peer unreachable after two missed
+/// heartbeats, sent every timeout / 2 (RabbitMQ's "Detecting Dead TCP Connections with Heartbeats"),
+/// so a frozen connection is closed roughly one timeout after it stopped answering.
+pub fn heartbeat_for_lease(lease_ms: u64) -> u16 {
+    u16::try_from((lease_ms / 2000).max(1)).unwrap_or(u16::MAX)
+}
+
+/// [`connect`], asking for an AMQP heartbeat timeout of `heartbeat_s` seconds (AMQP 0-9-1
+/// `connection.tune-ok`) unless `transport.url` sets its own `heartbeat` query parameter, which wins.
+///
+/// # Errors
+/// As [`connect`], and when `transport.url` is not a valid AMQP URI.
+pub async fn connect_with_heartbeat(
+    settings: &TransportSettings,
+    connection_name: &str,
+    heartbeat_s: Option<u16>,
+) -> anyhow::Result<Connection> {
+    let mut uri: AMQPUri =
+        settings.url.parse().map_err(|e| anyhow::anyhow!("transport.url: not a valid AMQP URI: {e}"))?;
+    if uri.query.heartbeat.is_none() {
+        uri.query.heartbeat = heartbeat_s;
+    }
     let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
     let tls = lapin::tcp::OwnedTLSConfig {
         identity: None,
@@ -92,7 +119,7 @@ pub async fn connect(settings: &TransportSettings, connection_name: &str) -> any
         },
     };
     let runtime = lapin::runtime::default_runtime()?;
-    Ok(Connection::connect_with_config(&settings.url, properties, tls, runtime).await?)
+    Ok(uri.connect_with_config(properties, tls, runtime).await?)
 }
 
 /// Declares the task exchange, the dead-letter exchange and the dead-letter queue.
@@ -162,6 +189,15 @@ pub async fn declare_extension_queue(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_heartbeat_is_half_the_lease_and_at_least_a_second() {
+        assert_eq!(heartbeat_for_lease(30_000), 15);
+        assert_eq!(heartbeat_for_lease(3000), 1);
+        assert_eq!(heartbeat_for_lease(500), 1);
+        assert_eq!(heartbeat_for_lease(0), 1);
+        assert_eq!(heartbeat_for_lease(u64::MAX), u16::MAX);
+    }
 
     #[test]
     fn task_message_round_trips_as_json() {

@@ -310,6 +310,7 @@ pub async fn run_with(settings: Settings, options: Options, shutdown: Cancellati
                 commit_batch: settings.control_plane.commit_batch,
                 limits,
                 heartbeat_ms: u32::try_from(heartbeat_ms).unwrap_or(u32::MAX),
+                node_lease_ms: u32::try_from(settings.control_plane.node_lease_ms).unwrap_or(u32::MAX),
                 touch_interval: touch_interval(lease_settings.lease),
             },
             events.clone(),

@@ -254,7 +254,11 @@ mod tests {
         async fn register(&self, _r: RegisterNodeRequest) -> Result<RegisterNodeResponse, Status> {
             match self.0.lock().expect("lock").pop() {
                 Some(status) => Err(status),
-                None => Ok(RegisterNodeResponse { heartbeat_ms: 1234, disabled_extensions: vec!["http".into()] }),
+                None => Ok(RegisterNodeResponse {
+                    heartbeat_ms: 1234,
+                    disabled_extensions: vec!["http".into()],
+                    node_lease_ms: 0,
+                }),
             }
         }
         async fn heartbeat(&self, _r: HeartbeatRequest) -> Result<HeartbeatResponse, Status> {

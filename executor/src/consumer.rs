@@ -104,6 +104,9 @@ pub struct Options {
     pub extensions: Vec<String>,
     /// `executor.region`: the region queue of each extension is consumed too.
     pub region: String,
+    /// AMQP heartbeat timeout to ask for, in s ([`broker::heartbeat_for_lease`] of the control plane's
+    /// node lease); `None` leaves the broker's default. `transport.url`'s `heartbeat` wins.
+    pub heartbeat_s: Option<u16>,
 }
 
 /// The consumer of every loaded extension's queue.
@@ -113,6 +116,7 @@ pub struct Consumer {
     prefetch: u16,
     extensions: Vec<String>,
     region: String,
+    heartbeat_s: Option<u16>,
     handler: Arc<Handler>,
     state: Arc<NodeState>,
     disabled: watch::Receiver<BTreeSet<String>>,
@@ -129,8 +133,8 @@ impl Consumer {
         disabled: watch::Receiver<BTreeSet<String>>,
         tracker: TaskTracker,
     ) -> Self {
-        let Options { transport, node, prefetch, extensions, region } = options;
-        Self { transport, node, prefetch, extensions, region, handler, state, disabled, tracker }
+        let Options { transport, node, prefetch, extensions, region, heartbeat_s } = options;
+        Self { transport, node, prefetch, extensions, region, heartbeat_s, handler, state, disabled, tracker }
     }
 
     /// Consumes until `stop` is cancelled, reconnecting after connection loss. Returns the open
@@ -179,9 +183,13 @@ impl Consumer {
     }
 
     async fn open(&self) -> Result<Session, Error> {
-        let connection = broker::connect(&self.transport, &format!("legion-executor {}", self.node))
-            .await
-            .map_err(|e| Error::Connect(format!("{e:#}")))?;
+        let connection = broker::connect_with_heartbeat(
+            &self.transport,
+            &format!("legion-executor {}", self.node),
+            self.heartbeat_s,
+        )
+        .await
+        .map_err(|e| Error::Connect(format!("{e:#}")))?;
         let channel = connection.create_channel().await?;
         broker::declare_topology(&channel).await?;
         channel.basic_qos(self.prefetch, BasicQosOptions { global: true }).await?;

@@ -73,7 +73,11 @@ impl Fake {
 impl ControlPlane for Fake {
     async fn register(&self, request: RegisterNodeRequest) -> Result<RegisterNodeResponse, Status> {
         lock(&self.registrations).push(request);
-        Ok(RegisterNodeResponse { heartbeat_ms: 0, disabled_extensions: lock(&self.disabled).clone() })
+        Ok(RegisterNodeResponse {
+            heartbeat_ms: 0,
+            disabled_extensions: lock(&self.disabled).clone(),
+            node_lease_ms: 0,
+        })
     }
 
     async fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatResponse, Status> {

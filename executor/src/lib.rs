@@ -255,6 +255,8 @@ pub async fn run_with_extensions(
             prefetch,
             extensions,
             region: ex.region.clone(),
+            heartbeat_s: (response.node_lease_ms > 0)
+                .then(|| legion_common::broker::heartbeat_for_lease(u64::from(response.node_lease_ms))),
         },
         handler,
         state.clone(),

@@ -34,6 +34,8 @@ pub struct ExecutorConfig {
     pub limits: tokio::sync::watch::Receiver<legion_common::settings::Limits>,
     /// Heartbeat interval told to nodes, in ms.
     pub heartbeat_ms: u32,
+    /// `control_plane.node_lease_ms`, told to nodes (they derive their AMQP heartbeat from it).
+    pub node_lease_ms: u32,
     /// A StartTask or CompleteTask refreshes the node's `last_heartbeat` once it is older than this
     /// (see `crate::touch_interval`); a lost node is made active by any call.
     pub touch_interval: Duration,
@@ -181,7 +183,11 @@ impl ExecutorService for ExecutorApi {
             extensions = registration.extensions.len(),
             "node registered"
         );
-        Ok(Response::new(v1::RegisterNodeResponse { heartbeat_ms: self.config.heartbeat_ms, disabled_extensions }))
+        Ok(Response::new(v1::RegisterNodeResponse {
+            heartbeat_ms: self.config.heartbeat_ms,
+            disabled_extensions,
+            node_lease_ms: self.config.node_lease_ms,
+        }))
     }
 
     async fn heartbeat(

@@ -54,12 +54,11 @@ async fn a_late_completion_during_the_retry_changes_nothing() {
 }
 
 /// The retry of a frozen node's attempt is a new broker message; with free prefetch on the frozen
-/// node's channel, RabbitMQ may hand it to that node, which cannot run it, and the task waits
-/// `queued` until the node thaws or the broker closes its connection (two missed AMQP heartbeats,
-/// minutes with RabbitMQ's default 60 s).
+/// node's channel, RabbitMQ may hand it to that node, which cannot run it. Regression: the task waited
+/// `queued` until the node thawed or the broker closed its connection (two missed AMQP heartbeats,
+/// minutes with RabbitMQ's default 60 s). Executors now ask for an AMQP heartbeat of half the node
+/// lease, so the broker closes the frozen connection and hands its deliveries to the other node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 6: the retry of a lost node's attempt can be delivered to the frozen node itself (free \
-            prefetch) and waits there until the broker drops its connection (AMQP heartbeat, minutes)"]
 async fn a_frozen_executor_with_free_slots_does_not_hold_the_retry() {
     frozen_past_the_lease(4, Thaw::AfterTheRetry).await;
 }
