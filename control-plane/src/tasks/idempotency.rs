@@ -1,9 +1,11 @@
 //! Idempotent submits: a second `SubmitTask` with the `idempotency_key` of an existing task returns that
 //! task (`created = false`) only if it asks for the same thing. A key reused with another function,
-//! args, priority, max_attempts, timeout_ms, chain or region is a caller's mistake, refused with
+//! args, priority, max_attempts, timeout_ms, chain, region or retry policy (each field the second submit
+//! sets) is a caller's mistake, refused with
 //! `ALREADY_EXISTS` rather than answered with a task that is not what was asked for. `delay_ms` is not
 //! compared: it is relative to the moment of each call.
 
+use crate::delivery::retry::{RetryOverrides, RetryPolicy};
 use crate::store::{NewTask, Task};
 
 /// Whether `existing`, found by the key of `new`, was submitted with the same parameters.
@@ -16,6 +18,19 @@ pub fn same_parameters(new: &NewTask, existing: &Task) -> bool {
         // The chain by name: a resubmit after the chain changed still names the same run.
         && new.chain == existing.chain
         && new.region == existing.region
+        && same_retry(&new.retry, existing.retry.as_ref())
+}
+
+/// Whether every retry field the new submit sets equals the stored policy's. Unset fields are not
+/// compared (they take the settings, which may have changed since). A task stored without a policy
+/// matches only a submit that sets none.
+#[allow(clippy::float_cmp)]
+fn same_retry(new: &RetryOverrides, existing: Option<&RetryPolicy>) -> bool {
+    let Some(stored) = existing else { return new.is_empty() };
+    new.initial_backoff_ms.is_none_or(|v| v == stored.initial_backoff_ms)
+        && new.multiplier.is_none_or(|v| v == stored.multiplier)
+        && new.max_backoff_ms.is_none_or(|v| v == stored.max_backoff_ms)
+        && new.jitter.is_none_or(|v| v == stored.jitter)
 }
 
 /// JSON equality as PostgreSQL's `jsonb` sees it: object keys in any order, and numbers equal by value
@@ -95,7 +110,12 @@ mod tests {
             created_at: chrono::Utc::now(),
             started_at: None,
             finished_at: None,
-            retry: None,
+            retry: Some(RetryPolicy {
+                initial_backoff_ms: 1000,
+                multiplier: 2.0,
+                max_backoff_ms: 300_000,
+                jitter: 0.2,
+            }),
             replays: 0,
         }
     }
@@ -106,6 +126,10 @@ mod tests {
         assert!(same_parameters(&new, &stored(&new)));
         // The delay is relative to each call and is not compared.
         assert!(same_parameters(&NewTask { delay_ms: 500, ..new.clone() }, &stored(&new)));
+        // Retry fields the submit sets are compared with the stored policy; unset ones are not.
+        let same_retry =
+            RetryOverrides { initial_backoff_ms: Some(1000), jitter: Some(0.2), ..RetryOverrides::default() };
+        assert!(same_parameters(&NewTask { retry: same_retry, ..new.clone() }, &stored(&new)));
     }
 
     #[test]
@@ -122,6 +146,11 @@ mod tests {
             NewTask { timeout_ms: 999, ..new.clone() },
             NewTask { region: None, ..new.clone() },
             NewTask { region: Some("us-east".into()), ..new.clone() },
+            NewTask {
+                retry: RetryOverrides { initial_backoff_ms: Some(5), ..RetryOverrides::default() },
+                ..new.clone()
+            },
+            NewTask { retry: RetryOverrides { jitter: Some(0.0), ..RetryOverrides::default() }, ..new.clone() },
         ];
         for other in &others {
             assert!(!same_parameters(other, &existing), "{other:?}");
