@@ -9,43 +9,21 @@ use super::outbox::{DispatchRow, dispatch_columns, insert_outbox};
 use super::{PgStore, TaskRow, task_columns, with_retries};
 use crate::events::StatusChange;
 use crate::store::dead_letters::{DeadLetterFilter, DeadLetterStore};
-use crate::store::{Error, Result, Task, TaskPage};
+use crate::store::{Error, Result, Task, TaskFilter, TaskPage, TaskStore};
 
 #[async_trait]
 impl DeadLetterStore for PgStore {
     async fn list_dead_letters(&self, filter: &DeadLetterFilter) -> Result<TaskPage> {
-        // As `list_tasks`: the newest `limit + 1` rows are sized (JSON text of args and result, plus
-        // error); only those that fit in `max_bytes` (and at least the first) leave the database.
-        let rows: Vec<PageRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            task_columns!(),
-            ", scanned FROM (
-                 SELECT page.*, row_number() OVER w AS n, sum(size) OVER w AS running, count(*) OVER () AS scanned
-                 FROM (SELECT ",
-            task_columns!(),
-            ", octet_length(args::text) + COALESCE(octet_length(result::text), 0)
-                         + COALESCE(octet_length(error), 0) AS size
-                       FROM tasks
-                       WHERE status = 'dead_lettered'
-                         AND ($1::text IS NULL OR function = $1)
-                         AND ($2::uuid IS NULL OR id < $2)
-                       ORDER BY id DESC LIMIT $3) AS page
-                 WINDOW w AS (ORDER BY id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-             ) AS sized
-             WHERE n <= $4 AND ($5::int8 IS NULL OR n = 1 OR running <= $5)
-             ORDER BY id DESC"
-        ))
-        .bind(filter.function.as_deref())
-        .bind(filter.before)
-        .bind(i64::from(filter.limit) + 1)
-        .bind(i64::from(filter.limit))
-        .bind(filter.max_bytes.map(|b| i64::try_from(b).unwrap_or(i64::MAX)))
-        .fetch_all(&self.pool)
-        .await?;
-        let scanned = rows.first().map_or(0, |row| row.scanned);
-        let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) < scanned;
-        let tasks = rows.into_iter().map(|row| Task::try_from(row.task)).collect::<Result<Vec<_>>>()?;
-        Ok(TaskPage { tasks, more })
+        let filter = TaskFilter {
+            status: Some(TaskStatus::DeadLettered),
+            function: filter.function.clone(),
+            chain: None,
+            root_id: None,
+            before: filter.before,
+            limit: filter.limit,
+            max_bytes: filter.max_bytes,
+        };
+        self.list_tasks(&filter).await
     }
 
     async fn replay_dead_letter(&self, id: Uuid) -> Result<(Task, Vec<StatusChange>)> {
@@ -94,12 +72,4 @@ impl PgStore {
         let change = StatusChange { task_id: id, status: task.status, attempt: task.attempt };
         Ok((task, vec![change]))
     }
-}
-
-/// A row of a dead-letter page: the task and how many rows the page query looked at.
-#[derive(Debug, sqlx::FromRow)]
-struct PageRow {
-    #[sqlx(flatten)]
-    task: TaskRow,
-    scanned: i64,
 }

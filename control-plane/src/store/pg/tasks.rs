@@ -69,7 +69,9 @@ impl TaskStore for PgStore {
                        FROM tasks WHERE TRUE"
         ));
         if let Some(status) = filter.status {
-            query.push(" AND status = ").push_bind(status.as_str());
+            // A literal from the status enum, not a bind: the planner can then use the partial indexes
+            // on status (unfinished tasks, dead letters) whatever plan it caches.
+            query.push(" AND status = '").push(status.as_str()).push("'");
         }
         if let Some(function) = &filter.function {
             query.push(" AND function = ").push_bind(function.clone());
