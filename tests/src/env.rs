@@ -261,6 +261,11 @@ impl TestEnv {
         settings::control_plane_url(self.grpc_addr)
     }
 
+    /// The test's RabbitMQ vhost (`legion-e2e-<uuid>`), e.g. for [`crate::rabbit::queue_counts`].
+    pub fn vhost_name(&self) -> &str {
+        self.vhost.name()
+    }
+
     /// The control plane's gRPC listener.
     pub fn control_plane_addr(&self) -> SocketAddr {
         self.grpc_addr

@@ -37,6 +37,7 @@ pub mod rest;
 pub mod schedules;
 pub mod settings;
 pub mod status;
+pub mod supervisor;
 pub mod tasks;
 pub mod wait;
 

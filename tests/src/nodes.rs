@@ -8,8 +8,15 @@
 //! [`TestEnv::start_executor`] always uses the env's one node name ([`crate::env::NODE_NAME`]); two
 //! executors under one name share a lease, so a frozen one is never declared lost while the other
 //! heartbeats. Fault tests that need the control plane to tell executors apart use [`TestEnv::start_node`].
+//!
+//! [`TestEnv::start_node_from`] picks the binary: [`EXECUTOR_BINARY`] or the fault-injection build
+//! [`FAULTS_BINARY`]. A [`NodeLauncher`] ([`TestEnv::node_launcher`]) starts the same executor again
+//! and again (same name, certificate and spool) without waiting for readiness, for supervisors
+//! ([`crate::supervisor`]) and for executors started while the control plane is down;
+//! [`TestEnv::wait_node_ready`] waits for one.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -23,6 +30,12 @@ use crate::process::{self, Service};
 use crate::ready::{not_ready, wait_http_ready};
 use crate::settings;
 use crate::wait;
+
+/// The ordinary executor binary.
+pub const EXECUTOR_BINARY: &str = "legion-executor";
+/// The fault-injection executor (`executor/README.md`, "Fault injection"): `legion-executor` plus the
+/// extension `fault` (`fault.process.abort`, `fault.process.hang`, `fault.result.oversize`).
+pub const FAULTS_BINARY: &str = "legion-executor-faults";
 
 /// How to start a [`Node`].
 #[derive(Debug, Clone)]
@@ -179,6 +192,54 @@ pub fn sample_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// Starts one executor again and again with the same settings (node name, certificate, spool,
+/// extensions), each time on a fresh admin port, as a supervisor (Kubernetes) restarts a crashed pod.
+/// Owns everything it needs, so it can live in a task of its own (see [`crate::supervisor`]).
+#[derive(Debug)]
+pub struct NodeLauncher {
+    binary: String,
+    name: String,
+    label: String,
+    settings: Value,
+    work_dir: PathBuf,
+    log_dir: PathBuf,
+    http: reqwest::Client,
+    spawned: u32,
+}
+
+impl NodeLauncher {
+    /// The node name every process it starts runs under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How many processes it started.
+    pub fn spawned(&self) -> u32 {
+        self.spawned
+    }
+
+    /// Starts the next process and returns at once, without waiting for it to be ready: for
+    /// executors that may die again before they are ready (a poison message) or that start while the
+    /// control plane is down. Each process gets its own settings file and log: `<label>.json` and
+    /// `logs/<label>.log` for the first, `<label>-restart-<n>` for the n-th restart.
+    ///
+    /// # Errors
+    /// A free port, the settings file or the spawn failed.
+    pub fn spawn(&mut self) -> Result<Node, Error> {
+        let label =
+            if self.spawned == 0 { self.label.clone() } else { format!("{}-restart-{}", self.label, self.spawned) };
+        let admin = crate::ports::free_addr()?;
+        let mut file = self.settings.clone();
+        settings::merge(&mut file, json!({"executor": {"admin_listen": admin.to_string()}}));
+        let path = settings::write(&self.work_dir, &label, &file)?;
+        let mut command = process::command(&self.binary, &self.work_dir)?;
+        command.arg("--settings").arg(&path);
+        let service = Service::spawn(&label, command, &self.log_dir.join(format!("{label}.log")))?;
+        self.spawned += 1;
+        Ok(Node { service, name: self.name.clone(), admin, http: self.http.clone() })
+    }
+}
+
 impl TestEnv {
     /// Starts an executor as `spec` says, under its own node certificate when `spec.name` is not
     /// [`NODE_NAME`], against the env's control plane, and waits until its `/readyz` answers 200 and
@@ -187,12 +248,40 @@ impl TestEnv {
     /// # Errors
     /// [`Error::NotReady`] with its log tail, or a setup error (the certificate, the settings file).
     pub async fn start_node(&self, spec: &NodeSpec) -> Result<Node, Error> {
-        let label = self.next_label(&format!("node-{}", spec.name));
-        let admin = crate::ports::free_addr()?;
+        self.start_node_from(EXECUTOR_BINARY, spec).await
+    }
+
+    /// Like [`TestEnv::start_node`] with the executor binary `binary` ([`EXECUTOR_BINARY`] or
+    /// [`FAULTS_BINARY`]).
+    ///
+    /// # Errors
+    /// As [`TestEnv::start_node`].
+    pub async fn start_node_from(&self, binary: &str, spec: &NodeSpec) -> Result<Node, Error> {
+        let mut node = self.spawn_node(binary, spec)?;
+        self.wait_node_ready(&mut node).await?;
+        Ok(node)
+    }
+
+    /// Starts binary `binary` as the executor `spec` describes and returns at once, without waiting
+    /// for it to be ready (see [`NodeLauncher::spawn`]).
+    ///
+    /// # Errors
+    /// A setup error (the certificate, the settings file, a missing binary).
+    pub fn spawn_node(&self, binary: &str, spec: &NodeSpec) -> Result<Node, Error> {
+        self.node_launcher(binary, spec)?.spawn()
+    }
+
+    /// A [`NodeLauncher`] for binary `binary` as `spec` says, under its own node certificate when
+    /// `spec.name` is not [`NODE_NAME`], against the env's control plane.
+    ///
+    /// # Errors
+    /// A setup error (the certificate, a missing binary).
+    pub fn node_launcher(&self, binary: &str, spec: &NodeSpec) -> Result<NodeLauncher, Error> {
+        process::binary(binary)?;
         let config = settings::ExecutorConfig {
             amqp_url: self.amqp_url()?,
             control_plane: self.control_plane_addr(),
-            admin,
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             concurrency: spec.concurrency,
             heartbeat_ms: spec.heartbeat_ms,
         };
@@ -202,22 +291,37 @@ impl TestEnv {
             settings::merge(&mut file, json!({"tls": {"cert": cert, "key": key}, "executor": {"name": spec.name}}));
         }
         settings::merge(&mut file, spec.extra.clone());
-        let path = settings::write(self.work_dir(), &label, &file)?;
-        let mut command = process::command("legion-executor", self.work_dir())?;
-        command.arg("--settings").arg(&path);
-        let mut service = Service::spawn(&label, command, &self.log_dir().join(format!("{label}.log")))?;
-        wait_http_ready(self.http(), &mut service, &format!("http://{admin}/readyz")).await?;
-        let listed = wait::eventually(&format!("node {} active in ListNodes", spec.name), READY_TIMEOUT, || async {
-            match self.node_status(&spec.name).await? {
+        Ok(NodeLauncher {
+            binary: binary.to_owned(),
+            name: spec.name.clone(),
+            label: self.next_label(&format!("node-{}", spec.name)),
+            settings: file,
+            work_dir: self.work_dir().to_path_buf(),
+            log_dir: self.log_dir().to_path_buf(),
+            http: self.http().clone(),
+            spawned: 0,
+        })
+    }
+
+    /// Waits until `node`'s `/readyz` answers 200 and `ListNodes` shows it `active`.
+    ///
+    /// # Errors
+    /// [`Error::NotReady`] with its log tail (also when it exits first).
+    pub async fn wait_node_ready(&self, node: &mut Node) -> Result<(), Error> {
+        let url = format!("http://{}/readyz", node.admin);
+        wait_http_ready(self.http(), &mut node.service, &url).await?;
+        let name = node.name.clone();
+        let listed = wait::eventually(&format!("node {name} active in ListNodes"), READY_TIMEOUT, || async {
+            match self.node_status(&name).await? {
                 Some(NodeStatus::Active) => Ok(()),
                 other => Err(format!("node status {other:?}")),
             }
         })
         .await;
         if let Err(timeout) = listed {
-            return Err(not_ready(&service, timeout.to_string()));
+            return Err(not_ready(&node.service, timeout.to_string()));
         }
-        Ok(Node { service, name: spec.name.clone(), admin, http: self.http().clone() })
+        Ok(())
     }
 
     /// The status `ListNodes` gives node `name` now; `None` when it is not listed.

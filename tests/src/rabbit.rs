@@ -69,6 +69,46 @@ pub fn rabbitmqctl(args: &[&str]) -> Result<String, Error> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// One queue of a vhost as `rabbitmqctl list_queues` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// The queue name (`legion.ext.core`, …).
+    pub name: String,
+    /// Messages ready for delivery.
+    pub ready: u64,
+    /// Messages delivered and not yet acked.
+    pub unacked: u64,
+}
+
+/// Every queue of `vhost` with its ready and unacked message counts (`rabbitmqctl list_queues -p
+/// VHOST name messages_ready messages_unacknowledged`). Blocking (a few hundred ms); the broker's
+/// counts lag the truth by up to a second or so, so callers poll.
+///
+/// # Errors
+/// [`Error`] when `rabbitmqctl` fails.
+pub fn queue_counts(vhost: &str) -> Result<Vec<QueueCounts>, Error> {
+    let text = rabbitmqctl(&["list_queues", "-p", vhost, "name", "messages_ready", "messages_unacknowledged"])?;
+    Ok(parse_queue_counts(&text))
+}
+
+/// The rows of `list_queues … name messages_ready messages_unacknowledged` output (tab- or
+/// space-separated); header and informational lines, whose counts are not numbers, are skipped.
+pub fn parse_queue_counts(text: &str) -> Vec<QueueCounts> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                [name, ready, unacked] => Some(QueueCounts {
+                    name: (*name).to_owned(),
+                    ready: ready.parse().ok()?,
+                    unacked: unacked.parse().ok()?,
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// A vhost that exists, with full permissions for `guest`, until this handle drops.
 #[derive(Debug)]
 pub struct TestVhost {
@@ -205,4 +245,23 @@ pub fn wait_for_amqp(timeout: Duration) -> Result<(), Error> {
         std::thread::sleep(Duration::from_millis(200));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_counts_skip_headers_and_parse_rows() {
+        let text = "Timeout: 60.0 seconds ...\nname\tmessages_ready\tmessages_unacknowledged\n\
+                    legion.ext.core\t3\t1\nlegion.ext.fault\t0\t0\n";
+        assert_eq!(
+            parse_queue_counts(text),
+            vec![
+                QueueCounts { name: "legion.ext.core".into(), ready: 3, unacked: 1 },
+                QueueCounts { name: "legion.ext.fault".into(), ready: 0, unacked: 0 },
+            ]
+        );
+        assert!(parse_queue_counts("").is_empty());
+    }
 }

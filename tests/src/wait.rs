@@ -40,12 +40,18 @@ where
     Fut: Future<Output = Result<T, String>>,
 {
     let start = Instant::now();
+    let mut previous: Option<String> = None;
     loop {
         let last = match tokio::time::timeout(timeout.saturating_sub(start.elapsed()), probe()).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(observed)) => observed,
-            Err(_) => "the probe itself did not return in time".to_owned(),
+            // Usually the last run, cut short by the deadline: keep what the run before it saw.
+            Err(_) => match previous.take() {
+                Some(seen) => format!("{seen} (the last probe did not return before the deadline)"),
+                None => "the probe itself did not return in time".to_owned(),
+            },
         };
+        previous = Some(last.clone());
         if start.elapsed() >= timeout {
             return Err(Timeout { what: what.to_owned(), verdict: "not reached", waited: start.elapsed(), last });
         }
@@ -125,6 +131,22 @@ mod tests {
         .expect_err("breaks");
         assert_eq!((err.verdict, err.last.as_str()), ("broken", "changed"));
         holds_for("always", Duration::from_millis(200), || async { Ok(()) }).await.expect("holds");
+    }
+
+    #[tokio::test]
+    async fn a_probe_cut_by_the_deadline_keeps_the_previous_observation() {
+        let calls = AtomicU32::new(0);
+        let err = eventually("slow", Duration::from_millis(300), || async {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err::<(), _>("status queued".to_owned())
+            } else {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Err("never seen".to_owned())
+            }
+        })
+        .await
+        .expect_err("times out");
+        assert_eq!(err.last, "status queued (the last probe did not return before the deadline)");
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ mod broker_outage;
 mod chains;
 mod cli;
 mod executor_crash;
+mod failures;
 mod faults;
 mod mtls;
 mod schedules;
