@@ -117,7 +117,7 @@ async fn frozen_past_the_lease(frozen_slots: u32, thaw: Thaw) {
     });
     eprintln!("frozen with {frozen_slots} slots: the retry started {:?} after the freeze", frozen_at.elapsed());
     assert_eventually!(LONG, "the frozen node is declared lost", || async {
-        match env.node_status(NODE_NAME).await.map_err(|s| s.to_string())? {
+        match env.node_status(NODE_NAME).await? {
             Some(NodeStatus::Lost) => Ok(()),
             other => Err(format!("{other:?}")),
         }
