@@ -15,13 +15,13 @@ use lapin::options::{BasicGetOptions, QueueDeleteOptions};
 use legion_common::broker::TaskMessage;
 use legion_proto::json_to_value;
 use legion_proto::v1;
-use legion_proto::v1::auth_service_client::AuthServiceClient;
 use legion_proto::v1::chain_service_client::ChainServiceClient;
 use legion_proto::v1::dead_letter_service_client::DeadLetterServiceClient;
-use legion_proto::v1::policy_service_client::PolicyServiceClient;
 use serde_json::json;
 use support::eventually;
-use support::stack::{AuthChannel, Credential, Stack, core_manifest};
+use support::policies::{limited, rule};
+use support::stack::{AuthChannel, Stack, core_manifest};
+use support::tasks::start_one;
 use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -48,9 +48,7 @@ async fn queued(stack: &Stack, id: &str) {
 }
 
 async fn start(stack: &Stack, id: &str, dispatch: u32, redelivered: bool) -> v1::StartResult {
-    let item = v1::StartItem { task_id: id.into(), dispatch, redelivered };
-    let response = stack.executor().await.start_task(v1::StartTaskRequest { items: vec![item] }).await;
-    response.expect("start").into_inner().results.remove(0)
+    start_one(&mut stack.executor().await, id, dispatch, redelivered).await
 }
 
 /// Dead-letters a fresh task the way a message that keeps killing its executor does: delivered, then
@@ -71,20 +69,6 @@ async fn complete(stack: &Stack, id: &str, attempt: u32) -> bool {
     };
     let acks = stack.executor().await.complete_task(v1::CompleteTaskRequest { items: vec![completion] }).await;
     acks.expect("complete").into_inner().acks[0].accepted
-}
-
-fn rule(path: &str, capabilities: &[&str]) -> v1::PolicyRule {
-    v1::PolicyRule { path: path.into(), capabilities: capabilities.iter().map(|c| (*c).to_owned()).collect() }
-}
-
-/// A channel whose calls carry a new API key holding only policy `name` with `rules`.
-async fn limited(stack: &Stack, name: &str, rules: Vec<v1::PolicyRule>) -> AuthChannel {
-    let mut policies = PolicyServiceClient::new(stack.admin_channel().await);
-    policies.put_policy(v1::PutPolicyRequest { name: name.into(), rules }).await.expect("policy");
-    let mut auth = AuthServiceClient::new(stack.admin_channel().await);
-    let request = v1::CreateApiKeyRequest { name: name.into(), policies: vec![name.into()], ttl_s: 0 };
-    let key = auth.create_api_key(request).await.expect("key").into_inner().key;
-    stack.channel_as(Credential::api_key(&key).unwrap()).await
 }
 
 /// Every dead letter `client` is shown, following the tokens: ids and pages.

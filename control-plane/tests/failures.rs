@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::sync::Arc;
+use std::future::Future;
 use std::time::Duration;
 
 use legion_common::TaskStatus;
@@ -15,16 +15,15 @@ use legion_control_plane::delivery::AttemptStatus;
 use legion_control_plane::delivery::complete::{CompleteItem, FailureKind, Outcome, ResultLimits, Verdict};
 use legion_control_plane::delivery::retry::RetryPolicy;
 use legion_control_plane::delivery::start::{Decision, StartItem};
-use legion_control_plane::dispatch::lease::{LeaseSettings, Sweeper};
-use legion_control_plane::events::Events;
-use legion_control_plane::metrics::Metrics;
+use legion_control_plane::dispatch::lease::Sweeper;
 use legion_control_plane::store::pg::PgStore;
-use legion_control_plane::store::{CatalogStore, DeliveryStore, Heartbeat, Inserted, NewTask, OutboxStore, TaskStore};
+use legion_control_plane::store::{CatalogStore, DeliveryStore, Heartbeat, Inserted, NewTask, TaskStore};
 use legion_control_plane::tasks::submit::new_task;
 use legion_control_plane::tasks::validate::validate_submit;
 use legion_proto::v1;
 use legion_proto::v1::catalog_service_client::CatalogServiceClient;
 use support::stack::{NODE, Stack, core_manifest};
+use support::tasks::{publish_all, start_one, submit_echo_queued, sweeper, task_row};
 use support::{TestDb, register_core};
 use uuid::Uuid;
 
@@ -57,10 +56,19 @@ async fn queued(store: &PgStore, task: NewTask) -> Uuid {
     id
 }
 
-async fn publish_all(store: &PgStore) {
-    let claim = store.claim_outbox(1000).await.expect("claim");
-    let rows: Vec<i64> = claim.rows().iter().map(|r| r.id).collect();
-    claim.finish(&rows, &[]).await.expect("publish");
+/// [`queued`], then its first attempt starts on [`NODE`].
+async fn running(store: &PgStore, task: NewTask) -> Uuid {
+    let id = queued(store, task).await;
+    assert_eq!(start(store, id, 1).await, Decision::Run { attempt: 1 });
+    id
+}
+
+/// A migrated store on a fresh database where [`NODE`] offers `core.util.echo`.
+async fn echo_store() -> (TestDb, PgStore) {
+    let db = TestDb::create().await;
+    let store = db.store().await;
+    register_core(&store, NODE, &["echo"]).await;
+    (db, store)
 }
 
 async fn start(store: &PgStore, id: Uuid, dispatch: u32) -> Decision {
@@ -94,14 +102,24 @@ async fn task(store: &PgStore, id: Uuid) -> legion_control_plane::store::Task {
 fn sweeper_past_grace(store: &PgStore, lease: Duration) -> Sweeper {
     let started =
         tokio::time::Instant::now().checked_sub(lease * 2).expect("the machine is up for longer than a lease");
-    Sweeper::new(
-        Arc::new(store.clone()),
-        LeaseSettings { lease, delivery_limit: 5 },
-        started,
-        Arc::new(tokio::sync::Notify::new()),
-        Events::new(),
-        Metrics::unregistered(),
-    )
+    sweeper(store, lease, started)
+}
+
+/// Sweeps every 50 ms until `done` holds; fails with `what` after 30 s.
+async fn sweep_until<F, Fut>(sweeper: &mut Sweeper, what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        sweeper.sweep().await.expect("sweep");
+        if done().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Keeps `node` from being declared lost by the sweeps of a test (its last call is in the future).
@@ -129,9 +147,7 @@ async fn age_attempt(store: &PgStore, id: Uuid, attempt: i32, seconds: f64) {
 
 #[tokio::test]
 async fn a_failed_attempt_waits_as_scheduled_then_is_promoted_and_runs_again() {
-    let db = TestDb::create().await;
-    let store = db.store().await;
-    register_core(&store, NODE, &["echo"]).await;
+    let (_db, store) = echo_store().await;
     let id = queued(&store, echo(3, 5000, Some(policy(400, 2.0, 60_000, 0.5)))).await;
     assert_eq!(
         task(&store, id).await.retry,
@@ -176,11 +192,8 @@ async fn a_failed_attempt_waits_as_scheduled_then_is_promoted_and_runs_again() {
 
 #[tokio::test]
 async fn a_scheduled_retry_can_be_cancelled() {
-    let db = TestDb::create().await;
-    let store = db.store().await;
-    register_core(&store, NODE, &["echo"]).await;
-    let id = queued(&store, echo(3, 5000, Some(policy(3_600_000, 2.0, 3_600_000, 0.0)))).await;
-    assert_eq!(start(&store, id, 1).await, Decision::Run { attempt: 1 });
+    let (_db, store) = echo_store().await;
+    let id = running(&store, echo(3, 5000, Some(policy(3_600_000, 2.0, 3_600_000, 0.0)))).await;
     assert_eq!(complete(&store, id, 1, failure(FailureKind::Timeout, "slow")).await, Verdict::Retried);
     assert_eq!(task(&store, id).await.status, TaskStatus::Scheduled);
     let (cancelled, _) = store.cancel_task(id).await.expect("cancel");
@@ -191,11 +204,8 @@ async fn a_scheduled_retry_can_be_cancelled() {
 
 #[tokio::test]
 async fn a_permanent_failure_ends_the_task_failed_with_attempts_left() {
-    let db = TestDb::create().await;
-    let store = db.store().await;
-    register_core(&store, NODE, &["echo"]).await;
-    let id = queued(&store, echo(5, 5000, None)).await;
-    assert_eq!(start(&store, id, 1).await, Decision::Run { attempt: 1 });
+    let (_db, store) = echo_store().await;
+    let id = running(&store, echo(5, 5000, None)).await;
     let verdict = complete(&store, id, 1, failure(FailureKind::Permanent, "invalid url: no scheme")).await;
     assert_eq!(verdict, Verdict::Failed);
     let failed = task(&store, id).await;
@@ -209,29 +219,20 @@ async fn a_permanent_failure_ends_the_task_failed_with_attempts_left() {
 
 #[tokio::test]
 async fn the_attempt_deadline_times_out_a_silent_attempt_and_retries_it() {
-    let db = TestDb::create().await;
-    let store = db.store().await;
-    register_core(&store, NODE, &["echo"]).await;
+    let (_db, store) = echo_store().await;
     // A retry at once (initial backoff 0) and a task on its last attempt.
-    let retried = queued(&store, echo(2, 300, Some(policy(0, 2.0, 1000, 0.0)))).await;
-    let last = queued(&store, echo(1, 300, None)).await;
-    assert_eq!(start(&store, retried, 1).await, Decision::Run { attempt: 1 });
-    assert_eq!(start(&store, last, 1).await, Decision::Run { attempt: 1 });
+    let retried = running(&store, echo(2, 300, Some(policy(0, 2.0, 1000, 0.0)))).await;
+    let last = running(&store, echo(1, 300, None)).await;
     keep_alive(&store, NODE).await;
     let lease = Duration::from_millis(700);
     let mut sweeper = sweeper_past_grace(&store, lease);
 
     // Both attempts run past 300 ms + 700 ms without a word from the executor (its node keeps calling).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        sweeper.sweep().await.expect("sweep");
+    sweep_until(&mut sweeper, "the overdue attempts never ended", || async {
         let (a, b) = (task(&store, retried).await, task(&store, last).await);
-        if a.status != TaskStatus::Running && b.status != TaskStatus::Running {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the overdue attempts never ended");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        a.status != TaskStatus::Running && b.status != TaskStatus::Running
+    })
+    .await;
     let a = task(&store, retried).await;
     assert_eq!((a.status, a.failures, a.dispatch), (TaskStatus::Pending, 1, 2));
     assert_eq!(outbox_rows(&store, retried).await, 1);
@@ -267,25 +268,15 @@ async fn the_attempt_deadline_times_out_a_silent_attempt_and_retries_it() {
 
 #[tokio::test]
 async fn no_attempt_is_overdue_before_the_control_plane_listened_for_a_lease() {
-    let db = TestDb::create().await;
-    let store = db.store().await;
-    register_core(&store, NODE, &["echo"]).await;
-    let id = queued(&store, echo(1, 100, None)).await;
-    assert_eq!(start(&store, id, 1).await, Decision::Run { attempt: 1 });
+    let (_db, store) = echo_store().await;
+    let id = running(&store, echo(1, 100, None)).await;
     keep_alive(&store, NODE).await;
     // The control plane was down for an hour while the executor finished the task into its spool.
     age_attempt(&store, id, 1, 3600.0).await;
 
     let lease = Duration::from_millis(1500);
     let started = tokio::time::Instant::now();
-    let mut sweeper = Sweeper::new(
-        Arc::new(store.clone()),
-        LeaseSettings { lease, delivery_limit: 5 },
-        started,
-        Arc::new(tokio::sync::Notify::new()),
-        Events::new(),
-        Metrics::unregistered(),
-    );
+    let mut sweeper = sweeper(&store, lease, started);
     while started.elapsed() < lease - Duration::from_millis(400) {
         sweeper.sweep().await.expect("sweep");
         assert_eq!(task(&store, id).await.status, TaskStatus::Running, "ended during the grace");
@@ -295,15 +286,12 @@ async fn no_attempt_is_overdue_before_the_control_plane_listened_for_a_lease() {
     assert_eq!(complete(&store, id, 1, Outcome::Result(b"1".to_vec())).await, Verdict::Succeeded);
 
     // Another overdue attempt, not reported: after the grace it times out.
-    let other = queued(&store, echo(1, 100, None)).await;
-    assert_eq!(start(&store, other, 1).await, Decision::Run { attempt: 1 });
+    let other = running(&store, echo(1, 100, None)).await;
     age_attempt(&store, other, 1, 3600.0).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while task(&store, other).await.status != TaskStatus::TimedOut {
-        assert!(tokio::time::Instant::now() < deadline, "the overdue attempt never ended after the grace");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        sweeper.sweep().await.expect("sweep");
-    }
+    sweep_until(&mut sweeper, "the overdue attempt never ended after the grace", || async {
+        task(&store, other).await.status == TaskStatus::TimedOut
+    })
+    .await;
 }
 
 async fn submit_keyed(store: &PgStore, key: &str) -> Inserted {
@@ -357,41 +345,14 @@ async fn an_idempotency_key_past_its_retention_creates_a_new_task() {
     assert_eq!((later.created, later.task.id), (false, new_id));
 }
 
-async fn task_status(pool: &sqlx::PgPool, id: &str) -> (String, i32, i32) {
-    sqlx::query_as("SELECT status, dispatch, attempt FROM tasks WHERE id = $1::uuid")
-        .bind(id)
-        .fetch_one(pool)
-        .await
-        .expect("task row")
-}
-
 #[tokio::test]
 async fn a_stopped_heartbeat_removes_the_node_and_recovers_its_running_attempt() {
     let stack = Stack::start(true, |_| {}).await;
     let mut executor = stack.executor().await;
     executor.register_node(core_manifest(&["echo"])).await.expect("register");
-    let submitted = stack
-        .tasks()
-        .await
-        .submit_task(v1::SubmitTaskRequest { function: "core.util.echo".into(), ..Default::default() })
-        .await
-        .expect("submit")
-        .into_inner()
-        .task
-        .expect("task");
+    let submitted = submit_echo_queued(&stack).await;
     let pool = stack.pool().await;
-    support::eventually("the task to be queued", Duration::from_secs(30), || async {
-        (task_status(&pool, &submitted.id).await.0 == "queued").then_some(())
-    })
-    .await;
-    let started = executor
-        .start_task(v1::StartTaskRequest {
-            items: vec![v1::StartItem { task_id: submitted.id.clone(), dispatch: 1, redelivered: false }],
-        })
-        .await
-        .expect("start")
-        .into_inner();
-    assert_eq!(started.results[0].attempt, 1);
+    assert_eq!(start_one(&mut executor, &submitted.id, 1, false).await.attempt, 1);
 
     // The executor drained without reporting its task (e.g. a completion it could not deliver) and
     // sends its last heartbeat.
@@ -412,7 +373,7 @@ async fn a_stopped_heartbeat_removes_the_node_and_recovers_its_running_attempt()
         .await
         .expect("count");
     assert_eq!(node_extensions, 0);
-    let (status, dispatch, attempt) = task_status(&pool, &submitted.id).await;
+    let (status, dispatch, attempt) = task_row(&pool, &submitted.id).await.expect("task row");
     assert!(status == "pending" || status == "queued", "recovered, not {status}");
     assert_eq!((dispatch, attempt), (2, 1));
     let (attempt_status, error): (String, Option<String>) =

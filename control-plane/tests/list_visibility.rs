@@ -13,35 +13,16 @@ use std::future::Future;
 
 use legion_proto::json_to_value;
 use legion_proto::v1;
-use legion_proto::v1::auth_service_client::AuthServiceClient;
 use legion_proto::v1::chain_service_client::ChainServiceClient;
-use legion_proto::v1::policy_service_client::PolicyServiceClient;
 use legion_proto::v1::schedule_service_client::ScheduleServiceClient;
 use legion_proto::v1::task_service_client::TaskServiceClient;
 use serde_json::json;
-use support::stack::{AuthChannel, Credential, Stack, core_manifest};
+use support::policies::{limited, rule};
+use support::stack::{AuthChannel, Stack, core_manifest};
 use tonic::Code;
 
 /// The names the admin creates, in name order; `secretive` is the one hidden from the limited key.
 const NAMES: [&str; 4] = ["alpha", "bravo", "secretive", "zulu"];
-
-fn rule(path: &str, capabilities: &[&str]) -> v1::PolicyRule {
-    v1::PolicyRule { path: path.into(), capabilities: capabilities.iter().map(|c| (*c).to_owned()).collect() }
-}
-
-/// A channel whose calls carry a new API key holding only policy `name` with `rules`.
-async fn limited(stack: &Stack, name: &str, rules: Vec<v1::PolicyRule>) -> AuthChannel {
-    let mut policies = PolicyServiceClient::new(stack.admin_channel().await);
-    policies.put_policy(v1::PutPolicyRequest { name: name.into(), rules }).await.expect("policy");
-    let mut auth = AuthServiceClient::new(stack.admin_channel().await);
-    let key = auth
-        .create_api_key(v1::CreateApiKeyRequest { name: name.into(), policies: vec![name.into()], ttl_s: 0 })
-        .await
-        .expect("key")
-        .into_inner()
-        .key;
-    stack.channel_as(Credential::api_key(&key).unwrap()).await
-}
 
 /// Every item of a list, following `next_page_token` from the first page: the items' keys and how many
 /// pages it took. Fails on a token handed out twice, or more pages than `most_pages`.

@@ -9,22 +9,19 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use legion_common::settings::Limits;
 use legion_common::{NodeStatus, TaskStatus};
 use legion_control_plane::delivery::AttemptStatus;
 use legion_control_plane::delivery::start::{Decision, StartItem};
-use legion_control_plane::dispatch::lease::{LeaseSettings, Sweeper};
-use legion_control_plane::events::Events;
-use legion_control_plane::metrics::Metrics;
 use legion_control_plane::store::pg::PgStore;
-use legion_control_plane::store::{CatalogStore, DeliveryStore, Heartbeat, OutboxStore, Store, TaskStore};
+use legion_control_plane::store::{CatalogStore, DeliveryStore, Heartbeat, TaskStore};
 use legion_control_plane::tasks::submit::new_task;
 use legion_control_plane::tasks::validate::validate_submit;
 use legion_proto::v1;
 use support::stack::{NODE, Stack, core_manifest};
+use support::tasks::{publish_all, start_one, submit_echo_queued, sweeper};
 use support::{TestDb, register_core};
 use uuid::Uuid;
 
@@ -34,9 +31,7 @@ async fn queued_tasks(store: &PgStore, n: usize) -> Vec<Uuid> {
     let tasks: Vec<_> =
         (0..n).map(|_| new_task(validate_submit(&req, &Limits::default()).expect("valid submit"))).collect();
     let ids = store.insert_tasks(&tasks).await.expect("insert").into_iter().map(|i| i.task.id).collect();
-    let claim = store.claim_outbox(1000).await.expect("claim");
-    let rows: Vec<i64> = claim.rows().iter().map(|r| r.id).collect();
-    claim.finish(&rows, &[]).await.expect("publish");
+    publish_all(store).await;
     ids
 }
 
@@ -98,17 +93,8 @@ async fn a_freshly_started_sweeper_waits_a_lease_before_declaring_a_node_lost() 
     age_node(store.pool(), NODE).await;
 
     let lease = Duration::from_millis(1500);
-    let shared: Arc<dyn Store> = Arc::new(store.clone());
-    let settings = LeaseSettings { lease, delivery_limit: 5 };
     let started = tokio::time::Instant::now();
-    let mut sweeper = Sweeper::new(
-        shared,
-        settings,
-        started,
-        Arc::new(tokio::sync::Notify::new()),
-        Events::new(),
-        Metrics::unregistered(),
-    );
+    let mut sweeper = sweeper(&store, lease, started);
     // Sweeps during the grace declare nothing, although the node looks silent.
     while started.elapsed() < lease - Duration::from_millis(300) {
         assert_eq!(sweeper.sweep().await.expect("sweep"), Default::default());
@@ -147,9 +133,7 @@ async fn a_nodes_attempts_are_swept_once_per_loss() {
 
     // The redispatched task is started by the same node before anything marks it active again (the
     // store's start does not touch the node): the new attempt must not be swept as the old one was.
-    let claim = store.claim_outbox(10).await.expect("claim");
-    let rows: Vec<i64> = claim.rows().iter().map(|r| r.id).collect();
-    claim.finish(&rows, &[]).await.expect("publish");
+    publish_all(&store).await;
     assert_eq!(start(&store, NODE, id, 2, false).await, Decision::Run { attempt: 2 });
     assert_eq!(node_status(&store, NODE).await, NodeStatus::Lost);
     for _ in 0..3 {
@@ -231,33 +215,9 @@ async fn a_control_plane_outage_longer_than_the_lease_fails_no_healthy_work() {
     .await;
     let mut executor = stack.executor().await;
     executor.register_node(core_manifest(&["echo"])).await.expect("register");
-    let task = stack
-        .tasks()
-        .await
-        .submit_task(v1::SubmitTaskRequest { function: "core.util.echo".into(), ..Default::default() })
-        .await
-        .expect("submit")
-        .into_inner()
-        .task
-        .expect("task");
-    let pool = stack.pool().await;
-    support::eventually("the task to be queued", Duration::from_secs(20), || async {
-        let (status,): (String,) = sqlx::query_as("SELECT status FROM tasks WHERE id = $1::uuid")
-            .bind(&task.id)
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-        (status == "queued").then_some(())
-    })
-    .await;
-    let started = executor
-        .start_task(v1::StartTaskRequest {
-            items: vec![v1::StartItem { task_id: task.id.clone(), dispatch: 1, redelivered: false }],
-        })
-        .await
-        .expect("start")
-        .into_inner();
-    assert_eq!(started.results[0].decision(), v1::StartDecision::Run);
+    let task = submit_echo_queued(&stack).await;
+    let started = start_one(&mut executor, &task.id, 1, false).await;
+    assert_eq!(started.decision(), v1::StartDecision::Run);
 
     // The control plane is down for longer than the lease; the executor keeps running the task.
     stack.restart(lease + Duration::from_millis(1000)).await;

@@ -27,6 +27,7 @@ pub mod grpc;
 pub mod ledger;
 pub mod lock;
 pub mod nodes;
+pub mod outage;
 pub mod ports;
 pub mod postgres;
 pub mod process;

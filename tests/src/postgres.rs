@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::TestEnv;
-use crate::lock::{Mode, ServiceLock};
+use crate::lock::ServiceLock;
+use crate::outage::{CommandError, Outage, Service, run_command};
 
 /// The cluster's listener.
 pub const PG_ADDR: ([u8; 4], u16) = ([127, 0, 0, 1], 5432);
@@ -23,24 +24,9 @@ pub enum Error {
     /// No cluster to stop.
     #[error("no postgresql cluster under {CLUSTERS_DIR}")]
     NoCluster,
-    /// `pg_ctlcluster` could not be started.
-    #[error("cannot run pg_ctlcluster {args}: {source}")]
-    Spawn {
-        /// The arguments.
-        args: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// `pg_ctlcluster` exited with an error.
-    #[error("pg_ctlcluster {args} failed ({status}): {stderr}")]
-    Failed {
-        /// The arguments.
-        args: String,
-        /// Its exit status.
-        status: std::process::ExitStatus,
-        /// What it printed on stderr.
-        stderr: String,
-    },
+    /// `pg_ctlcluster` could not be started or exited with an error.
+    #[error(transparent)]
+    Command(#[from] CommandError),
     /// An outage needs the exclusive service lock.
     #[error("stopping postgresql needs the exclusive service lock (TestEnv::start_exclusive)")]
     NotExclusive,
@@ -77,18 +63,7 @@ pub fn cluster_version() -> Result<String, Error> {
 pub fn pg_ctlcluster(action: &str) -> Result<(), Error> {
     let version = cluster_version()?;
     let args = ["--skip-systemctl-redirect", version.as_str(), "main", action];
-    let joined = args.join(" ");
-    let output = Command::new("pg_ctlcluster")
-        .args(args)
-        .output()
-        .map_err(|source| Error::Spawn { args: joined.clone(), source })?;
-    if !output.status.success() {
-        return Err(Error::Failed {
-            args: joined,
-            status: output.status,
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
+    run_command("pg_ctlcluster", &args, "")?;
     Ok(())
 }
 
@@ -96,52 +71,26 @@ pub fn pg_ctlcluster(action: &str) -> Result<(), Error> {
 /// starts it and waits until it accepts connections, so a panicking test never leaves it down; it
 /// borrows the exclusive [`ServiceLock`], which is therefore released only after the cluster is back.
 /// A SIGTERM or SIGINT during the outage starts the cluster before the process exits (code 130).
-#[derive(Debug)]
-#[must_use = "dropping the guard starts postgresql again"]
-pub struct PostgresOutage<'lock> {
-    _lock: &'lock ServiceLock,
-    ended: bool,
-    watchdog: tokio::task::JoinHandle<()>,
-}
+pub type PostgresOutage<'lock> = Outage<'lock, Error>;
 
-impl<'lock> PostgresOutage<'lock> {
+/// How the outage stops and starts the cluster.
+static POSTGRESQL: Service<Error> = Service {
+    name: "postgresql",
+    // `/etc/postgresql` is CLUSTERS_DIR.
+    start_hint: "run `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`",
+    not_exclusive: || Error::NotExclusive,
+    stop: || pg_ctlcluster("stop"),
+    restart,
+};
+
+impl<'lock> Outage<'lock, Error> {
     /// Stops the cluster (fast shutdown: sessions are ended, in-flight transactions roll back).
     ///
     /// # Errors
     /// [`Error::NotExclusive`] without the exclusive lock; [`Error`] when the stop fails (the guard is
     /// dropped then, which starts the cluster again).
     pub async fn begin(lock: &'lock ServiceLock) -> Result<Self, Error> {
-        if lock.mode() != Mode::Exclusive {
-            return Err(Error::NotExclusive);
-        }
-        // Built before the stop, so that even a failed or interrupted stop is followed by a start.
-        let guard = Self { _lock: lock, ended: false, watchdog: tokio::spawn(restart_on_signal()) };
-        blocking(|| pg_ctlcluster("stop")).await?;
-        Ok(guard)
-    }
-
-    /// Starts the cluster and waits until it accepts connections.
-    ///
-    /// # Errors
-    /// [`Error`] when the start fails or the cluster does not come back within [`RESTART_TIMEOUT`].
-    pub async fn end(mut self) -> Result<(), Error> {
-        self.watchdog.abort();
-        self.ended = true;
-        blocking(restart).await
-    }
-}
-
-impl Drop for PostgresOutage<'_> {
-    fn drop(&mut self) {
-        self.watchdog.abort();
-        if !self.ended
-            && let Err(e) = restart()
-        {
-            eprintln!(
-                "legion-tests: POSTGRESQL MAY BE LEFT STOPPED: {e}; run `pg_ctlcluster --skip-systemctl-redirect \
-                 $(ls {CLUSTERS_DIR}) main start`"
-            );
-        }
+        Outage::stop(lock, &POSTGRESQL).await
     }
 }
 
@@ -152,31 +101,6 @@ impl TestEnv {
     /// [`Error::NotExclusive`] under the shared lock, or `pg_ctlcluster` failures.
     pub async fn stop_postgres(&self) -> Result<PostgresOutage<'_>, Error> {
         PostgresOutage::begin(self.service_lock()).await
-    }
-}
-
-/// Waits for SIGTERM or SIGINT, starts the cluster and exits the process.
-async fn restart_on_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    eprintln!("legion-tests: signal during a postgresql outage: starting postgresql before exiting");
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(restart).await {
-        eprintln!("legion-tests: POSTGRESQL MAY BE LEFT STOPPED: {e}");
-    }
-    std::process::exit(130);
-}
-
-async fn blocking(f: impl FnOnce() -> Result<(), Error> + Send + 'static) -> Result<(), Error> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result,
-        // The closure panicked; the panic belongs to the test.
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 

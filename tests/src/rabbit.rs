@@ -2,10 +2,10 @@
 //! guard that stops the broker's application and always starts it again.
 
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::lock::{Mode, ServiceLock};
+use crate::lock::ServiceLock;
+use crate::outage::{CommandError, Outage, Service, run_command};
 
 /// Prefix of every test vhost name; `.ci/run` deletes leftovers by it.
 pub const NAME_PREFIX: &str = "legion-e2e-";
@@ -17,24 +17,9 @@ pub const RESTART_TIMEOUT: Duration = Duration::from_secs(90);
 /// `rabbitmqctl` failures.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// `rabbitmqctl` could not be started.
-    #[error("cannot run rabbitmqctl {args}: {source} (is rabbitmq-server installed? .ci/run installs it)")]
-    Spawn {
-        /// The arguments.
-        args: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// `rabbitmqctl` exited with an error.
-    #[error("rabbitmqctl {args} failed ({status}): {stderr}")]
-    Failed {
-        /// The arguments.
-        args: String,
-        /// Its exit status.
-        status: std::process::ExitStatus,
-        /// What it printed on stderr.
-        stderr: String,
-    },
+    /// `rabbitmqctl` could not be started or exited with an error.
+    #[error(transparent)]
+    Command(#[from] CommandError),
     /// A broker outage needs the exclusive service lock.
     #[error("stopping rabbitmq needs the exclusive service lock (TestEnv::start_exclusive)")]
     NotExclusive,
@@ -51,22 +36,10 @@ pub enum Error {
 /// Runs `rabbitmqctl -q ARGS` to completion and returns its stdout. Blocking (a few hundred ms).
 ///
 /// # Errors
-/// [`Error::Spawn`] or [`Error::Failed`].
+/// [`Error::Command`].
 pub fn rabbitmqctl(args: &[&str]) -> Result<String, Error> {
-    let joined = args.join(" ");
-    let output = Command::new("rabbitmqctl")
-        .arg("-q")
-        .args(args)
-        .output()
-        .map_err(|source| Error::Spawn { args: joined.clone(), source })?;
-    if !output.status.success() {
-        return Err(Error::Failed {
-            args: joined,
-            status: output.status,
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    let args: Vec<&str> = std::iter::once("-q").chain(args.iter().copied()).collect();
+    Ok(run_command("rabbitmqctl", &args, " (is rabbitmq-server installed? .ci/run installs it)")?)
 }
 
 /// One queue of a vhost as `rabbitmqctl list_queues` shows it.
@@ -153,74 +126,25 @@ impl Drop for TestVhost {
 /// broker down. It borrows the exclusive [`ServiceLock`], so the lock is released only after the
 /// broker is back. A SIGTERM or SIGINT during the outage (nextest's timeout, Ctrl-C), which would end
 /// the process without unwinding, starts the broker before the process exits (code 130).
-#[derive(Debug)]
-#[must_use = "dropping the guard starts rabbitmq again"]
-pub struct RabbitOutage<'lock> {
-    _lock: &'lock ServiceLock,
-    ended: bool,
-    watchdog: tokio::task::JoinHandle<()>,
-}
+pub type RabbitOutage<'lock> = Outage<'lock, Error>;
 
-impl<'lock> RabbitOutage<'lock> {
+/// How the outage stops and starts the broker application.
+static RABBITMQ: Service<Error> = Service {
+    name: "rabbitmq",
+    start_hint: "run `rabbitmqctl start_app`",
+    not_exclusive: || Error::NotExclusive,
+    stop: || rabbitmqctl(&["stop_app"]).map(drop),
+    restart,
+};
+
+impl<'lock> Outage<'lock, Error> {
     /// Stops the broker application (a few seconds).
     ///
     /// # Errors
     /// [`Error::NotExclusive`] without the exclusive lock; [`Error`] when `stop_app` fails (the guard
     /// is dropped then, which starts the application again).
     pub async fn begin(lock: &'lock ServiceLock) -> Result<Self, Error> {
-        if lock.mode() != Mode::Exclusive {
-            return Err(Error::NotExclusive);
-        }
-        // Built before stop_app, so that even a failed or interrupted stop is followed by a start.
-        let guard = Self { _lock: lock, ended: false, watchdog: tokio::spawn(restart_on_signal()) };
-        blocking(|| rabbitmqctl(&["stop_app"]).map(drop)).await?;
-        Ok(guard)
-    }
-
-    /// Starts the broker application and waits until it accepts connections.
-    ///
-    /// # Errors
-    /// [`Error`] when `start_app` fails or the broker does not come back within [`RESTART_TIMEOUT`].
-    pub async fn end(mut self) -> Result<(), Error> {
-        self.watchdog.abort();
-        self.ended = true;
-        blocking(restart).await
-    }
-}
-
-impl Drop for RabbitOutage<'_> {
-    fn drop(&mut self) {
-        self.watchdog.abort();
-        if !self.ended
-            && let Err(e) = restart()
-        {
-            eprintln!("legion-tests: RABBITMQ MAY BE LEFT STOPPED: {e}; run `rabbitmqctl start_app`");
-        }
-    }
-}
-
-/// Waits for SIGTERM or SIGINT, starts the broker application and exits the process.
-async fn restart_on_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    eprintln!("legion-tests: signal during a rabbitmq outage: starting rabbitmq before exiting");
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(restart).await {
-        eprintln!("legion-tests: RABBITMQ MAY BE LEFT STOPPED: {e}; run `rabbitmqctl start_app`");
-    }
-    std::process::exit(130);
-}
-
-async fn blocking(f: impl FnOnce() -> Result<(), Error> + Send + 'static) -> Result<(), Error> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result,
-        // The closure panicked; the panic belongs to the test.
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
+        Outage::stop(lock, &RABBITMQ).await
     }
 }
 

@@ -5,7 +5,9 @@
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 pub mod openbao;
+pub mod policies;
 pub mod stack;
+pub mod tasks;
 
 use std::future::Future;
 use std::time::Duration;

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::spool::Spool;
+use crate::spool::testing::{eventually, options as spool_options, replay_options};
 
 /// Records every call; fails calls with the scripted statuses first; refuses items whose task id is
 /// in `refuse` with INVALID_ARGUMENT (the whole call, as a server would).
@@ -214,39 +215,32 @@ async fn retries_stop_for_callers_that_went_away() {
     assert_eq!(fake.complete_calls.lock().expect("lock").len(), calls, "no retries once the caller is gone");
 }
 
-fn spool(root: &std::path::Path, max_bytes: u64, metrics: &Metrics) -> Spool {
-    let options = crate::spool::Options {
-        dir: root.join("spool"),
-        node: "exec-1".into(),
-        key: Some("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=".into()),
-        file_bytes: 1 << 20,
-        max_bytes,
-        retention: Duration::from_secs(3600),
-    };
-    Spool::open(options, metrics.clone()).expect("spool")
+/// A control plane that is down, and a reporter with `options` that spools what it could not deliver
+/// for `after` to a spool of `max_bytes` under `root`.
+fn unreachable(
+    root: &std::path::Path,
+    max_bytes: u64,
+    options: Options,
+    after: Duration,
+) -> (Arc<Fake>, Metrics, Spool, Reporter) {
+    let fake = Arc::new(Fake::default());
+    fake.down.store(true, Ordering::SeqCst);
+    let metrics = Metrics::default();
+    let spool_options = crate::spool::Options { max_bytes, ..spool_options(root) };
+    let spool = Spool::open(spool_options, metrics.clone()).expect("spool");
+    let reporter = Reporter::spawn_with_spool(fake.clone(), options, metrics.clone(), spool.clone(), after);
+    (fake, metrics, spool, reporter)
 }
 
 fn result_completion(bytes: usize) -> Completion {
     Completion { outcome: Some(legion_proto::v1::completion::Outcome::ResultJson(vec![b'1'; bytes])), ..completion(1) }
 }
 
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn completions_go_to_the_spool_once_the_control_plane_stayed_unreachable_then_replay_in_order() {
     let root = tempfile::tempdir().expect("tempdir");
-    let fake = Arc::new(Fake::default());
-    fake.down.store(true, Ordering::SeqCst);
-    let metrics = Metrics::default();
-    let spool = spool(root.path(), 1 << 30, &metrics);
     let after = Duration::from_millis(200);
-    let reporter = Reporter::spawn_with_spool(fake.clone(), options(256, 20), metrics.clone(), spool.clone(), after);
+    let (fake, metrics, spool, reporter) = unreachable(root.path(), 1 << 30, options(256, 20), after);
     let items: Vec<Completion> = (0..3).map(|_| completion(1)).collect();
     let started = tokio::time::Instant::now();
     let answers = futures_util::future::join_all(items.iter().cloned().map(|c| reporter.complete(c))).await;
@@ -260,16 +254,8 @@ async fn completions_go_to_the_spool_once_the_control_plane_stayed_unreachable_t
     // The control plane comes back: the spool replays the completions in order.
     let calls_before = fake.complete_calls.lock().expect("lock").len();
     let stop = tokio_util::sync::CancellationToken::new();
-    let replay = tokio::spawn(crate::spool::replay::run(
-        spool.clone(),
-        fake.clone(),
-        crate::spool::replay::Options {
-            max_batch: 256,
-            retry_initial: Duration::from_millis(5),
-            retry_max: Duration::from_millis(20),
-        },
-        stop.clone(),
-    ));
+    let replay =
+        tokio::spawn(crate::spool::replay::run(spool.clone(), fake.clone(), replay_options(256), stop.clone()));
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!spool.is_empty(), "nothing is deleted while the control plane is down");
     fake.down.store(false, Ordering::SeqCst);
@@ -285,16 +271,7 @@ async fn completions_go_to_the_spool_once_the_control_plane_stayed_unreachable_t
 #[tokio::test]
 async fn spool_after_zero_spools_at_the_first_failure() {
     let root = tempfile::tempdir().expect("tempdir");
-    let fake = Arc::new(Fake::default());
-    fake.down.store(true, Ordering::SeqCst);
-    let metrics = Metrics::default();
-    let reporter = Reporter::spawn_with_spool(
-        fake.clone(),
-        options(256, 1),
-        metrics.clone(),
-        spool(root.path(), 1 << 30, &metrics),
-        Duration::ZERO,
-    );
+    let (fake, _metrics, _spool, reporter) = unreachable(root.path(), 1 << 30, options(256, 1), Duration::ZERO);
     let item = completion(1);
     let answer = reporter.complete(item.clone()).await.expect("answered");
     assert_eq!(answer, Completed::Spooled { task_id: item.task_id });
@@ -304,16 +281,7 @@ async fn spool_after_zero_spools_at_the_first_failure() {
 #[tokio::test]
 async fn a_completion_the_spool_cannot_hold_keeps_waiting_for_the_control_plane() {
     let root = tempfile::tempdir().expect("tempdir");
-    let fake = Arc::new(Fake::default());
-    fake.down.store(true, Ordering::SeqCst);
-    let metrics = Metrics::default();
-    let reporter = Reporter::spawn_with_spool(
-        fake.clone(),
-        options(256, 1),
-        metrics.clone(),
-        spool(root.path(), 64, &metrics),
-        Duration::ZERO,
-    );
+    let (fake, metrics, _spool, reporter) = unreachable(root.path(), 64, options(256, 1), Duration::ZERO);
     let item = completion(1);
     let call = tokio::spawn({
         let reporter = reporter.clone();

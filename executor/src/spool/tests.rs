@@ -13,23 +13,9 @@ use legion_proto::v1::{
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use super::testing::{eventually, key, options, replay_options};
 use super::*;
 use crate::client::ControlPlane;
-
-fn key(byte: u8) -> String {
-    STANDARD.encode([byte; 32])
-}
-
-fn options(root: &Path) -> Options {
-    Options {
-        dir: root.join("spool/exec-1"),
-        node: "exec-1".into(),
-        key: Some(key(7)),
-        file_bytes: 1 << 20,
-        max_bytes: 1 << 30,
-        retention: Duration::from_secs(3600),
-    }
-}
 
 fn completion(n: u32) -> Completion {
     Completion {
@@ -276,18 +262,6 @@ impl ControlPlane for Flaky {
             .collect();
         self.answered.lock().expect("lock").extend(r.items);
         Ok(CompleteTaskResponse { acks })
-    }
-}
-
-fn replay_options(max_batch: usize) -> replay::Options {
-    replay::Options { max_batch, retry_initial: Duration::from_millis(5), retry_max: Duration::from_millis(20) }
-}
-
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

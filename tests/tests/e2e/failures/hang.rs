@@ -15,7 +15,7 @@ use legion_tests::supervisor::{Liveness, Supervisor};
 use legion_tests::{TestEnv, assert_eventually, ledger};
 use serde_json::json;
 
-use super::{timed_attempts, wait_row_status};
+use super::{TimedAttempt, timed_attempts, wait_row_status};
 use crate::faults::{OTHER_NODE, assert_exactly_once, request, sleep, submit_all, wait_all_ended};
 use crate::{LONG, describe, result_json};
 
@@ -26,6 +26,21 @@ const HANG_TIMEOUT_MS: u32 = 2000;
 /// Allowance on top of timeout + lease for the sweep interval (a third of the lease, at most 1 s) and
 /// a loaded machine; the bound checked is the documented one plus this.
 const SLACK_MS: i64 = 5000;
+
+/// Asserts that every attempt of task `id` ended within the bound: its timeout plus the lease (plus
+/// [`SLACK_MS`]).
+fn assert_attempts_ended_in_time(id: &str, attempts: &[TimedAttempt]) {
+    let bound_us = (i64::from(HANG_TIMEOUT_MS) + i64::from(LEASE_MS) + SLACK_MS) * 1000;
+    for a in attempts {
+        let finished = a.finished_us.expect("every attempt of a finished task ended");
+        assert!(
+            finished - a.started_us <= bound_us,
+            "attempt {} of {id} ran {} ms, more than timeout {HANG_TIMEOUT_MS} + lease {LEASE_MS} (+{SLACK_MS} slack)",
+            a.attempt,
+            (finished - a.started_us) / 1000
+        );
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_task_ends_within_its_timeout_plus_the_lease_and_others_are_served() {
@@ -71,16 +86,7 @@ async fn a_hanging_task_ends_within_its_timeout_plus_the_lease_and_others_are_se
     let first = attempts.first().expect("the hanging task ran");
     assert_eq!(first.node, NODE_NAME, "{attempts:?}");
     assert!(matches!(first.status.as_str(), "timed_out" | "lost"), "attempt 1 ends timed_out or lost: {attempts:?}");
-    let bound_us = (i64::from(HANG_TIMEOUT_MS) + i64::from(LEASE_MS) + SLACK_MS) * 1000;
-    for a in &attempts {
-        let finished = a.finished_us.expect("every attempt of a finished task ended");
-        assert!(
-            finished - a.started_us <= bound_us,
-            "attempt {} ran {} ms, more than timeout {HANG_TIMEOUT_MS} + lease {LEASE_MS} (+{SLACK_MS} slack)",
-            a.attempt,
-            (finished - a.started_us) / 1000
-        );
-    }
+    assert_attempts_ended_in_time(&hang.id, &attempts);
     if first.status == "timed_out" {
         let error = first.error.clone().unwrap_or_default();
         assert!(error.contains("timed out"), "the attempt's error says it timed out: {error:?}");
@@ -166,7 +172,6 @@ async fn tasks_that_hang_every_thread_of_their_executor_end_and_others_are_serve
             assert_eq!(result_json(&task), json!({"i": i}));
         }
     }
-    let bound_us = (i64::from(HANG_TIMEOUT_MS) + i64::from(LEASE_MS) + SLACK_MS) * 1000;
     for id in &hang_ids {
         let done = env.wait_terminal(id, LONG).await.expect("the hanging task ends");
         let attempts = timed_attempts(&pool, id).await;
@@ -182,14 +187,8 @@ async fn tasks_that_hang_every_thread_of_their_executor_end_and_others_are_serve
         }
         for a in &attempts {
             assert!(matches!(a.status.as_str(), "lost" | "timed_out"), "{attempts:?}");
-            let finished = a.finished_us.expect("every attempt of a finished task ended");
-            assert!(
-                finished - a.started_us <= bound_us,
-                "attempt {} of {id} ran {} ms, more than timeout {HANG_TIMEOUT_MS} + lease {LEASE_MS} (+{SLACK_MS})",
-                a.attempt,
-                (finished - a.started_us) / 1000
-            );
         }
+        assert_attempts_ended_in_time(id, &attempts);
     }
     let exits = supervisor.exits();
     eprintln!("the fault node was restarted after {exits:?}; other node {}", other.name());

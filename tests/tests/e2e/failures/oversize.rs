@@ -6,14 +6,17 @@
 
 use std::time::Duration;
 
-use legion_proto::v1::{CancelTaskRequest, RetryPolicy, SubmitTaskRequest, TaskStatus};
+use legion_proto::v1::{RetryPolicy, SubmitTaskRequest, TaskStatus};
 use legion_tests::nodes::{FAULTS_BINARY, NodeSpec};
 use legion_tests::status::from_wire;
-use legion_tests::{TestEnv, grpc, ledger, wait};
+use legion_tests::{TestEnv, ledger, wait};
 use serde_json::{Value, json};
 
 use super::{timed_attempts, wait_row_status};
-use crate::faults::{assert_exactly_once, request, sleep, submit_all, wait_all_ended};
+use crate::faults::{
+    assert_exactly_once, assert_failed_for_its_size, assert_the_rest_succeed, cancel, request, sleep, submit_all,
+    wait_all_ended,
+};
 use crate::{LONG, describe, result_json};
 
 /// `limits.max_result_bytes` of the control plane (and of the strict executor).
@@ -54,10 +57,7 @@ async fn oversize_results_fail_alone(executor_strict: bool) {
         .expect("submit the retrying oversize task");
 
     let failed = env.wait_terminal(&ids[0], LONG).await.expect("the oversize task ends");
-    assert_eq!(from_wire(failed.status), TaskStatus::Failed, "{}", describe(&failed));
-    let error = failed.error.clone().unwrap_or_default();
-    assert!(error.contains("limits.max_result_bytes"), "the error names the limit: {error:?}");
-    assert_eq!(result_json(&failed), Value::Null, "no result stored: {failed:?}");
+    assert_failed_for_its_size(&failed);
     let attempts = timed_attempts(&pool, &failed.id).await;
     let shape: Vec<(i32, &str)> = attempts.iter().map(|a| (a.attempt, a.status.as_str())).collect();
     assert_eq!(shape, vec![(1, "failed")], "{attempts:?}");
@@ -67,27 +67,13 @@ async fn oversize_results_fail_alone(executor_strict: bool) {
     assert_eq!(from_wire(small.status), TaskStatus::Succeeded, "{}", describe(&small));
     let expected_len = usize::try_from(SMALL_BYTES - 2).expect("small");
     assert_eq!(result_json(&small), json!("x".repeat(expected_len)));
-    for (i, id) in ids.iter().enumerate().skip(2) {
-        let task = env.wait_terminal(id, LONG).await.expect("task ends");
-        assert_eq!(
-            from_wire(task.status),
-            TaskStatus::Succeeded,
-            "task {i} next to the oversize one: {}",
-            describe(&task)
-        );
-    }
+    assert_the_rest_succeed(&env, &ids, 2).await;
 
     // The retrying one failed its first attempt the same way and waits for its retry; cancel it there.
     let row = wait_row_status(&pool, &waiting.id, "scheduled").await;
     assert_eq!(row.attempt, 1, "{row:?}");
     assert!(row.error.as_deref().unwrap_or_default().contains("limits.max_result_bytes"), "{row:?}");
-    let cancelled = env
-        .tasks()
-        .cancel_task(grpc::request(CancelTaskRequest { id: waiting.id.clone() }))
-        .await
-        .expect("CancelTask")
-        .into_inner();
-    assert_eq!(from_wire(cancelled.status), TaskStatus::Cancelled, "{}", describe(&cancelled));
+    cancel(&env, "the waiting task", &waiting.id).await;
     wait::holds_for("the cancelled task stays cancelled and is not retried", Duration::from_secs(2), || async {
         let now = ledger::task(&pool, &waiting.id).await.map_err(|e| e.to_string())?;
         match (now.status.as_str(), now.attempt, now.has_result) {

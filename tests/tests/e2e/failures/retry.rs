@@ -8,16 +8,16 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use legion_proto::v1::{CancelTaskRequest, RetryPolicy, SubmitTaskRequest, TaskStatus};
+use legion_proto::v1::{RetryPolicy, SubmitTaskRequest, TaskStatus};
 use legion_tests::env::NODE_NAME;
 use legion_tests::nodes::NodeSpec;
 use legion_tests::status::from_wire;
-use legion_tests::{TestEnv, assert_eventually, grpc, ledger};
+use legion_tests::{TestEnv, assert_eventually, ledger};
 use serde_json::json;
 use sqlx::PgPool;
 
 use super::{timed_attempts, wait_queues_empty, wait_row_status};
-use crate::faults::{assert_exactly_once, request, wait_all_ended};
+use crate::faults::{assert_exactly_once, cancel, request, wait_all_ended};
 use crate::{LONG, describe};
 
 const INITIAL_BACKOFF_MS: u64 = 500;
@@ -141,13 +141,7 @@ async fn failed_attempts_wait_out_their_backoff_as_scheduled_and_permanent_error
     let row = wait_row_status(&pool, &waiting.id, "scheduled").await;
     assert_eq!(row.attempt, 1, "{row:?}");
     wait_queues_empty(&env, "no message waits in the broker while the task waits its backoff").await;
-    let cancelled = env
-        .tasks()
-        .cancel_task(grpc::request(CancelTaskRequest { id: waiting.id.clone() }))
-        .await
-        .expect("CancelTask")
-        .into_inner();
-    assert_eq!(from_wire(cancelled.status), TaskStatus::Cancelled, "{}", describe(&cancelled));
+    cancel(&env, "the waiting task", &waiting.id).await;
 
     // Invalid args are permanent: one attempt, whatever max_attempts says.
     let permanent = env

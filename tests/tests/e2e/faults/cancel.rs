@@ -5,15 +5,15 @@
 
 use std::time::Duration;
 
-use legion_proto::v1::{CancelTaskRequest, SubmitTaskRequest, TaskStatus};
+use legion_proto::v1::{SubmitTaskRequest, TaskStatus};
 use legion_tests::env::NODE_NAME;
 use legion_tests::ledger;
 use legion_tests::nodes::NodeSpec;
 use legion_tests::status::from_wire;
-use legion_tests::{TestEnv, assert_eventually, grpc, wait};
+use legion_tests::{TestEnv, assert_eventually, wait};
 use serde_json::json;
 
-use super::{assert_exactly_once, request, sleep, wait_all_ended};
+use super::{assert_exactly_once, cancel, request, sleep, wait_all_ended};
 use crate::{LONG, describe, result_json};
 
 /// The running sleep: long enough that a task after it in the one slot could not start before it ends.
@@ -39,14 +39,8 @@ async fn queued_scheduled_and_running_tasks_are_cancelled_and_the_slot_frees() {
         .expect("submit delayed");
     assert_eq!(from_wire(delayed.status), TaskStatus::Scheduled, "{}", describe(&delayed));
 
-    let mut tasks = env.tasks();
     for (what, id) in [("queued", &queued.id), ("scheduled", &delayed.id), ("running", &running.id)] {
-        let cancelled = tasks
-            .cancel_task(grpc::request(CancelTaskRequest { id: id.clone() }))
-            .await
-            .unwrap_or_else(|s| panic!("CancelTask {what}: {s}"))
-            .into_inner();
-        assert_eq!(from_wire(cancelled.status), TaskStatus::Cancelled, "{what}: {}", describe(&cancelled));
+        cancel(&env, what, id).await;
     }
 
     // The aborted runner frees the only slot: the queued task's message is dropped at start, and a

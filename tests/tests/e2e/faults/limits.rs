@@ -5,14 +5,17 @@
 
 use std::time::Duration;
 
-use legion_proto::v1::{CancelTaskRequest, SubmitTaskRequest, TaskStatus};
+use legion_proto::v1::{SubmitTaskRequest, TaskStatus};
 use legion_tests::nodes::NodeSpec;
 use legion_tests::status::from_wire;
-use legion_tests::{TestEnv, assert_eventually, grpc, ledger, wait};
+use legion_tests::{TestEnv, assert_eventually, ledger, wait};
 use serde_json::{Value, json};
 
-use super::{assert_exactly_once, request, sleep, submit_all, wait_all_ended};
-use crate::{LONG, describe, result_json};
+use super::{
+    assert_exactly_once, assert_failed_for_its_size, assert_the_rest_succeed, cancel, request, sleep, submit_all,
+    wait_all_ended,
+};
+use crate::{LONG, describe};
 
 /// The limit both sides get, in bytes.
 const MAX_RESULT_BYTES: usize = 2048;
@@ -47,24 +50,13 @@ async fn oversize_results_fail_alone(executor_limit: Option<usize>) {
     assert_eq!(from_wire(delayed.status), TaskStatus::Scheduled, "{}", describe(&delayed));
 
     let failed = env.wait_terminal(&ids[0], LONG).await.expect("the oversize echo ends");
-    assert_eq!(from_wire(failed.status), TaskStatus::Failed, "{}", describe(&failed));
-    let error = failed.error.clone().unwrap_or_default();
-    assert!(error.contains("limits.max_result_bytes"), "the error names the limit: {error:?}");
-    assert_eq!(result_json(&failed), Value::Null, "no result stored: {failed:?}");
+    assert_failed_for_its_size(&failed);
     let attempts = env.attempts(&failed.id).await.expect("ListTaskAttempts");
     assert_eq!(attempts.len(), 1, "{attempts:?}");
     assert_eq!(attempts[0].status, "failed", "{attempts:?}");
     assert!(attempts[0].error.as_deref().unwrap_or_default().contains("limits.max_result_bytes"), "{attempts:?}");
 
-    for (i, id) in ids.iter().enumerate().skip(1) {
-        let task = env.wait_terminal(id, LONG).await.expect("task ends");
-        assert_eq!(
-            from_wire(task.status),
-            TaskStatus::Succeeded,
-            "task {i} next to the oversize one: {}",
-            describe(&task)
-        );
-    }
+    assert_the_rest_succeed(&env, &ids, 1).await;
 
     // The retrying task fails attempt after attempt; cancel it mid-way.
     assert_eventually!(LONG, "the oversize task is retrying", || async {
@@ -75,14 +67,8 @@ async fn oversize_results_fail_alone(executor_limit: Option<usize>) {
             Err(format!("{task:?}"))
         }
     });
-    let mut tasks = env.tasks();
     for (what, id) in [("retrying", &retrying.id), ("delayed", &delayed.id)] {
-        let cancelled = tasks
-            .cancel_task(grpc::request(CancelTaskRequest { id: id.clone() }))
-            .await
-            .unwrap_or_else(|s| panic!("CancelTask {what}: {s}"))
-            .into_inner();
-        assert_eq!(from_wire(cancelled.status), TaskStatus::Cancelled, "{what}: {}", describe(&cancelled));
+        cancel(&env, what, id).await;
     }
     let retrying_after = ledger::task(&pool, &retrying.id).await.expect("row");
     wait_all_ended(&pool, 15, LONG).await;

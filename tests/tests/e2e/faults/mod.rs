@@ -19,10 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use legion_proto::v1::SubmitTaskRequest;
+use legion_proto::v1::{CancelTaskRequest, SubmitTaskRequest, Task, TaskStatus};
+use legion_tests::status::from_wire;
 use legion_tests::{TestEnv, assert_eventually, grpc, ledger};
 use serde_json::{Value, json};
 use sqlx::PgPool;
+
+use crate::{LONG, describe, result_json};
 
 /// Name of the second node in tests with two executors.
 pub const OTHER_NODE: &str = "e2e-exec-b";
@@ -92,4 +95,39 @@ pub async fn assert_exactly_once(pool: &PgPool) {
 /// The number of tasks with `status` now.
 pub async fn count_status(pool: &PgPool, status: &str) -> i64 {
     ledger::by_status(pool).await.expect("count by status").get(status).copied().unwrap_or(0)
+}
+
+/// Cancels task `id` (`what` names it in messages) and asserts that the answer is `cancelled`.
+pub async fn cancel(env: &TestEnv, what: &str, id: &str) -> Task {
+    let cancelled = env
+        .tasks()
+        .cancel_task(grpc::request(CancelTaskRequest { id: id.to_owned() }))
+        .await
+        .unwrap_or_else(|s| panic!("CancelTask {what}: {s}"))
+        .into_inner();
+    assert_eq!(from_wire(cancelled.status), TaskStatus::Cancelled, "{what}: {}", describe(&cancelled));
+    cancelled
+}
+
+/// Asserts that `failed` ended `failed` for its oversize result: the error names
+/// `limits.max_result_bytes` and no result is stored.
+pub fn assert_failed_for_its_size(failed: &Task) {
+    assert_eq!(from_wire(failed.status), TaskStatus::Failed, "{}", describe(failed));
+    let error = failed.error.clone().unwrap_or_default();
+    assert!(error.contains("limits.max_result_bytes"), "the error names the limit: {error:?}");
+    assert_eq!(result_json(failed), Value::Null, "no result stored: {failed:?}");
+}
+
+/// Waits until each task of `ids` from index `from` on ends, and asserts that it succeeded next to
+/// the oversize one.
+pub async fn assert_the_rest_succeed(env: &TestEnv, ids: &[String], from: usize) {
+    for (i, id) in ids.iter().enumerate().skip(from) {
+        let task = env.wait_terminal(id, LONG).await.expect("task ends");
+        assert_eq!(
+            from_wire(task.status),
+            TaskStatus::Succeeded,
+            "task {i} next to the oversize one: {}",
+            describe(&task)
+        );
+    }
 }
