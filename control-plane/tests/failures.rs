@@ -456,3 +456,64 @@ async fn retry_policies_are_validated_and_shown_over_grpc() {
     drop(executor);
     stack.stop().await.expect("clean stop");
 }
+
+/// A relationship's or a schedule's `retry` sets only some fields; the settings complete it when tasks
+/// are created, so the whole policy is checked against them when the chain or schedule is saved.
+#[tokio::test]
+async fn relationship_and_schedule_retry_policies_are_checked_with_the_settings_when_saved() {
+    use legion_proto::v1::chain_service_client::ChainServiceClient;
+    use legion_proto::v1::schedule_service_client::ScheduleServiceClient;
+    let stack = Stack::start(false, |s| s.retry.max_backoff_ms = 5000).await;
+    let mut executor = stack.executor().await;
+    executor.register_node(core_manifest(&["echo"])).await.expect("register");
+    let above_max = v1::RetryPolicy { initial_backoff_ms: Some(6000), ..Default::default() };
+    let relationship = |retry: Option<v1::RetryPolicy>| v1::Relationship {
+        trigger: "core.util.echo".into(),
+        action: "core.util.echo".into(),
+        retry,
+        ..Default::default()
+    };
+    let mut chains = ChainServiceClient::new(stack.admin_channel().await);
+    let chain = |name: &str, relationships| v1::Chain {
+        name: name.into(),
+        max_depth: Some(2),
+        relationships,
+        ..Default::default()
+    };
+    let err = chains
+        .apply_chain(v1::ApplyChainRequest {
+            chain: Some(chain("too-slow", vec![relationship(None), relationship(Some(above_max))])),
+        })
+        .await
+        .expect_err("initial backoff above the settings' maximum");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("relationships[1].retry.initial_backoff_ms: "), "{}", err.message());
+    let within = v1::RetryPolicy { initial_backoff_ms: Some(4000), ..Default::default() };
+    chains
+        .apply_chain(v1::ApplyChainRequest { chain: Some(chain("ok", vec![relationship(Some(within))])) })
+        .await
+        .expect("a policy that holds with the settings");
+
+    let mut schedules = ScheduleServiceClient::new(stack.admin_channel().await);
+    let schedule = |name: &str, retry| v1::Schedule {
+        name: name.into(),
+        function: "core.util.echo".into(),
+        interval_ms: Some(60_000),
+        retry: Some(retry),
+        ..Default::default()
+    };
+    let err = schedules
+        .create_schedule(v1::CreateScheduleRequest { schedule: Some(schedule("too-slow", above_max)) })
+        .await
+        .expect_err("initial backoff above the settings' maximum");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("retry.initial_backoff_ms: "), "{}", err.message());
+    let created = schedules
+        .create_schedule(v1::CreateScheduleRequest { schedule: Some(schedule("ok", within)) })
+        .await
+        .expect("a policy that holds with the settings")
+        .into_inner();
+    assert_eq!(created.retry, Some(within), "the schedule shows the fields it sets");
+    drop(executor);
+    stack.stop().await.expect("clean stop");
+}
