@@ -200,7 +200,7 @@ mod tests {
                         "priority": 9,
                         "max_attempts": 3,
                         "timeout_ms": 5000,
-                        "retry": {"initial_backoff_ms": 100, "multiplier": 2.0, "max_backoff_ms": null, "jitter": null}
+                        "retry": {"initial_backoff_ms": 100, "multiplier": 2.0}
                     },
                     {
                         "id": "0190f5c8-7e4a-7b3c-9d2e-1f0a2b3c4d5f",

@@ -67,7 +67,7 @@ fn a_schedule_converts_to_the_rest_shape_in_the_documented_order() {
             "max_attempts": 3,
             "timeout_ms": 5000,
             "region": "eu",
-            "retry": {"initial_backoff_ms": null, "multiplier": null, "max_backoff_ms": null, "jitter": 0.5},
+            "retry": {"jitter": 0.5},
             "cron": "30 2 * * *",
             "interval_ms": null,
             "timezone": "America/New_York",
