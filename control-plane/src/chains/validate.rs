@@ -165,7 +165,7 @@ fn relationship(i: usize, spec: &RelationshipSpec, limits: &Limits) -> Result<Re
     {
         return Err(FieldError::new(
             field("max_attempts"),
-            format!("must be 1 to {} (limits.max_attempts)", limits.max_attempts),
+            format!("must be 1 to {} (limits.max_attempts), got {n}", limits.max_attempts),
         ));
     }
     if let Some(ms) = spec.timeout_ms
@@ -173,7 +173,7 @@ fn relationship(i: usize, spec: &RelationshipSpec, limits: &Limits) -> Result<Re
     {
         return Err(FieldError::new(
             field("timeout_ms"),
-            format!("must be 1 to {} (limits.max_timeout_ms)", limits.max_timeout_ms),
+            format!("must be 1 to {} (limits.max_timeout_ms), got {ms}", limits.max_timeout_ms),
         ));
     }
     retry::check(&spec.retry).map_err(|e| FieldError::new(field(e.field), e.reason))?;

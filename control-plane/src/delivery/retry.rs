@@ -131,12 +131,12 @@ pub fn check(overrides: &RetryOverrides) -> Result<(), FieldError> {
     if let Some(m) = overrides.multiplier
         && !(1.0..=10.0).contains(&m)
     {
-        return Err(FieldError::new("retry.multiplier", format!("must be a number from 1.0 to 10.0, got {m}")));
+        return Err(FieldError::new("retry.multiplier", format!("must be a number from 1.0 to 10.0, got {m:?}")));
     }
     if let Some(j) = overrides.jitter
         && !(0.0..=1.0).contains(&j)
     {
-        return Err(FieldError::new("retry.jitter", format!("must be a number from 0.0 to 1.0, got {j}")));
+        return Err(FieldError::new("retry.jitter", format!("must be a number from 0.0 to 1.0, got {j:?}")));
     }
     if let (Some(initial), Some(max)) = (overrides.initial_backoff_ms, overrides.max_backoff_ms)
         && initial > max

@@ -155,3 +155,14 @@ fn the_wait_saturates() {
     let never_above_max = policy(5000, 2.0, 1000, 0.0);
     assert_eq!(wait(&never_above_max, 1, 0.0), Duration::from_millis(1000));
 }
+
+#[test]
+fn huge_and_odd_numbers_are_quoted_short() {
+    let reason =
+        |m: f64| check(&RetryOverrides { multiplier: Some(m), ..RetryOverrides::default() }).expect_err("out").reason;
+    assert_eq!(reason(1e308), "must be a number from 1.0 to 10.0, got 1e308");
+    assert_eq!(reason(f64::NAN), "must be a number from 1.0 to 10.0, got NaN");
+    assert_eq!(reason(11.0), "must be a number from 1.0 to 10.0, got 11.0");
+    let jitter = check(&RetryOverrides { jitter: Some(f64::INFINITY), ..RetryOverrides::default() }).expect_err("out");
+    assert_eq!(jitter.reason, "must be a number from 0.0 to 1.0, got inf");
+}
