@@ -39,6 +39,8 @@ pub struct Fake {
     /// While set, every CompleteTask fails UNAVAILABLE (an unreachable control plane) and records
     /// nothing.
     pub completions_down: Mutex<bool>,
+    /// While set, every StartTask fails UNAVAILABLE and records nothing.
+    pub starts_down: Mutex<bool>,
     attempts: Mutex<HashMap<String, u32>>,
 }
 
@@ -89,6 +91,9 @@ impl ControlPlane for Fake {
     }
 
     async fn start_tasks(&self, request: StartTaskRequest) -> Result<StartTaskResponse, Status> {
+        if *lock(&self.starts_down) {
+            return Err(Status::unavailable("tcp connect error: connection refused"));
+        }
         let mut results = Vec::with_capacity(request.items.len());
         for item in request.items {
             lock(&self.starts).push(item.clone());

@@ -59,6 +59,7 @@ pub struct Handler {
     metrics: Metrics,
     default_timeout: Duration,
     hard_stop: CancellationToken,
+    drain: CancellationToken,
     deliveries: Deliveries<Settlement>,
 }
 
@@ -83,7 +84,24 @@ impl Handler {
         default_timeout: Duration,
         hard_stop: CancellationToken,
     ) -> Self {
-        Self { registry, pool, reporter, metrics, default_timeout, hard_stop, deliveries: Deliveries::default() }
+        Self {
+            registry,
+            pool,
+            reporter,
+            metrics,
+            default_timeout,
+            hard_stop,
+            drain: CancellationToken::new(),
+            deliveries: Deliveries::default(),
+        }
+    }
+
+    /// The same handler with `drain`, cancelled when the executor starts draining: a delivery still
+    /// waiting for its `StartTask` answer then is handed back to the broker at once (nothing of it ran
+    /// here), instead of holding the drain until the control plane answers or the grace runs out.
+    pub fn with_drain(mut self, drain: CancellationToken) -> Self {
+        self.drain = drain;
+        self
     }
 
     /// Processes one delivery and settles it with the broker.
@@ -168,6 +186,10 @@ impl Handler {
         let start = tokio::select! {
             biased;
             () = self.hard_stop.cancelled() => return Settlement::Requeue,
+            () = self.drain.cancelled() => {
+                tracing::debug!(%task_id, "draining before the start was answered, handing the delivery back");
+                return Settlement::Requeue;
+            }
             start = self.reporter.start(item) => start,
         };
         let attempt = match start {

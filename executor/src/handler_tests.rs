@@ -171,6 +171,25 @@ async fn hard_stop_requeues_running_attempts() {
     assert_eq!(h.metrics.in_flight.get(), 0);
 }
 
+/// Regression: with the control plane unreachable, a SIGTERM waited the whole shutdown grace for
+/// deliveries that only waited for their start, although nothing ran.
+#[tokio::test]
+async fn a_drain_hands_back_deliveries_still_waiting_for_their_start() {
+    let fake = Arc::new(Fake::default());
+    *fake.starts_down.lock().expect("lock") = true;
+    let (h, _) = handler(fake.clone());
+    let drain = CancellationToken::new();
+    let h = h.with_drain(drain.clone());
+    let (_, body) = message("core.util.echo", json!({}), 1000);
+    let waiting = tokio::spawn(async move { h.process(&body, false).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "the start is retried while the control plane is unreachable");
+    drain.cancel();
+    let settlement = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("at once").expect("join");
+    assert_eq!(settlement, Settlement::Requeue);
+    assert!(fake.completions.lock().expect("lock").is_empty(), "nothing ran");
+}
+
 #[tokio::test]
 async fn zero_timeouts_get_the_default() {
     let fake = Arc::new(Fake::default());

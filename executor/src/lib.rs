@@ -135,8 +135,9 @@ pub async fn run_extended(
 /// then replays the spool, consumes and heartbeats every `executor.heartbeat_ms` (or the control
 /// plane's `heartbeat_ms`, when it asks for more frequent ones) and on every extension state change.
 /// Completions the control plane cannot take for `executor.spool_after_ms` go to the spool.
-/// Shutdown: marks the node draining (heartbeat sent at once), cancels the consumers, lets in-flight
-/// tasks finish for up to `executor.shutdown_grace_ms`, then aborts the rest and requeues their
+/// Shutdown: marks the node draining (heartbeat sent at once), cancels the consumers, hands back at once
+/// the deliveries still waiting for their `StartTask` answer, lets running tasks finish for up to
+/// `executor.shutdown_grace_ms`, then aborts the rest and requeues their
 /// messages, stops the replay (what is left stays in the spool for the next start), sends a final
 /// heartbeat with every extension `stopped` and `stopped: true`, closes the broker channel and
 /// connection, and returns `Ok`.
@@ -235,14 +236,18 @@ pub async fn run_with_extensions(
         Duration::from_millis(ex.spool_after_ms),
     );
     let hard_stop = CancellationToken::new();
-    let handler = Arc::new(Handler::new(
-        registry,
-        pool.clone(),
-        reporter,
-        metrics,
-        Duration::from_millis(u64::from(settings.limits.default_timeout_ms)),
-        hard_stop.clone(),
-    ));
+    let drain = CancellationToken::new();
+    let handler = Arc::new(
+        Handler::new(
+            registry,
+            pool.clone(),
+            reporter,
+            metrics,
+            Duration::from_millis(u64::from(settings.limits.default_timeout_ms)),
+            hard_stop.clone(),
+        )
+        .with_drain(drain.clone()),
+    );
     let heartbeat =
         Arc::new(Heartbeat::new(control_plane, registration, pool.clone(), state.clone(), disabled_tx, interval));
     let heartbeat_stop = CancellationToken::new();
@@ -269,6 +274,7 @@ pub async fn run_with_extensions(
     shutdown.cancelled().await;
     tracing::info!(node = %ex.name, in_flight = pool.in_flight(), "draining");
     state.set_draining(); // the heartbeat loop reports it at once
+    drain.cancel();
     consumer_stop.cancel();
     let session = consumer_task.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "consumer task failed");

@@ -31,13 +31,14 @@ pub struct Options {
     pub max_batch: usize,
     /// First retry delay. Default 100 ms.
     pub retry_initial: Duration,
-    /// Longest retry delay. Default 5 s.
+    /// Longest retry delay. Default 1 s: spooled completions arrive within about a second of the control
+    /// plane's return, and a call a second to an unreachable control plane costs nothing.
     pub retry_max: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { max_batch: 256, retry_initial: Duration::from_millis(100), retry_max: Duration::from_secs(5) }
+        Self { max_batch: 256, retry_initial: Duration::from_millis(100), retry_max: Duration::from_secs(1) }
     }
 }
 
