@@ -54,7 +54,7 @@ cat >"$work/common.json" <<JSON
   "data": {"url": "postgres://postgres@127.0.0.1:5432/$db"},
   "transport": {"url": "amqp://guest:guest@127.0.0.1:5672/%2f"},
   "control_plane": {"listen": "127.0.0.1:50051", "admin_listen": "127.0.0.1:9464", "url": "https://localhost:50051"},
-  "executor": {"name": "executor", "admin_listen": "127.0.0.1:9465", "concurrency": 8},
+  "executor": {"name": "executor", "admin_listen": "127.0.0.1:9465", "concurrency": 8, "spool_dir": "$work/spool"},
   "api": {"listen": "127.0.0.1:4567"},
   "tls": {"ca": "$work/certs/ca.pem"}
 }
