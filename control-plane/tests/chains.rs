@@ -60,20 +60,7 @@ async fn run_tree(stack: &Stack, root: &str) -> Vec<v1::Task> {
 /// Starts dispatch 1 of `task` as the test executor, then completes it with `result`; returns whether
 /// the completion was accepted.
 async fn run(stack: &Stack, task: &str, result: &Value) -> bool {
-    eventually("the task to be queued", Duration::from_secs(10), || async {
-        (get(stack, task).await.status() == v1::TaskStatus::Queued).then_some(())
-    })
-    .await;
-    let mut executor = stack.executor().await;
-    let start = executor
-        .start_task(v1::StartTaskRequest {
-            items: vec![v1::StartItem { task_id: task.into(), dispatch: 1, redelivered: false }],
-        })
-        .await
-        .expect("start")
-        .into_inner();
-    assert_eq!(start.results[0].decision(), v1::StartDecision::Run, "{start:?}");
-    complete(stack, task, start.results[0].attempt, result).await
+    support::tasks::run_queued(stack, task, result).await
 }
 
 async fn complete(stack: &Stack, task: &str, attempt: u32, result: &Value) -> bool {

@@ -19,6 +19,7 @@ use legion_proto::v1::schedule_service_client::ScheduleServiceClient;
 use legion_proto::{json_to_value, timestamp_to_chrono};
 use serde_json::json;
 use support::eventually;
+use support::schedules::create;
 use support::stack::{AuthChannel, Credential, Stack, core_manifest};
 use tonic::Code;
 
@@ -39,13 +40,6 @@ fn cron(name: &str, expression: &str) -> v1::Schedule {
         cron: Some(expression.into()),
         ..v1::Schedule::default()
     }
-}
-
-async fn create(client: &mut Client, schedule: v1::Schedule) -> Result<v1::Schedule, tonic::Status> {
-    client
-        .create_schedule(v1::CreateScheduleRequest { schedule: Some(schedule) })
-        .await
-        .map(tonic::Response::into_inner)
 }
 
 async fn get(client: &mut Client, name: &str) -> Result<v1::Schedule, tonic::Status> {

@@ -17,6 +17,7 @@ use legion_proto::v1::schedule_service_client::ScheduleServiceClient;
 use legion_proto::{json_to_value, timestamp_to_chrono, value_to_json};
 use serde_json::{Value, json};
 use support::eventually;
+use support::schedules::create;
 use support::stack::{AuthChannel, Stack, core_manifest};
 use tonic::Code;
 
@@ -43,13 +44,6 @@ fn transformed(name: &str, transformation: Value) -> v1::Schedule {
         timezone: "America/New_York".into(),
         ..v1::Schedule::default()
     }
-}
-
-async fn create(client: &mut Client, schedule: v1::Schedule) -> Result<v1::Schedule, tonic::Status> {
-    client
-        .create_schedule(v1::CreateScheduleRequest { schedule: Some(schedule) })
-        .await
-        .map(tonic::Response::into_inner)
 }
 
 async fn fires(client: &mut Client, name: &str) -> Vec<v1::ScheduleFire> {

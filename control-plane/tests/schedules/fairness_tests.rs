@@ -11,42 +11,10 @@ use legion_proto::{json_to_value, value_to_json};
 use serde_json::json;
 
 use super::common::{all_fires, every_second};
-use super::loop_tests::{DEADLINE, fires_until, seconds_between};
-use crate::support::eventually;
+use super::loop_tests::{fires_until, seconds_between};
 use crate::support::stack::{Stack, core_manifest};
 
 const LOOPERS: usize = 6;
-
-/// Starts dispatch 1 of `task` as the test executor and completes it with `{"n": 2}`.
-async fn run_task(stack: &Stack, task: &str) {
-    eventually("the root task to be queued", DEADLINE, || async {
-        let got = stack.tasks().await.get_task(v1::GetTaskRequest { id: task.into() }).await.unwrap().into_inner();
-        (got.status() == v1::TaskStatus::Queued).then_some(())
-    })
-    .await;
-    let mut executor = stack.executor().await;
-    let start = executor
-        .start_task(v1::StartTaskRequest {
-            items: vec![v1::StartItem { task_id: task.into(), dispatch: 1, redelivered: false }],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(start.results[0].decision(), v1::StartDecision::Run, "{start:?}");
-    let acks = executor
-        .complete_task(v1::CompleteTaskRequest {
-            items: vec![v1::Completion {
-                task_id: task.into(),
-                attempt: start.results[0].attempt,
-                outcome: Some(v1::completion::Outcome::ResultJson(b"{\"n\":2}".to_vec())),
-                duration_ms: 3,
-            }],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(acks.acks[0].accepted, "{acks:?}");
-}
 
 /// The looping schedules' fire rows are all failed, and each was quarantined.
 async fn assert_loopers_quarantined(store: &PgStore) {
@@ -119,7 +87,7 @@ async fn looping_transformations_are_quarantined_and_neither_healthy_schedules_n
         .into_inner()
         .task
         .unwrap();
-    run_task(&stack, &root.id).await;
+    assert!(crate::support::tasks::run_queued(&stack, &root.id, &serde_json::json!({"n": 2})).await, "accepted");
     let request = v1::ListTasksRequest { root_id: Some(root.id.clone()), page_size: 10, ..Default::default() };
     let run = stack.tasks().await.list_tasks(request).await.unwrap().into_inner().tasks;
     let child = run.iter().find(|t| t.id != root.id).expect("the child was fired with the root's completion");

@@ -6,6 +6,7 @@
 
 pub mod openbao;
 pub mod policies;
+pub mod schedules;
 pub mod stack;
 pub mod tasks;
 

@@ -67,6 +67,27 @@ pub async fn submit_echo_queued(stack: &Stack) -> v1::Task {
     task
 }
 
+/// Waits (up to 30 s) until `task` is queued, starts its dispatch 1 as the test executor (the start must
+/// be `RUN`) and completes it with `result`; whether the completion was accepted.
+pub async fn run_queued(stack: &Stack, task: &str, result: &serde_json::Value) -> bool {
+    eventually("the task to be queued", Duration::from_secs(30), || async {
+        let got = stack.tasks().await.get_task(v1::GetTaskRequest { id: task.into() }).await.ok()?.into_inner();
+        (got.status() == v1::TaskStatus::Queued).then_some(())
+    })
+    .await;
+    let mut executor = stack.executor().await;
+    let start = start_one(&mut executor, task, 1, false).await;
+    assert_eq!(start.decision(), v1::StartDecision::Run, "{start:?}");
+    let completion = v1::Completion {
+        task_id: task.into(),
+        attempt: start.attempt,
+        outcome: Some(v1::completion::Outcome::ResultJson(serde_json::to_vec(result).expect("json"))),
+        duration_ms: 3,
+    };
+    let acks = executor.complete_task(v1::CompleteTaskRequest { items: vec![completion] }).await;
+    acks.expect("complete").into_inner().acks[0].accepted
+}
+
 /// `StartTask` of one item through `executor`: the result for task `id`.
 pub async fn start_one(
     executor: &mut ExecutorServiceClient<Channel>,
