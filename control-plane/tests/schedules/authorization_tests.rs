@@ -24,6 +24,16 @@ async fn pauses(store: &PgStore, name: &str) -> Vec<(String, String, Value)> {
     rows.into_iter().map(|(p, s, d)| (p, s, serde_json::from_str(&d).unwrap())).collect()
 }
 
+/// The `schedule.pause` audit records of `name` once there are at least `count`: the scheduler audits
+/// a pause after the write that made it, so a reader can see the pause before its record.
+async fn pauses_at_least(store: &PgStore, name: &str, count: usize) -> Vec<(String, String, Value)> {
+    eventually("the pause to be audited", DEADLINE, || async {
+        let audited = pauses(store, name).await;
+        (audited.len() >= count).then_some(audited)
+    })
+    .await
+}
+
 /// Waits until `name` is paused, then returns its failed fire rows' reasons.
 async fn paused_with(store: &PgStore, name: &str) -> Vec<String> {
     eventually("the schedule to be paused", DEADLINE, || async {
@@ -68,7 +78,7 @@ async fn a_creator_no_longer_authorized_pauses_the_schedule_once_audited_and_res
     let refused = "creator jwt/ops is no longer authorized: lacks execute on runners/core/util/echo; the schedule is \
                    paused until it is resumed";
     assert_eq!(paused_with(&store, "limited").await, [refused]);
-    let audited = pauses(&store, "limited").await;
+    let audited = pauses_at_least(&store, "limited", 1).await;
     assert_eq!(audited.len(), 1, "{audited:?}");
     let (principal, source, detail) = &audited[0];
     assert_eq!(principal, AUDIT_PRINCIPAL);
@@ -85,7 +95,7 @@ async fn a_creator_no_longer_authorized_pauses_the_schedule_once_audited_and_res
         key.id
     );
     assert_eq!(paused_with(&store, "keyed").await, std::slice::from_ref(&refused));
-    let audited = pauses(&store, "keyed").await;
+    let audited = pauses_at_least(&store, "keyed", 1).await;
     assert_eq!(audited.len(), 1, "{audited:?}");
     assert_eq!((&audited[0].2["id"], &audited[0].2["reason"]), (&json!(keyed.id), &json!(refused)));
 
@@ -95,10 +105,7 @@ async fn a_creator_no_longer_authorized_pauses_the_schedule_once_audited_and_res
     let fires = fires_until(&store, "limited", "a fire after the resume", |f| f.len() > fired).await;
     assert_eq!(fires.len(), fired + 1, "{fires:?}");
     assert_eq!(fires.last().unwrap().outcome, Outcome::Failed);
-    eventually("the second pause to be audited", DEADLINE, || async {
-        (pauses(&store, "limited").await.len() == 2).then_some(())
-    })
-    .await;
+    assert_eq!(pauses_at_least(&store, "limited", 2).await.len(), 2, "audited once more");
     assert!(store.get_schedule("limited").await.unwrap().unwrap().paused);
 
     // Granted again and resumed: it fires.
