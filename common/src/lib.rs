@@ -6,6 +6,7 @@ pub mod admin;
 pub mod broker;
 pub mod credential;
 pub mod error;
+pub mod failover;
 pub mod function;
 pub mod settings;
 pub mod shutdown;

@@ -161,6 +161,10 @@ pub struct ControlPlaneSettings {
     pub admin_listen: SocketAddr,
     /// Where executors, the gateway and the CLI reach the control plane. Default `https://localhost:50051`.
     pub url: String,
+    /// Other control-plane replicas (`https://host:port` each) that executors and the gateway call,
+    /// in order after `url`, when the current one cannot be connected to (see
+    /// [`crate::failover`]). Empty by default; not needed behind one load-balanced `url`.
+    pub failover_urls: Vec<String>,
     /// A node silent for this long is `lost`, in ms. Default 30000.
     pub node_lease_ms: u64,
     /// Lease of the leader among control-plane replicas, in ms: the leader renews it every third of
@@ -208,12 +212,20 @@ pub struct ControlPlaneSettings {
     pub idempotency_retention_s: u64,
 }
 
+impl ControlPlaneSettings {
+    /// `url`, then `failover_urls`: every replica a client may call, in order.
+    pub fn urls(&self) -> Vec<String> {
+        std::iter::once(&self.url).chain(&self.failover_urls).cloned().collect()
+    }
+}
+
 impl Default for ControlPlaneSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             url: "https://localhost:50051".into(),
+            failover_urls: Vec::new(),
             node_lease_ms: 30_000,
             leader_lease_ms: 10_000,
             commit_batch: 512,
@@ -617,6 +629,14 @@ impl Settings {
         }
         if !self.control_plane.url.starts_with("https://") {
             return invalid("control_plane.url", "must start with https:// (the control plane serves TLS only)");
+        }
+        for (i, url) in self.control_plane.failover_urls.iter().enumerate() {
+            if !url.starts_with("https://") {
+                return invalid(
+                    &format!("control_plane.failover_urls[{i}]"),
+                    "must start with https:// (the control plane serves TLS only)",
+                );
+            }
         }
         if self.control_plane.commit_batch == 0 || self.control_plane.submit_batch == 0 {
             return invalid("control_plane.commit_batch", "batch sizes must be at least 1");

@@ -13,6 +13,26 @@ pub fn truncate(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
+/// An error's message followed by its sources, joined with `": "` (each source once), so that the
+/// cause of a `transport error` is visible.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    chain_from(error.to_string(), error.source())
+}
+
+/// `message` followed by `first` and its sources, as [`error_chain`].
+pub fn chain_from(mut message: String, first: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut source = first;
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    message
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

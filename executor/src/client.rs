@@ -1,11 +1,12 @@
 //! The control-plane client: the four calls of `legion.v1.ExecutorService` behind the
-//! [`ControlPlane`] trait, implemented over one tonic `Channel` with mTLS ([`GrpcControlPlane`]), and
+//! [`ControlPlane`] trait, implemented over tonic channels to the replicas with mTLS ([`GrpcControlPlane`]), and
 //! the start-up registration that retries until the control plane answers.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use legion_common::failover::Failover;
 use legion_common::settings::TlsSettings;
 use legion_proto::v1::executor_service_client::ExecutorServiceClient;
 use legion_proto::v1::{
@@ -13,7 +14,7 @@ use legion_proto::v1::{
     RegisterNodeResponse, StartTaskRequest, StartTaskResponse,
 };
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 
 use crate::backoff::Backoff;
@@ -21,8 +22,8 @@ use crate::backoff::Backoff;
 /// Client setup and registration failures.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// `control_plane.url` is not a valid endpoint.
-    #[error("control_plane.url: {0}")]
+    /// `control_plane.url` or one of `control_plane.failover_urls` is not a valid endpoint.
+    #[error("control_plane.url or control_plane.failover_urls: {0}")]
     Url(String),
     /// The TLS material could not be loaded.
     #[error(transparent)]
@@ -85,27 +86,37 @@ pub fn is_transient(status: &Status) -> bool {
 /// trusts `tls.ca` and presents `tls.cert`/`tls.key` as the node's client certificate.
 #[derive(Debug, Clone)]
 pub struct GrpcControlPlane {
-    client: ExecutorServiceClient<Channel>,
+    client: ExecutorServiceClient<Failover>,
 }
 
 impl GrpcControlPlane {
-    /// A client of `url` (`https://host:port`). Does not connect until the first call.
+    /// A client of the replicas at `urls` (`https://host:port` each, at least one; the first is called
+    /// until it cannot be connected to, then the next: [`legion_common::failover`]). Does not connect
+    /// until the first call.
     ///
     /// # Errors
-    /// [`Error::Url`] for a malformed URL, [`Error::Tls`] when the PEM files cannot be read,
+    /// [`Error::Url`] for a malformed URL or none, [`Error::Tls`] when the PEM files cannot be read,
     /// [`Error::TlsConfig`] when they cannot be used.
-    pub fn connect_lazy(url: &str, tls: &TlsSettings) -> Result<Self, Error> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| Error::Url(e.to_string()))?
-            .tls_config(legion_common::tls::client_config(tls)?)
-            .map_err(|e| Error::TlsConfig(error_chain(&e)))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        Ok(Self { client: ExecutorServiceClient::new(endpoint.connect_lazy()) })
+    pub fn connect_lazy(urls: &[String], tls: &TlsSettings) -> Result<Self, Error> {
+        if urls.is_empty() {
+            return Err(Error::Url("no control-plane URL".into()));
+        }
+        let config = legion_common::tls::client_config(tls)?;
+        let mut endpoints = Vec::with_capacity(urls.len());
+        for url in urls {
+            let endpoint = Endpoint::from_shared(url.clone())
+                .map_err(|e| Error::Url(format!("{url:?}: {e}")))?
+                .tls_config(config.clone())
+                .map_err(|e| Error::TlsConfig(error_chain(&e)))?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(REQUEST_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .keep_alive_while_idle(true);
+            endpoints.push((url.clone(), endpoint));
+        }
+        Ok(Self { client: ExecutorServiceClient::new(Failover::connect_lazy(endpoints)) })
     }
 }
 
@@ -136,28 +147,11 @@ fn is_credential_error(status: &Status) -> bool {
 /// (see [`transport_hint`]).
 pub const HINT_AFTER: u32 = 3;
 
-/// An error's message followed by its sources, joined with `": "` (each source once), so that the
-/// cause of a `transport error` is visible.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    chain_from(error.to_string(), error.source())
-}
+pub use legion_common::text::error_chain;
 
 /// A status's message followed by its sources, as [`error_chain`].
 pub fn status_chain(status: &Status) -> String {
-    chain_from(status.message().to_owned(), std::error::Error::source(status))
-}
-
-fn chain_from(mut message: String, first: Option<&(dyn std::error::Error + 'static)>) -> String {
-    let mut source = first;
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = s.source();
-    }
-    message
+    legion_common::text::chain_from(status.message().to_owned(), std::error::Error::source(status))
 }
 
 /// What an operator should check when calls keep failing with `status` before reaching the control
@@ -367,7 +361,7 @@ mod tests {
                 cert: Some(dir.join("executor.pem")),
                 key: Some(dir.join("executor-key.pem")),
             };
-            GrpcControlPlane::connect_lazy(&url, &tls).expect("client")
+            GrpcControlPlane::connect_lazy(std::slice::from_ref(&url), &tls).expect("client")
         };
         // A certificate of the server's CA gets through TLS (this server has no executor service).
         let through = client(ours.path()).register(request()).await.expect_err("service not served");
@@ -391,9 +385,12 @@ mod tests {
             key: Some(dir.path().join("executor-key.pem")),
         };
         legion_common::install_crypto_provider();
-        assert!(GrpcControlPlane::connect_lazy("https://localhost:50051", &tls).is_ok());
-        assert!(matches!(GrpcControlPlane::connect_lazy("not a url", &tls), Err(Error::Url(_))));
+        assert!(GrpcControlPlane::connect_lazy(&["https://localhost:50051".into()], &tls).is_ok());
+        assert!(matches!(GrpcControlPlane::connect_lazy(&["not a url".into()], &tls), Err(Error::Url(_))));
         let missing = TlsSettings { ca: None, ..tls };
-        assert!(matches!(GrpcControlPlane::connect_lazy("https://localhost:50051", &missing), Err(Error::Tls(_))));
+        assert!(matches!(
+            GrpcControlPlane::connect_lazy(&["https://localhost:50051".into()], &missing),
+            Err(Error::Tls(_))
+        ));
     }
 }

@@ -102,7 +102,7 @@ fn check_tls_material(tls: &legion_common::settings::TlsSettings) -> Result<(), 
 }
 
 /// Runs the executor until `shutdown` is cancelled, then drains (see [`run_with`]), talking gRPC with
-/// mTLS to `control_plane.url`.
+/// mTLS to `control_plane.url` (and `control_plane.failover_urls` when it cannot be connected to).
 ///
 /// # Errors
 /// [`SettingsError`] for unusable settings (exit 64); other startup failures (admin port taken, the
@@ -123,7 +123,7 @@ pub async fn run_extended(
 ) -> anyhow::Result<()> {
     legion_common::install_crypto_provider();
     check_node_certificate(&settings)?;
-    let control_plane = GrpcControlPlane::connect_lazy(&settings.control_plane.url, &settings.tls)
+    let control_plane = GrpcControlPlane::connect_lazy(&settings.control_plane.urls(), &settings.tls)
         .map_err(|e| SettingsError(e.to_string()))?;
     run_with_extensions(settings, Arc::new(control_plane), extra, shutdown).await
 }

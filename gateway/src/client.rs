@@ -8,16 +8,17 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use legion_common::Settings;
+use legion_common::failover::Failover;
 use tonic::metadata::{MetadataKey, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 use crate::problem::Problem;
 
 /// Why the channel to the control plane could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// `control_plane.url` is not a valid URI.
-    #[error("settings key control_plane.url: {0}")]
+    /// `control_plane.url` or one of `control_plane.failover_urls` is not a valid URI.
+    #[error("settings key control_plane.url or control_plane.failover_urls: {0}")]
     Url(String),
     /// The TLS material named by `tls.*` could not be loaded.
     #[error(transparent)]
@@ -55,25 +56,30 @@ pub const CONNECT_TIMEOUT_MS: u64 = 5000;
 pub const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
 /// A channel to `control_plane.url` over TLS, trusting `tls.ca` and presenting `tls.cert`/`tls.key`
-/// (the gateway's `spiffe://legion/gateway/<name>` certificate). It connects on first use and
-/// reconnects by itself; calls made while the control plane is unreachable fail with `UNAVAILABLE`.
-/// [`crate::run`] calls [`check_identity`] first; this function does not require a certificate.
+/// (the gateway's `spiffe://legion/gateway/<name>` certificate), failing over to
+/// `control_plane.failover_urls` in order when the current replica cannot be connected to
+/// ([`legion_common::failover`]). It connects on first use and reconnects by itself; calls made while
+/// no replica is reachable fail with `UNAVAILABLE`. [`crate::run`] calls [`check_identity`] first;
+/// this function does not require a certificate.
 ///
 /// # Errors
 /// [`Error`] naming the setting at fault.
-pub fn connect_lazy(settings: &Settings) -> Result<Channel, Error> {
-    let url = &settings.control_plane.url;
+pub fn connect_lazy(settings: &Settings) -> Result<Failover, Error> {
     let tls = legion_common::tls::client_config(&settings.tls)?;
-    let endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|e| Error::Url(format!("{url:?}: {e}")))?
-        .tls_config(tls)
-        .map_err(|e| Error::TlsConfig(e.to_string()))?
-        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
+    let mut endpoints = Vec::new();
+    for url in settings.control_plane.urls() {
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| Error::Url(format!("{url:?}: {e}")))?
+            .tls_config(tls.clone())
+            .map_err(|e| Error::TlsConfig(e.to_string()))?
+            .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        endpoints.push((url, endpoint));
+    }
+    Ok(Failover::connect_lazy(endpoints))
 }
 
 /// Request headers passed on unchanged to the control plane as gRPC metadata: the caller's

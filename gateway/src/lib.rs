@@ -29,9 +29,9 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::middleware::{from_fn, from_fn_with_state};
 use legion_common::Settings;
+use legion_common::failover::Failover;
 use legion_common::settings::ApiSettings;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -224,14 +224,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// completes and clients know to reconnect. Serve it with `axum::serve` and
 /// `into_make_service_with_connect_info::<SocketAddr>()`, so that calls carry the caller's address
 /// ([`client::CLIENT_ADDR_METADATA`]); served without it, they carry none.
-pub fn router(api: &ApiSettings, channel: Channel, shutdown: CancellationToken) -> Router {
+pub fn router(api: &ApiSettings, channel: impl Into<Failover>, shutdown: CancellationToken) -> Router {
     let (routes, document) = api_routes(Duration::from_millis(api.request_timeout_ms));
     let openapi = document.to_json().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot serialize the openapi document");
         "{}".to_owned()
     });
     let metrics = Arc::new(HttpMetrics::new());
-    let state = AppState::new(channel, metrics.clone(), openapi, api.max_body_bytes, shutdown);
+    let state = AppState::new(channel.into(), metrics.clone(), openapi, api.max_body_bytes, shutdown);
     let allowed_hosts: Arc<[String]> = api.allowed_hosts.clone().into();
     routes
         .fallback(system::not_found)
@@ -276,7 +276,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     let app = router(&settings.api, channel, shutdown.clone());
     let addr = settings.api.listen;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
-    tracing::info!(listen = %addr, control_plane = %settings.control_plane.url, "gateway listening");
+    tracing::info!(listen = %addr, control_plane = %settings.control_plane.url, failover = ?settings.control_plane.failover_urls, "gateway listening");
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

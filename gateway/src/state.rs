@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use legion_common::failover::Failover;
 use legion_proto::v1::audit_service_client::AuditServiceClient;
 use legion_proto::v1::auth_service_client::AuthServiceClient;
 use legion_proto::v1::catalog_service_client::CatalogServiceClient;
@@ -13,7 +14,6 @@ use legion_proto::v1::policy_service_client::PolicyServiceClient;
 use legion_proto::v1::schedule_service_client::ScheduleServiceClient;
 use legion_proto::v1::task_service_client::TaskServiceClient;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::client::MAX_RESPONSE_BYTES;
@@ -23,25 +23,25 @@ use crate::metrics::HttpMetrics;
 #[derive(Clone)]
 pub struct AppState {
     /// `legion.v1.TaskService`.
-    pub tasks: TaskServiceClient<Channel>,
+    pub tasks: TaskServiceClient<Failover>,
     /// `legion.v1.DeadLetterService`.
-    pub dead_letters: DeadLetterServiceClient<Channel>,
+    pub dead_letters: DeadLetterServiceClient<Failover>,
     /// `legion.v1.CatalogService`.
-    pub catalog: CatalogServiceClient<Channel>,
+    pub catalog: CatalogServiceClient<Failover>,
     /// `legion.v1.ChainService`.
-    pub chains: ChainServiceClient<Channel>,
+    pub chains: ChainServiceClient<Failover>,
     /// `legion.v1.ScheduleService`.
-    pub schedules: ScheduleServiceClient<Channel>,
+    pub schedules: ScheduleServiceClient<Failover>,
     /// `legion.v1.AuthService`: API keys, tokens, capabilities, the JWKS.
-    pub auth: AuthServiceClient<Channel>,
+    pub auth: AuthServiceClient<Failover>,
     /// `legion.v1.PolicyService`.
-    pub policies: PolicyServiceClient<Channel>,
+    pub policies: PolicyServiceClient<Failover>,
     /// `legion.v1.AuditService`.
-    pub audit: AuditServiceClient<Channel>,
+    pub audit: AuditServiceClient<Failover>,
     /// `legion.v1.ConfigService`.
-    pub config: ConfigServiceClient<Channel>,
+    pub config: ConfigServiceClient<Failover>,
     /// `grpc.health.v1.Health`, for `/readyz`.
-    pub health: HealthClient<Channel>,
+    pub health: HealthClient<Failover>,
     /// HTTP metrics.
     pub metrics: Arc<HttpMetrics>,
     /// The OpenAPI document, serialized once.
@@ -55,7 +55,7 @@ pub struct AppState {
 impl AppState {
     /// Clients over `channel`.
     pub fn new(
-        channel: Channel,
+        channel: Failover,
         metrics: Arc<HttpMetrics>,
         openapi: String,
         max_body_bytes: usize,

@@ -178,3 +178,28 @@ fn every_string_under_crypt_is_redacted_but_the_public_jwt_values() {
     assert_eq!(v["crypt"]["jwt"]["issuer"], "legion");
     assert!(!v.to_string().contains("CANARY"));
 }
+
+#[test]
+fn failover_urls_load_as_a_list_and_each_must_be_https() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("a.json"),
+        r#"{"control_plane":{"url":"https://cp-1:50051","failover_urls":["https://cp-2:50051","https://cp-3:50051"]}}"#,
+    )
+    .expect("write");
+    let s = Settings::load(&sources(dir.path(), &[])).expect("load");
+    assert_eq!(s.control_plane.urls(), ["https://cp-1:50051", "https://cp-2:50051", "https://cp-3:50051"]);
+    let s = Settings::load(&sources(dir.path(), &[("LEGION_CONTROL_PLANE__FAILOVER_URLS", r#"["https://cp-9:1"]"#)]))
+        .expect("load");
+    assert_eq!(s.control_plane.urls(), ["https://cp-1:50051", "https://cp-9:1"]);
+
+    let mut s = Settings::default();
+    s.control_plane.failover_urls = vec!["https://cp-2:50051".into(), "http://cp-3:50051".into()];
+    match s.validate() {
+        Err(Error::Invalid { key, reason }) => {
+            assert_eq!(key, "control_plane.failover_urls[1]");
+            assert!(reason.contains("https://"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

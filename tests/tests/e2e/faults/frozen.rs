@@ -56,7 +56,7 @@ async fn a_late_completion_during_the_retry_changes_nothing() {
 /// The retry of a frozen node's attempt is a new broker message; with free prefetch on the frozen
 /// node's channel, RabbitMQ may hand it to that node, which cannot run it. Regression: the task waited
 /// `queued` until the node thawed or the broker closed its connection (two missed AMQP heartbeats,
-/// minutes with RabbitMQ's default 60 s). Executors now ask for an AMQP heartbeat of half the node
+/// minutes with RabbitMQ's default 60 s). Executors now ask for an AMQP heartbeat of a quarter of the node
 /// lease, so the broker closes the frozen connection and hands its deliveries to the other node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_executor_with_free_slots_does_not_hold_the_retry() {
@@ -105,9 +105,9 @@ async fn frozen_past_the_lease(frozen_slots: u32, thaw: Thaw) {
     assert!(frozen.freeze(), "SIGSTOP delivered");
     let frozen_at = Instant::now();
 
-    // The broker closes the frozen connection after about half the lease (the executor's AMQP heartbeat)
-    // and the other node takes the redelivered message over; past the lease the control plane also
-    // declares the silent node lost. Either way its attempt is `lost` and the task runs on the other node.
+    // The broker closes the frozen connection two to three AMQP heartbeats (a quarter of the lease each,
+    // at least 1 s) after the freeze and the other node takes the redelivered message over; past the
+    // lease the control plane also declares the silent node lost. Either way its attempt is `lost` and the task runs on the other node.
     assert_eventually!(LONG, "the retry runs on the other node", || async {
         let task = ledger::task(&pool, &root.id).await.map_err(|e| e.to_string())?;
         match (task.attempt, task.node.as_deref()) {

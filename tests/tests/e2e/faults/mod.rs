@@ -14,6 +14,7 @@ mod frozen;
 mod idempotency;
 mod limits;
 mod priority;
+mod replicas;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

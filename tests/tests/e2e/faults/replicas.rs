@@ -1,0 +1,63 @@
+//! An executor given every control-plane replica (`control_plane.url` and `failover_urls`): when the
+//! replica it calls stops, its next calls go to another one, so that replica never declares it lost
+//! and the attempts it runs finish once, as attempt 1 (docs/architecture.md, "Lost nodes").
+
+use std::time::Duration;
+
+use legion_tests::nodes::NodeSpec;
+use legion_tests::settings::control_plane_url;
+use legion_tests::{TestEnv, assert_eventually, ledger};
+use serde_json::json;
+
+use super::{assert_exactly_once, count_status, sleep, submit_all, wait_all_ended};
+use crate::LONG;
+
+/// Node lease of both replicas: short, so that a replica that missed the executor would declare it
+/// lost well within the tasks' run.
+const LEASE_MS: u64 = 3000;
+/// How long each task runs: longer than the lease.
+const SLEEP_MS: u64 = 6000;
+const TASKS: usize = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_fails_over_to_another_replica_and_is_never_declared_lost() {
+    let lease = json!({"control_plane": {"node_lease_ms": LEASE_MS}, "executor": {"heartbeat_ms": 500}});
+    let mut env = TestEnv::start_with_settings(lease).await.expect("control plane starts");
+    let other = env.start_replica().await.expect("second replica starts");
+    let pool = env.db().pool().await.expect("pool");
+    let urls = json!({"control_plane": {
+        "url": control_plane_url(env.control_plane_addr()),
+        "failover_urls": [control_plane_url(other.grpc_addr())],
+    }});
+    let node = env
+        .start_node(&NodeSpec { heartbeat_ms: 500, extra: urls, ..NodeSpec::default() })
+        .await
+        .expect("executor starts");
+    // Both replicas have listened for a whole lease, so either may declare a silent node lost.
+    tokio::time::sleep(Duration::from_millis(LEASE_MS)).await;
+
+    let ids = submit_all(&env, (0..TASKS).map(|_| sleep(SLEEP_MS)).collect(), TASKS).await;
+    assert_eventually!(LONG, "every task running", || async {
+        match count_status(&pool, "running").await {
+            n if n == i64::try_from(TASKS).expect("small") => Ok(()),
+            n => Err(format!("{n} running")),
+        }
+    });
+    let status = env.stop_control_plane().await;
+    assert!(status.is_some_and(|s| s.success()), "the replica the executor calls drains and exits 0: {status:?}");
+
+    wait_all_ended(&pool, i64::try_from(TASKS).expect("small"), LONG).await;
+    assert_exactly_once(&pool).await;
+    for task in ledger::tasks(&pool, &ids).await.expect("tasks") {
+        assert_eq!((task.status.as_str(), task.attempt), ("succeeded", 1), "{task:?}");
+    }
+    let attempts = ledger::all_attempts(&pool).await.expect("attempts");
+    let lost: Vec<_> = attempts.values().flatten().filter(|a| a.status != "succeeded").collect();
+    assert!(lost.is_empty(), "no attempt was lost or retried: {lost:#?}");
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM nodes WHERE name = $1")
+        .bind(node.name())
+        .fetch_one(&pool)
+        .await
+        .expect("the node's row");
+    assert_eq!(status, "active", "the surviving replica never declared the executor lost");
+}
