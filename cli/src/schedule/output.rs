@@ -57,8 +57,17 @@ pub fn fire_summary(fire: &ScheduleFire) -> String {
     text
 }
 
+/// The retry fields a schedule sets, as JSON (`{"initial_backoff_ms":200,"jitter":0.0}`); `-` when it
+/// sets none (the `retry.*` settings apply when a task is fired).
+fn retry(schedule: &Schedule) -> String {
+    match serde_json::to_value(&schedule.retry) {
+        Ok(serde_json::Value::Object(set)) if !set.is_empty() => serde_json::Value::Object(set).to_string(),
+        _ => "-".to_owned(),
+    }
+}
+
 /// Writes a schedule as aligned `key: value` lines: name, description, function, args,
-/// transformation, chain, cadence, misfire, priority, max_attempts, timeout_ms, region, state,
+/// transformation, chain, cadence, misfire, priority, max_attempts, timeout_ms, retry, region, state,
 /// created, updated, next fires (one per line; `none (paused)` while paused) and last fire (`never`
 /// before the first).
 ///
@@ -83,6 +92,7 @@ pub fn write_schedule(out: &mut impl Write, s: &Schedule) -> Result<(), Error> {
         ("priority", s.priority.to_string()),
         ("max_attempts", or_dash(s.max_attempts.map(|n| n.to_string()))),
         ("timeout_ms", or_dash(s.timeout_ms.map(|n| n.to_string()))),
+        ("retry", retry(s)),
         ("region", or_dash(s.region.clone())),
         ("state", if s.paused { "paused" } else { "running" }.to_owned()),
         ("created", created),

@@ -291,6 +291,7 @@ misfire:        skip
 priority:       0
 max_attempts:   -
 timeout_ms:     -
+retry:          -
 region:         -
 state:          running
 created:        2026-03-07T00:00:00Z by api-key/test
@@ -440,4 +441,11 @@ fn fires_and_cadences_read_as_words() {
         Schedule::from(&v1::Schedule { name: "s".into(), interval_ms: Some(3_600_500), ..v1::Schedule::default() });
     assert_eq!(output::cadence(&schedule), "every 1h 500ms (3600500 ms), no overlap");
     assert_eq!(output::paused_line(&schedule), "schedule s running, no next fire");
+
+    let retry = v1::RetryPolicy { initial_backoff_ms: Some(200), jitter: Some(0.0), ..v1::RetryPolicy::default() };
+    let with_retry = Schedule::from(&v1::Schedule { retry: Some(retry), ..v1::Schedule::default() });
+    let mut shown = Vec::new();
+    output::write_schedule(&mut shown, &with_retry).expect("written");
+    let shown = String::from_utf8(shown).expect("utf-8");
+    assert!(shown.contains("retry:          {\"initial_backoff_ms\":200,\"jitter\":0.0}\n"), "{shown}");
 }

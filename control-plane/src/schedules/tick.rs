@@ -95,20 +95,9 @@ pub const MAX_COUNTED: u64 = 10_000;
 
 /// Decides one schedule at `now`.
 pub fn tick(state: &State<'_>, now: DateTime<Utc>, grace: Duration) -> Tick {
-    // Slots equal to the creation instant count as due: `next_after` is strict, so start just before.
-    let start = state.cursor.unwrap_or(state.created_at - Duration::nanoseconds(1));
-    let Some(first) = state.cadence.next_after(start).filter(|s| *s <= now) else { return Tick::default() };
-    // Walk to the newest due slot, counting the older ones.
-    let (mut newest, mut older) = (first, 0_u64);
-    while let Some(next) = state.cadence.next_after(newest).filter(|s| *s <= now) {
-        newest = next;
-        older += 1;
-        if older >= MAX_COUNTED {
-            // Jump: the newest due slot is the last one not after `now`.
-            newest = last_not_after(state.cadence, newest, now);
-            break;
-        }
-    }
+    let Some((newest, older)) = newest_due(state.cadence, state.cursor, state.created_at, now) else {
+        return Tick::default();
+    };
     let on_time = now.signed_duration_since(newest) <= grace;
     let mut result = Tick { missed: older, cursor: Some(newest), ..Tick::default() };
     if !on_time && state.misfire == Misfire::Skip {
@@ -122,6 +111,32 @@ pub fn tick(state: &State<'_>, now: DateTime<Utc>, grace: Duration) -> Tick {
     }
     result.fire = Some(newest);
     result
+}
+
+/// The newest due slot of `cadence` at `now` (not after `now`, after `cursor`, the last slot dealt
+/// with, and not before `active_since`, the creation or resume), with how many older slots were due
+/// too (at most [`MAX_COUNTED`]); `None` when no slot is due.
+pub fn newest_due(
+    cadence: &Cadence,
+    cursor: Option<DateTime<Utc>>,
+    active_since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, u64)> {
+    // Slots equal to the creation instant count as due: `next_after` is strict, so start just before.
+    let start = cursor.unwrap_or(active_since - Duration::nanoseconds(1));
+    let first = cadence.next_after(start).filter(|s| *s <= now)?;
+    // Walk to the newest due slot, counting the older ones.
+    let (mut newest, mut older) = (first, 0_u64);
+    while let Some(next) = cadence.next_after(newest).filter(|s| *s <= now) {
+        newest = next;
+        older += 1;
+        if older >= MAX_COUNTED {
+            // Jump: the newest due slot is the last one not after `now`.
+            newest = last_not_after(cadence, newest, now);
+            break;
+        }
+    }
+    Some((newest, older))
 }
 
 /// The newest slot of `cadence` not after `now`, from a slot `from` not after `now`.

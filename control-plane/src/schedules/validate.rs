@@ -184,9 +184,11 @@ pub fn cadence(spec: &CadenceSpec, anchor: DateTime<Utc>) -> Result<Cadence, Inv
     }
 }
 
-/// The next [`NEXT_FIRES`] slots of `schedule` strictly after the latest of `now`, its cursor (the last
-/// slot dealt with) and `active_since` (slots before a creation or resume never fire); none while it is
-/// paused, fewer when the cadence ends.
+/// The next [`NEXT_FIRES`] slots of `schedule`: first the newest slot that is due and not dealt with
+/// yet, if any (the creation instant of a new interval schedule, or a slot the leader has yet to
+/// decide: it fires, or is recorded `missed` or `overlap`, at the leader's next round), then the slots
+/// strictly after the latest of `now`, its cursor (the last slot dealt with) and `active_since` (slots
+/// before a creation or resume never fire); none while it is paused, fewer when the cadence ends.
 ///
 /// # Errors
 /// As [`cadence`].
@@ -195,8 +197,10 @@ pub fn next_fires(schedule: &Schedule, now: DateTime<Utc>) -> Result<Vec<DateTim
         return Ok(Vec::new());
     }
     let cadence = cadence(&schedule.spec.cadence, schedule.created_at)?;
+    let due = super::tick::newest_due(&cadence, schedule.cursor, schedule.active_since, now).map(|(slot, _)| slot);
     let after = [Some(now), schedule.cursor, Some(schedule.active_since)].into_iter().flatten().max().unwrap_or(now);
-    Ok(cadence.next_slots(after, NEXT_FIRES))
+    let later = cadence.next_slots(after, NEXT_FIRES - usize::from(due.is_some()));
+    Ok(due.into_iter().chain(later).collect())
 }
 
 /// A `PreviewSchedule` request, checked.

@@ -290,7 +290,7 @@ fn rfc3339(slots: &[DateTime<Utc>]) -> Vec<String> {
 #[test]
 fn next_fires_of_a_new_york_cron_follow_daylight_saving() {
     let cadence = CadenceSpec::Cron { expression: "30 2 * * *".into(), timezone: "America/New_York".into() };
-    let schedule = stored(cadence, at("2026-03-01T00:00:00Z"));
+    let schedule = stored(cadence, at("2026-03-06T11:00:00Z"));
     let fires = next_fires(&schedule, at("2026-03-06T12:00:00Z")).expect("valid");
     // 2026-03-08 has no 02:30 in New York: that slot fires at 03:00 EDT (07:00 UTC).
     assert_eq!(
@@ -309,7 +309,8 @@ fn next_fires_of_a_new_york_cron_follow_daylight_saving() {
 fn next_fires_start_after_the_latest_of_now_cursor_and_activation() {
     let created = at("2026-05-01T00:00:00Z");
     let mut schedule = stored(CadenceSpec::Interval { interval_ms: 60_000 }, created);
-    // After now: the anchor and past slots are not shown.
+    // After now: the anchor and past slots, dealt with, are not shown.
+    schedule.cursor = Some(at("2026-05-01T00:10:00Z"));
     let now = at("2026-05-01T00:10:30Z");
     assert_eq!(next_fires(&schedule, now).expect("valid")[0], at("2026-05-01T00:11:00Z"));
     assert_eq!(next_fires(&schedule, now).expect("valid").len(), NEXT_FIRES);
@@ -326,6 +327,24 @@ fn next_fires_start_after_the_latest_of_now_cursor_and_activation() {
     // None while paused.
     schedule.paused = true;
     assert!(next_fires(&schedule, now).expect("valid").is_empty());
+}
+
+#[test]
+fn next_fires_start_with_the_slot_due_and_not_dealt_with() {
+    let created = at("2026-05-01T00:00:00Z");
+    let mut schedule = stored(CadenceSpec::Interval { interval_ms: 3_600_000 }, created);
+    // Just created: the creation instant is the first slot, and it has not fired yet.
+    let now = at("2026-05-01T00:00:00.2Z");
+    let fires = next_fires(&schedule, now).expect("valid");
+    assert_eq!(&fires[..2], [created, at("2026-05-01T01:00:00Z")]);
+    assert_eq!(fires.len(), NEXT_FIRES);
+    // Once the leader dealt with it, the next slot comes first.
+    schedule.cursor = Some(created);
+    assert_eq!(next_fires(&schedule, now).expect("valid")[0], at("2026-05-01T01:00:00Z"));
+    // After downtime, the newest due slot, the one the leader decides, comes first.
+    let later = at("2026-05-01T05:30:00Z");
+    let fires = next_fires(&schedule, later).expect("valid");
+    assert_eq!(&fires[..2], [at("2026-05-01T05:00:00Z"), at("2026-05-01T06:00:00Z")]);
 }
 
 #[test]
