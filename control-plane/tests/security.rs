@@ -391,6 +391,7 @@ async fn a_node_may_run_only_what_it_registered() {
     let answer =
         log_node.start_task(v1::StartTaskRequest { items: vec![item.clone()] }).await.expect("start").into_inner();
     assert_eq!(answer.results[0].decision(), v1::StartDecision::Refuse);
+    assert_eq!(answer.results[0].reason, "node exec-log did not register extension core");
     let (status,): (String,) = sqlx::query_as("SELECT status FROM tasks WHERE id = $1::uuid")
         .bind(&task.id)
         .fetch_one(&stack.pool().await)

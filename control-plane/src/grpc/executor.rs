@@ -239,16 +239,16 @@ impl ExecutorService for ExecutorApi {
         // to the queue for a node that did.
         let request_ids: Vec<String> = items.iter().map(|i| i.task_id.clone()).collect();
         let ids: Vec<uuid::Uuid> = items.iter().filter_map(|i| uuid::Uuid::parse_str(&i.task_id).ok()).collect();
-        let refused: std::collections::HashSet<String> = self
+        let refused: std::collections::HashMap<String, String> = self
             .store
             .unregistered_tasks(&node, &ids)
             .await
             .map_err(store_status)?
             .into_iter()
-            .map(|id| id.to_string())
+            .map(|u| (u.task_id.to_string(), u.reason(&node)))
             .collect();
-        let is_refused: Vec<bool> = items.iter().map(|i| refused.contains(&i.task_id)).collect();
-        let items: Vec<StartItem> = items.into_iter().filter(|i| !refused.contains(&i.task_id)).collect();
+        let is_refused: Vec<Option<String>> = items.iter().map(|i| refused.get(&i.task_id).cloned()).collect();
+        let items: Vec<StartItem> = items.into_iter().filter(|i| !refused.contains_key(&i.task_id)).collect();
         let mut results = Vec::with_capacity(items.len());
         for chunk in items.chunks(self.config.commit_batch.max(1)) {
             let (decisions, changes) =
@@ -290,11 +290,11 @@ impl ExecutorService for ExecutorApi {
         let mut original = request_ids.into_iter();
         for refused_here in is_refused {
             let task_id = original.next().unwrap_or_default();
-            if refused_here {
+            if let Some(reason) = refused_here {
                 self.metrics.starts.get_or_create(&DecisionLabel { decision: "refuse" }).inc();
-                tracing::warn!(%task_id, node = %node, "start refused: the node did not register the task's extension");
+                tracing::warn!(%task_id, node = %node, %reason, "start refused: the node does not run the task's extension");
                 ordered.push(v1::StartResult {
-                    reason: format!("node {node} did not register the task's extension"),
+                    reason,
                     task_id,
                     decision: v1::StartDecision::Refuse.into(),
                     attempt: 0,

@@ -141,12 +141,34 @@ pub trait OutboxClaim: Send {
     ) -> Result<Vec<StatusChange>>;
 }
 
+/// A task a node may not start now (see [`CatalogStore::unregistered_tasks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unserved {
+    /// The task.
+    pub task_id: Uuid,
+    /// Its extension.
+    pub extension: String,
+    /// The extension's state on the node; `None` when the node did not register it.
+    pub state: Option<String>,
+}
+
+impl Unserved {
+    /// Why the start is refused, naming the node, the extension and its state there.
+    pub fn reason(&self, node: &str) -> String {
+        match &self.state {
+            None => format!("node {node} did not register extension {}", self.extension),
+            Some(state) => format!("extension {} is {state} on node {node}, not running", self.extension),
+        }
+    }
+}
+
 /// The extension catalog and the node registry.
 #[async_trait]
 pub trait CatalogStore: Send + Sync {
     /// Of the tasks `ids`, those whose extension `node` has not registered or that is not running there
-    /// (state other than `registered`, `loaded`, `running`); unknown ids are left out.
-    async fn unregistered_tasks(&self, node: &str, ids: &[Uuid]) -> Result<Vec<Uuid>>;
+    /// (state other than `registered`, `loaded`, `running`), each with its extension and that state
+    /// (`None`: not registered); unknown ids are left out.
+    async fn unregistered_tasks(&self, node: &str, ids: &[Uuid]) -> Result<Vec<Unserved>>;
 
     /// Upserts the node (`active`) and its extensions, runners and functions, and drives each
     /// node-extension through `register` and `load` (then `disable` if the extension is disabled).

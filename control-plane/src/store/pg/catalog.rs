@@ -15,7 +15,7 @@ use crate::catalog::state::Event;
 use crate::catalog::{Transition, on_register, on_report};
 use crate::store::{
     CatalogStore, Error, ExtensionInfo, FunctionInfo, Heartbeat, HeartbeatReply, NodeExtensionInfo, NodeInfo,
-    NodeRegistration, Result, RunnerInfo,
+    NodeRegistration, Result, RunnerInfo, Unserved,
 };
 
 #[derive(sqlx::FromRow)]
@@ -48,18 +48,17 @@ struct Change {
 
 #[async_trait]
 impl CatalogStore for PgStore {
-    async fn unregistered_tasks(&self, node: &str, ids: &[Uuid]) -> Result<Vec<Uuid>> {
-        let rows: Vec<(Uuid,)> = sqlx::query_as(
-            "SELECT t.id FROM tasks t WHERE t.id = ANY($1) AND NOT EXISTS (
-                 SELECT 1 FROM node_extensions ne
-                 WHERE ne.node = $2 AND ne.extension = split_part(t.function, '.', 1)
-                   AND ne.state IN ('registered', 'loaded', 'running'))",
+    async fn unregistered_tasks(&self, node: &str, ids: &[Uuid]) -> Result<Vec<Unserved>> {
+        let rows: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
+            "SELECT t.id, split_part(t.function, '.', 1), ne.state FROM tasks t
+             LEFT JOIN node_extensions ne ON ne.node = $2 AND ne.extension = split_part(t.function, '.', 1)
+             WHERE t.id = ANY($1) AND (ne.state IS NULL OR ne.state NOT IN ('registered', 'loaded', 'running'))",
         )
         .bind(ids)
         .bind(node)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.into_iter().map(|(id,)| id).collect())
+        Ok(rows.into_iter().map(|(task_id, extension, state)| Unserved { task_id, extension, state }).collect())
     }
 
     async fn register_node(&self, reg: &NodeRegistration) -> Result<Vec<String>> {
