@@ -208,16 +208,16 @@ pub struct Submit {
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
     /// Retry policy: wait after the first failed attempt, in ms (default `retry.initial_backoff_ms`).
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
     pub retry_initial_backoff_ms: Option<u64>,
     /// Retry policy: growth factor of the wait, 1.0 to 10.0 (default `retry.multiplier`).
-    #[arg(long, value_name = "FACTOR")]
+    #[arg(long, value_name = "FACTOR", allow_negative_numbers = true)]
     pub retry_multiplier: Option<f64>,
     /// Retry policy: longest wait, in ms (default `retry.max_backoff_ms`).
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
     pub retry_max_backoff_ms: Option<u64>,
     /// Retry policy: random fraction of each wait, 0.0 to 1.0 (default `retry.jitter`).
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true)]
     pub retry_jitter: Option<f64>,
     /// Follow the task: print each status change as one JSON line; exit 0 if it succeeded, 2 otherwise.
     #[arg(long)]

@@ -339,6 +339,14 @@ fn submit_retry_flags_make_the_retry_policy() {
             jitter: Some(0.25),
         })
     );
+    // A negative value is a value, not a flag: the control plane refuses it naming `retry.jitter`, and
+    // clap names the flag of an unsigned one.
+    let TaskCommand::Submit(s) = task(&["task", "submit", "core.util.fail", "--retry-jitter", "-0.1"]) else {
+        panic!()
+    };
+    assert_eq!(s.retry_jitter, Some(-0.1));
+    let err = parse(&["task", "submit", "core.util.fail", "--retry-initial-backoff-ms", "-1"]).expect_err("unsigned");
+    assert!(err.to_string().contains("--retry-initial-backoff-ms"), "{err}");
     let TaskCommand::Submit(s) = task(&["task", "submit", "core.util.fail", "--retry-jitter", "0"]) else { panic!() };
     let only_jitter = legion_proto::v1::RetryPolicy { jitter: Some(0.0), ..Default::default() };
     assert_eq!(crate::task::submit_request(s).retry, Some(only_jitter));

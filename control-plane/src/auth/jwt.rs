@@ -212,8 +212,12 @@ impl JwtKeys {
     /// Verifies `token` and returns its claims.
     ///
     /// # Errors
-    /// [`Refused`]: the algorithm is not accepted, or the token does not verify.
+    /// [`Refused`]: no JWT key is configured ([`Refused::Disabled`]), the algorithm is not accepted, or
+    /// the token does not verify.
     pub fn verify(&self, token: &str) -> Result<Claims, Refused> {
+        if self.hs.is_none() && self.rs.is_none() {
+            return Err(Refused::Disabled);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|e| Refused::Invalid(e.to_string()))?;
         if !self.accepted.contains(&header.alg) {
             return Err(Refused::Algorithm(format!("{:?}", header.alg)));

@@ -133,3 +133,12 @@ fn a_mismatched_key_pair_is_refused_at_start() {
     let err = JwtKeys::load(&settings).expect_err("missing").to_string();
     assert!(err.contains("crypt.jwt.rs_private_key"), "{err}");
 }
+
+#[test]
+fn without_keys_every_token_is_refused_as_disabled() {
+    let keys = JwtKeys::load(&JwtSettings::default()).expect("no keys");
+    let signed = JwtKeys::load(&hs()).expect("keys").issue("api-key/1", &[], Utc::now(), None).expect("issue").0;
+    for token in ["abc.def.ghi", signed.as_str()] {
+        assert_eq!(keys.verify(token), Err(Refused::Disabled), "{token}");
+    }
+}
