@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use legion_common::settings::{Limits, RetrySettings};
 use legion_proto::v1;
 use legion_proto::v1::schedule_service_server::ScheduleService;
@@ -239,7 +239,8 @@ impl ScheduleService for ScheduleApi {
         let mut spec = validate::validate(document, &limits).map_err(field_status)?;
         // The fields the schedule leaves unset take the settings; together they must still hold.
         retry::resolve_overrides(&spec.retry, &self.retry).map_err(|e| invalid(e.field, e.reason))?;
-        let first = validate::first_slot(&spec.cadence, Utc::now()).map_err(field_status)?;
+        // Microseconds, as PostgreSQL keeps the instants that slots are computed from when they fire.
+        let first = validate::first_slot(&spec.cadence, Utc::now().trunc_subsecs(6)).map_err(field_status)?;
         tracing::Span::current().record("name", spec.name.as_str());
         let path = schedule_path(&spec.name);
         self.authorize_task(&caller, &spec, &path).await?;
