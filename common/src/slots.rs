@@ -21,7 +21,7 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Duration, LocalResult, Offset, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, LocalResult, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 
@@ -33,6 +33,9 @@ pub const MAX_INTERVAL_MS: u64 = 366 * 24 * 3600 * 1000;
 
 /// Longest cron expression, in bytes.
 pub const MAX_CRON_BYTES: usize = 256;
+
+/// The last year with slots: RFC 3339 writes four-digit years.
+pub const MAX_YEAR: i32 = 9999;
 
 /// A schedule field that is not acceptable: `field: reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,8 +118,13 @@ impl Cadence {
     }
 
     /// The first slot strictly after `after`, or `None` when there is none (a cron expression that
-    /// never matches again, such as a date in the past).
+    /// never matches again, such as a date in the past). Slots end with the year 9999, the last that
+    /// RFC 3339 can write.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.next_after_unbounded(after).filter(|slot| slot.year() <= MAX_YEAR)
+    }
+
+    fn next_after_unbounded(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match self {
             Self::Cron { cron, timezone, fixed_time, .. } => {
                 let mut cursor = after;

@@ -158,3 +158,10 @@ fn intervals_count_from_their_anchor() {
         assert_eq!(Cadence::interval(bad, anchor).expect_err("out of range").field, "interval_ms");
     }
 }
+
+#[test]
+fn slots_end_with_the_year_9999() {
+    let anchor = at("9999-06-01T00:00:00Z");
+    let yearly = Cadence::interval(MAX_INTERVAL_MS, anchor).expect("valid");
+    assert_eq!(yearly.next_slots(at("9999-01-01T00:00:00Z"), 3), [anchor]);
+}
