@@ -1,11 +1,13 @@
 //! A gRPC channel over several control-plane replicas: `control_plane.url` first, then
 //! `control_plane.failover_urls`, in order.
 //!
-//! Every call goes to the current replica. A call that fails below gRPC (the connection is refused,
-//! times out or breaks: a [`tonic::transport::Error`], which a client sees as `UNAVAILABLE`) makes the
-//! next replica current, round robin, and the failed call returns its error: a request body cannot be
-//! sent twice, so the caller retries, as it does for any `UNAVAILABLE`, and its retry goes to the next
-//! replica. Calls answered with a gRPC status, errors included, do not move it: a replica that answers
+//! Every call goes to the current replica. A call that fails below gRPC (a [`tonic::transport::Error`]:
+//! the connection is refused, times out or breaks, which a client sees as `UNAVAILABLE`; or the call
+//! passes its gRPC deadline, set with `tonic::Request::set_timeout` or `Endpoint::timeout`, which it
+//! sees as `CANCELLED`) makes the next replica current, round robin, and the failed call returns its
+//! error: a request body cannot be sent twice, so the caller retries, as it does for any transient
+//! failure, and its retry goes to the next replica. A deadline enforced outside the channel (a
+//! `tokio::time::timeout` that drops the call) is not seen here. Calls answered with a gRPC status, errors included, do not move it: a replica that answers
 //! is reachable. The current replica is shared by every clone, so one failure moves them all.
 //!
 //! Why not `Channel::balance_list`: tonic's balancer keeps a lazily connected endpoint that refuses
@@ -19,6 +21,14 @@ use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 use tonic::codegen::{BoxFuture, Context, Poll, Service};
 use tonic::transport::{Channel, Endpoint};
+
+/// HTTP/2 keep-alive ping interval of the channels to the control plane: with
+/// [`KEEP_ALIVE_TIMEOUT`], a replica that stops answering (frozen, cut off by the network) breaks the
+/// connection, and so moves the calls to the next replica, within about 10 s, even with no call of
+/// its own timing out.
+pub const KEEP_ALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a keep-alive ping may go unanswered before the connection is closed.
+pub const KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Channels to the replicas, and which one is current. Build with [`Failover::connect_lazy`], or
 /// from one [`Channel`] (no failover).

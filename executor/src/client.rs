@@ -54,8 +54,10 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// `RegisterNode`: announces the node, its slots and its extensions.
     async fn register(&self, request: RegisterNodeRequest) -> Result<RegisterNodeResponse, Status>;
     /// `Heartbeat`: reports running attempts and extension states; answers aborts and disabled
-    /// extensions.
-    async fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatResponse, Status>;
+    /// extensions. A call without an answer within `timeout` fails (`CANCELLED`, "Timeout expired"),
+    /// and the gRPC client moves to the next control-plane replica ([`legion_common::failover`]), so
+    /// that a replica that stopped answering (frozen, cut off) is left within one heartbeat.
+    async fn heartbeat(&self, request: HeartbeatRequest, timeout: Duration) -> Result<HeartbeatResponse, Status>;
     /// `StartTask`: one decision per item, in order.
     async fn start_tasks(&self, request: StartTaskRequest) -> Result<StartTaskResponse, Status>;
     /// `CompleteTask`: one ack per item, in order.
@@ -111,8 +113,8 @@ impl GrpcControlPlane {
                 .connect_timeout(CONNECT_TIMEOUT)
                 .timeout(REQUEST_TIMEOUT)
                 .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(10))
+                .http2_keep_alive_interval(legion_common::failover::KEEP_ALIVE_INTERVAL)
+                .keep_alive_timeout(legion_common::failover::KEEP_ALIVE_TIMEOUT)
                 .keep_alive_while_idle(true);
             endpoints.push((url.clone(), endpoint));
         }
@@ -126,7 +128,10 @@ impl ControlPlane for GrpcControlPlane {
         Ok(self.client.clone().register_node(request).await?.into_inner())
     }
 
-    async fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatResponse, Status> {
+    async fn heartbeat(&self, request: HeartbeatRequest, timeout: Duration) -> Result<HeartbeatResponse, Status> {
+        // A gRPC deadline (`grpc-timeout`), enforced inside the channel, so that the failover sees it.
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(timeout);
         Ok(self.client.clone().heartbeat(request).await?.into_inner())
     }
 
@@ -255,7 +260,7 @@ mod tests {
                 }),
             }
         }
-        async fn heartbeat(&self, _r: HeartbeatRequest) -> Result<HeartbeatResponse, Status> {
+        async fn heartbeat(&self, _r: HeartbeatRequest, _t: Duration) -> Result<HeartbeatResponse, Status> {
             Err(Status::unimplemented("test"))
         }
         async fn start_tasks(&self, _r: StartTaskRequest) -> Result<StartTaskResponse, Status> {

@@ -82,7 +82,11 @@ impl ControlPlane for Fake {
         })
     }
 
-    async fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatResponse, Status> {
+    async fn heartbeat(
+        &self,
+        request: HeartbeatRequest,
+        _timeout: std::time::Duration,
+    ) -> Result<HeartbeatResponse, Status> {
         lock(&self.heartbeats).push(request);
         Ok(HeartbeatResponse {
             abort: std::mem::take(&mut *lock(&self.abort)),

@@ -98,9 +98,11 @@ impl Heartbeat {
         self.send(request).await?.map(|_| ())
     }
 
-    /// One `Heartbeat` call, bounded by the interval (at least 1 s).
+    /// One `Heartbeat` call, bounded by the interval (at least 1 s) as its gRPC deadline, and by that
+    /// plus a second here for a client that does not enforce it.
     async fn send(&self, request: HeartbeatRequest) -> Result<Result<HeartbeatResponse, Status>, Status> {
-        tokio::time::timeout(self.interval.max(Duration::from_secs(1)), self.control_plane.heartbeat(request))
+        let deadline = self.interval.max(Duration::from_secs(1));
+        tokio::time::timeout(deadline + Duration::from_secs(1), self.control_plane.heartbeat(request, deadline))
             .await
             .map_err(|_| Status::deadline_exceeded("heartbeat took longer than the heartbeat interval"))
     }

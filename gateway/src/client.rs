@@ -74,8 +74,8 @@ pub fn connect_lazy(settings: &Settings) -> Result<Failover, Error> {
             .map_err(|e| Error::TlsConfig(e.to_string()))?
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(legion_common::failover::KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(legion_common::failover::KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
         endpoints.push((url, endpoint));
     }

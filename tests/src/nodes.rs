@@ -17,7 +17,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use legion_proto::v1::{ListNodesRequest, NodeStatus};
@@ -136,19 +136,8 @@ impl Node {
         self.signal("CONT")
     }
 
-    /// `kill -<name> <pid>` (the crate forbids unsafe code, so no libc); false when the process is gone.
     fn signal(&mut self, name: &str) -> bool {
-        let Some(pid) = self.service.pid() else { return false };
-        if self.service.exited().is_some() {
-            return false;
-        }
-        Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(pid.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        self.service.signal(name)
     }
 
     /// The node's `/metrics` text (Prometheus exposition format).

@@ -122,6 +122,22 @@ impl Service {
         self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// `kill -<name> <pid>` (the crate forbids unsafe code, so no libc), e.g. `STOP` to freeze the
+    /// process and `CONT` to let it run on; false when the process is gone.
+    pub fn signal(&mut self, name: &str) -> bool {
+        let Some(pid) = self.pid() else { return false };
+        if self.exited().is_some() {
+            return false;
+        }
+        Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     /// Kills the process with SIGKILL and reaps it. Idempotent.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

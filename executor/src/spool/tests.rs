@@ -244,7 +244,7 @@ impl ControlPlane for Flaky {
     async fn register(&self, _r: RegisterNodeRequest) -> Result<RegisterNodeResponse, Status> {
         Err(Status::unimplemented("test"))
     }
-    async fn heartbeat(&self, _r: HeartbeatRequest) -> Result<HeartbeatResponse, Status> {
+    async fn heartbeat(&self, _r: HeartbeatRequest, _t: Duration) -> Result<HeartbeatResponse, Status> {
         Err(Status::unimplemented("test"))
     }
     async fn start_tasks(&self, _r: StartTaskRequest) -> Result<StartTaskResponse, Status> {

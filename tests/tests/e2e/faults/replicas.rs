@@ -1,6 +1,7 @@
 //! An executor given every control-plane replica (`control_plane.url` and `failover_urls`): when the
-//! replica it calls stops, its next calls go to another one, so that replica never declares it lost
-//! and the attempts it runs finish once, as attempt 1 (docs/architecture.md, "Lost nodes").
+//! replica it calls stops, or freezes (SIGSTOP: its sockets stay open, nothing answers), its next calls
+//! go to another one, so that replica never declares it lost and the attempts it runs finish once, as
+//! attempt 1 (docs/architecture.md, "Lost nodes").
 
 use std::time::Duration;
 
@@ -19,15 +20,23 @@ const LEASE_MS: u64 = 3000;
 const SLEEP_MS: u64 = 6000;
 const TASKS: usize = 4;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_executor_fails_over_to_another_replica_and_is_never_declared_lost() {
+/// What happens to the replica the executor calls first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    /// SIGTERM: it drains and exits; connections are refused.
+    Stop,
+    /// SIGSTOP: connections stay open and nothing answers; heartbeats time out.
+    Freeze,
+}
+
+async fn an_executor_fails_over_when_its_replica(outage: Outage) {
     let lease = json!({"control_plane": {"node_lease_ms": LEASE_MS}, "executor": {"heartbeat_ms": 500}});
-    let mut env = TestEnv::start_with_settings(lease).await.expect("control plane starts");
-    let other = env.start_replica().await.expect("second replica starts");
+    let env = TestEnv::start_with_settings(lease).await.expect("control plane starts");
+    let mut first = env.start_replica().await.expect("second replica starts");
     let pool = env.db().pool().await.expect("pool");
     let urls = json!({"control_plane": {
-        "url": control_plane_url(env.control_plane_addr()),
-        "failover_urls": [control_plane_url(other.grpc_addr())],
+        "url": control_plane_url(first.grpc_addr()),
+        "failover_urls": [control_plane_url(env.control_plane_addr())],
     }});
     let node = env
         .start_node(&NodeSpec { heartbeat_ms: 500, extra: urls, ..NodeSpec::default() })
@@ -43,21 +52,37 @@ async fn an_executor_fails_over_to_another_replica_and_is_never_declared_lost() 
             n => Err(format!("{n} running")),
         }
     });
-    let status = env.stop_control_plane().await;
-    assert!(status.is_some_and(|s| s.success()), "the replica the executor calls drains and exits 0: {status:?}");
+    match outage {
+        Outage::Stop => {
+            let status = first.stop().await;
+            assert!(status.is_some_and(|s| s.success()), "the replica drains and exits 0: {status:?}");
+        }
+        Outage::Freeze => assert!(first.service().signal("STOP"), "SIGSTOP delivered"),
+    }
 
     wait_all_ended(&pool, i64::try_from(TASKS).expect("small"), LONG).await;
     assert_exactly_once(&pool).await;
     for task in ledger::tasks(&pool, &ids).await.expect("tasks") {
-        assert_eq!((task.status.as_str(), task.attempt), ("succeeded", 1), "{task:?}");
+        assert_eq!((task.status.as_str(), task.attempt), ("succeeded", 1), "{outage:?}: {task:?}");
     }
     let attempts = ledger::all_attempts(&pool).await.expect("attempts");
     let lost: Vec<_> = attempts.values().flatten().filter(|a| a.status != "succeeded").collect();
-    assert!(lost.is_empty(), "no attempt was lost or retried: {lost:#?}");
+    assert!(lost.is_empty(), "{outage:?}: no attempt was lost or retried: {lost:#?}");
     let (status,): (String,) = sqlx::query_as("SELECT status FROM nodes WHERE name = $1")
         .bind(node.name())
         .fetch_one(&pool)
         .await
         .expect("the node's row");
-    assert_eq!(status, "active", "the surviving replica never declared the executor lost");
+    assert_eq!(status, "active", "{outage:?}: the other replica never declared the executor lost");
+    first.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_fails_over_when_its_replica_stops_and_is_never_declared_lost() {
+    an_executor_fails_over_when_its_replica(Outage::Stop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_fails_over_when_its_replica_freezes_and_is_never_declared_lost() {
+    an_executor_fails_over_when_its_replica(Outage::Freeze).await;
 }
