@@ -19,13 +19,22 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     chain_from(error.to_string(), error.source())
 }
 
-/// `message` followed by `first` and its sources, as [`error_chain`].
-pub fn chain_from(mut message: String, first: Option<&(dyn std::error::Error + 'static)>) -> String {
+/// A gRPC status's message followed by the chain of its sources (`tcp connect error: Connection
+/// refused`), which tonic keeps out of the message for transport failures; as [`error_chain`].
+pub fn status_chain(status: &tonic::Status) -> String {
+    chain_from(status.message().to_owned(), std::error::Error::source(status))
+}
+
+/// `message` followed by `first` and its sources, joined with `": "`; empty texts and texts already
+/// present are left out.
+fn chain_from(mut message: String, first: Option<&(dyn std::error::Error + 'static)>) -> String {
     let mut source = first;
     while let Some(s) = source {
         let text = s.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
+        if !text.is_empty() && !message.contains(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
             message.push_str(&text);
         }
         source = s.source();

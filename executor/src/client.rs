@@ -152,12 +152,7 @@ fn is_credential_error(status: &Status) -> bool {
 /// (see [`transport_hint`]).
 pub const HINT_AFTER: u32 = 3;
 
-pub use legion_common::text::error_chain;
-
-/// A status's message followed by its sources, as [`error_chain`].
-pub fn status_chain(status: &Status) -> String {
-    legion_common::text::chain_from(status.message().to_owned(), std::error::Error::source(status))
-}
+pub use legion_common::text::{error_chain, status_chain};
 
 /// What an operator should check when calls keep failing with `status` before reaching the control
 /// plane's service (a transport error), judged from the code and the error chain:

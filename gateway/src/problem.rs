@@ -107,16 +107,7 @@ pub fn effective_code(status: &tonic::Status) -> tonic::Code {
 /// A status's message followed by the chain of its sources (`tcp connect error: Connection refused`),
 /// which tonic keeps out of the message for transport failures. Repeated texts are left out.
 pub fn status_message(status: &tonic::Status) -> String {
-    let mut message = status.message().to_owned();
-    let mut source = std::error::Error::source(status);
-    while let Some(error) = source {
-        let text = error.to_string();
-        if !text.is_empty() && !message.contains(&text) {
-            message = if message.is_empty() { text } else { format!("{message}: {text}") };
-        }
-        source = error.source();
-    }
-    message
+    legion_common::text::status_chain(status)
 }
 
 /// The gRPC code name closest to an HTTP error status, for responses the gateway did not build itself

@@ -14,6 +14,13 @@ pub fn control_plane_url(grpc: SocketAddr) -> String {
     format!("https://{grpc}")
 }
 
+/// Control-plane settings with a short node lease, `lease_ms`, for tests that wait for a silent node to
+/// be declared lost; `executor.heartbeat_ms` 500 keeps the lease longer than the heartbeat, as the
+/// settings check requires.
+pub fn short_node_lease(lease_ms: u64) -> Value {
+    json!({"control_plane": {"node_lease_ms": lease_ms}, "executor": {"heartbeat_ms": 500}})
+}
+
 /// Where a test's control plane listens and what it uses.
 #[derive(Debug, Clone)]
 pub struct ControlPlaneConfig {

@@ -31,7 +31,7 @@ async fn rest_status(rest: &RestClient, name: &str) -> Result<Option<String>, St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_executor_shows_draining_then_leaves_the_node_list() {
-    let lease = json!({"control_plane": {"node_lease_ms": LEASE_MS}, "executor": {"heartbeat_ms": 500}});
+    let lease = legion_tests::settings::short_node_lease(LEASE_MS);
     let env = TestEnv::start_with_settings(lease).await.expect("control plane starts");
     let pool = env.db().pool().await.expect("pool");
     let gateway = env.start_gateway().await.expect("gateway");

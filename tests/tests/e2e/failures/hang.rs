@@ -44,7 +44,7 @@ fn assert_attempts_ended_in_time(id: &str, attempts: &[TimedAttempt]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_task_ends_within_its_timeout_plus_the_lease_and_others_are_served() {
-    let lease = json!({"control_plane": {"node_lease_ms": LEASE_MS}, "executor": {"heartbeat_ms": 500}});
+    let lease = legion_tests::settings::short_node_lease(u64::from(LEASE_MS));
     let env = TestEnv::start_with_settings(lease).await.expect("control plane starts");
     let pool = env.db().pool().await.expect("pool");
     // The hanging executor runs only `fault` (and `log`): every core task must go to the other node.

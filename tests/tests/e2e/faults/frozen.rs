@@ -87,7 +87,7 @@ async fn settles_stale(frozen: &mut Node) -> String {
 /// Freezes the executor running a chain's root past the node lease and thaws it at `thaw`; the frozen
 /// executor has `frozen_slots` slots (`frozen_slots - 1` free prefetch while frozen).
 async fn frozen_past_the_lease(frozen_slots: u32, thaw: Thaw) {
-    let lease = json!({"control_plane": {"node_lease_ms": LEASE_MS}, "executor": {"heartbeat_ms": 500}});
+    let lease = legion_tests::settings::short_node_lease(LEASE_MS);
     let env = TestEnv::start_with_settings(lease).await.expect("control plane starts");
     let pool = env.db().pool().await.expect("pool");
     let frozen_spec = NodeSpec {

@@ -30,7 +30,7 @@ enum Outage {
 }
 
 async fn an_executor_fails_over_when_its_replica(outage: Outage) {
-    let lease = json!({"control_plane": {"node_lease_ms": LEASE_MS}, "executor": {"heartbeat_ms": 500}});
+    let lease = legion_tests::settings::short_node_lease(LEASE_MS);
     let env = TestEnv::start_with_settings(lease).await.expect("control plane starts");
     let mut first = env.start_replica().await.expect("second replica starts");
     let pool = env.db().pool().await.expect("pool");
