@@ -84,6 +84,18 @@ async fn a_transformation_that_fails_on_the_first_slot_is_refused() {
     let slot = message.strip_prefix("transformation: on the first slot (").and_then(|m| m.split_once(')'));
     let slot: DateTime<Utc> = slot.expect(&message).0.parse().expect("an RFC 3339 slot");
     assert!(slot > Utc::now() && slot < Utc::now() + chrono::Duration::days(1), "{slot}");
+    // An interval schedule's first slot is its creation instant, in microseconds as PostgreSQL keeps it
+    // and as the slot that fires has it.
+    let every = v1::Schedule {
+        cron: None,
+        timezone: String::new(),
+        interval_ms: Some(60_000),
+        ..transformed("refused", json!({"engine": "static", "value": 5}))
+    };
+    let message = create(&mut client, every).await.unwrap_err().message().to_owned();
+    let slot = message.strip_prefix("transformation: on the first slot (").and_then(|m| m.split_once(')'));
+    let slot: DateTime<Utc> = slot.expect(&message).0.parse().expect("an RFC 3339 slot");
+    assert_eq!(slot.timestamp_subsec_nanos() % 1000, 0, "{message}");
     assert_eq!(
         client.get_schedule(v1::GetScheduleRequest { name: "refused".into() }).await.unwrap_err().code(),
         Code::NotFound,
